@@ -1,0 +1,5 @@
+"""Placeholder until this command group lands; registers nothing."""
+
+
+def register(subparsers):
+    pass

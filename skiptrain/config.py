@@ -1,0 +1,229 @@
+"""The accelerator config: the one contract read by rtl/, golden/, the benches and fpga/.
+
+A :class:`Config` is frozen and validated on construction; every error names the field, the
+value and the rule. It round-trips through JSON (:meth:`Config.to_json`, :meth:`Config.from_json`)
+and is written next to generated Verilog, so a netlist always travels with the parameters that
+made it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Config", "ConfigError", "PRESETS", "preset", "MULTIPLIERS"]
+
+#: Multiplier implementations. ``behavioral`` is plain RTL (simulation, iCE40 inference);
+#: ``ecp5`` instantiates MULT18X18D with its input and output registers (Yosys does not pack
+#: fabric registers into the DSP, and without them the array clocks at about half speed).
+MULTIPLIERS = ("behavioral", "ecp5")
+
+#: Pipeline depth of the multiplier, both implementations: DSP input register, DSP output
+#: register, one fabric register after the DSP (the structure that reached 179 MHz on ECP5).
+MULTIPLIER_LATENCY = 3
+
+
+class ConfigError(ValueError):
+    """A config field breaks a rule; the message names the field, the value and the rule."""
+
+
+def _is_pow2(x: int) -> bool:
+    return x > 0 and (x & (x - 1)) == 0
+
+
+def _bits(x: int) -> int:
+    """Bits needed to hold the unsigned values 0..x."""
+    return max(1, int(x).bit_length())
+
+
+@dataclass(frozen=True)
+class Config:
+    """Parameters of one generated accelerator.
+
+    Members
+    -------
+    rows, cols:
+        Systolic array size R x C (PE rows feed on op(A) rows, PE columns on op(B) columns).
+    data_width, frac_bits:
+        Operand format: signed fixed point, ``data_width`` bits in total, ``frac_bits`` of them
+        after the binary point.
+    acc_width:
+        Accumulator width; wraps modulo 2**acc_width like the RTL. At least
+        ``2 * data_width + 8`` so 256 worst-case products cannot overflow.
+    spad_depth:
+        Words per bank of the operand scratchpad (``banks`` banks of ``data_width`` bits).
+    acc_depth:
+        Words per bank of the accumulator memory (``banks`` banks of ``acc_width`` bits).
+    prog_depth:
+        Commands the program memory holds.
+    dim_width:
+        Bits of the M, K, N fields of a command.
+    counter_width:
+        Bits of each performance counter.
+    multiplier:
+        One of :data:`MULTIPLIERS`; changes the netlist, never the behaviour or the timing.
+    """
+
+    rows: int = 8
+    cols: int = 8
+    data_width: int = 16
+    frac_bits: int = 8
+    acc_width: int = 40
+    spad_depth: int = 4096
+    acc_depth: int = 1024
+    prog_depth: int = 64
+    dim_width: int = 16
+    counter_width: int = 48
+    multiplier: str = "behavioral"
+    name: str = field(default="custom", compare=False)
+
+    def __post_init__(self):
+        ints = ("rows", "cols", "data_width", "frac_bits", "acc_width", "spad_depth",
+                "acc_depth", "prog_depth", "dim_width", "counter_width")
+        for f in ints:
+            v = getattr(self, f)
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise ConfigError(f"{f}={v!r}: must be an integer")
+        self._check("rows", 1 <= self.rows <= 32, "must be in 1..32")
+        self._check("cols", 1 <= self.cols <= 32, "must be in 1..32")
+        self._check("data_width", 2 <= self.data_width <= 32, "must be in 2..32")
+        self._check("frac_bits", 0 <= self.frac_bits < self.data_width,
+                    f"must be in 0..data_width-1 = 0..{self.data_width - 1}")
+        self._check("acc_width", 2 * self.data_width + 8 <= self.acc_width <= 64,
+                    f"must be in 2*data_width+8..64 = {2 * self.data_width + 8}..64 "
+                    "(8 guard bits over a full product; 64 is the golden model's integer width)")
+        for f in ("spad_depth", "acc_depth", "prog_depth"):
+            v = getattr(self, f)
+            self._check(f, _is_pow2(v) and 2 <= v <= 1 << 20, "must be a power of two in 2..2**20")
+        self._check("dim_width", 4 <= self.dim_width <= 24, "must be in 4..24")
+        self._check("counter_width", 32 <= self.counter_width <= 64, "must be in 32..64")
+        self._check("multiplier", self.multiplier in MULTIPLIERS, f"must be one of {MULTIPLIERS}")
+        if self.multiplier == "ecp5":
+            self._check("data_width", self.data_width <= 18,
+                        "must be at most 18 with multiplier='ecp5' (MULT18X18D is 18x18)")
+        if not isinstance(self.name, str):
+            raise ConfigError(f"name={self.name!r}: must be a string")
+
+    def _check(self, f: str, ok: bool, rule: str):
+        if not ok:
+            raise ConfigError(f"{f}={getattr(self, f)!r}: {rule}")
+
+    # ---- derived quantities (never stored, so they cannot disagree) -------------------------
+    @property
+    def banks(self) -> int:
+        """Memory banks V: the smallest power of two >= max(rows, cols).
+
+        Matrices are stored skewed across the banks (see :mod:`skiptrain.layout`), so a row or
+        a column of up to V elements is read in one cycle whatever the transpose.
+        """
+        v = 1
+        while v < max(self.rows, self.cols):
+            v <<= 1
+        return max(v, 2)
+
+    @property
+    def bank_bits(self) -> int:
+        return (self.banks - 1).bit_length()
+
+    @property
+    def spad_addr_width(self) -> int:
+        return (self.spad_depth - 1).bit_length()
+
+    @property
+    def acc_addr_width(self) -> int:
+        return (self.acc_depth - 1).bit_length()
+
+    @property
+    def addr_width(self) -> int:
+        """Width of the base and leading-dimension fields of a command (fits either memory)."""
+        return max(self.spad_addr_width, self.acc_addr_width)
+
+    @property
+    def prog_addr_width(self) -> int:
+        return (self.prog_depth - 1).bit_length()
+
+    @property
+    def shift_width(self) -> int:
+        """Width of the requantization shift field (0..acc_width-1 are legal)."""
+        return _bits(self.acc_width - 1)
+
+    @property
+    def multiplier_latency(self) -> int:
+        return MULTIPLIER_LATENCY
+
+    @property
+    def max_dim(self) -> int:
+        return (1 << self.dim_width) - 1
+
+    @property
+    def data_min(self) -> int:
+        return -(1 << (self.data_width - 1))
+
+    @property
+    def data_max(self) -> int:
+        return (1 << (self.data_width - 1)) - 1
+
+    # ---- variants and serialisation -----------------------------------------------------------
+    def replace(self, **changes) -> "Config":
+        """A new validated config with some fields changed."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ConfigError(f"unknown config field(s) {sorted(unknown)}; "
+                              f"fields are {[f.name for f in dataclasses.fields(self)]}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["derived"] = {"banks": self.banks, "multiplier_latency": self.multiplier_latency}
+        return d
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        if not isinstance(d, dict):
+            raise ConfigError(f"config must be a JSON object, got {type(d).__name__}")
+        d = dict(d)
+        d.pop("derived", None)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ConfigError(f"unknown config field(s) {sorted(unknown)}; fields are {sorted(names)}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, text_or_path: str | Path) -> "Config":
+        p = Path(text_or_path) if not str(text_or_path).lstrip().startswith("{") else None
+        if p is not None:
+            if not p.is_file():
+                raise ConfigError(f"config file {str(p)!r} does not exist")
+            text = p.read_text()
+        else:
+            text = str(text_or_path)
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"config is not valid JSON: {e}") from None
+        return cls.from_dict(d)
+
+
+#: Named presets. ``tiny`` keeps tests and iCE40 builds fast; ``default`` is the 8x8 array.
+PRESETS: dict[str, Config] = {
+    "tiny": Config(rows=2, cols=2, spad_depth=256, acc_depth=64, prog_depth=16, name="tiny"),
+    "small": Config(rows=4, cols=4, spad_depth=1024, acc_depth=256, prog_depth=32, name="small"),
+    "default": Config(name="default"),
+}
+
+
+def preset(name: str) -> Config:
+    """The preset called ``name``; unknown names raise :class:`ConfigError` listing the choices."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"preset={name!r}: unknown preset; choose one of {sorted(PRESETS)}") from None

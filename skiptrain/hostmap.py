@@ -1,0 +1,105 @@
+"""The host interface of the accelerator top: address map, control/status registers, line formats.
+
+The host port is a plain synchronous bus: ``addr``, ``w_en``, ``w_data``, ``r_en``, and
+``r_data`` with ``r_valid`` exactly :data:`READ_LATENCY` cycles after ``r_en``. An address is
+``region << index_width | index``. One access moves a whole memory *line* (word ``index`` of
+every bank), so loading a matrix costs one bus cycle per V elements.
+
+Memories can be accessed only while the accelerator is idle; an access while busy is ignored
+(reads return 0) and sets the sticky ``host_error`` status bit. CSRs are always readable.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from .config import Config
+from .isa import command_width
+
+__all__ = ["Region", "Csr", "Ctrl", "Status", "READ_LATENCY", "HostMap", "ID_MAGIC"]
+
+READ_LATENCY = 2  #: cycles from r_en to r_valid (memory read, then the region multiplexer)
+ID_MAGIC = 0x5354  #: "ST" in the top bits of the ID register
+
+
+class Region(enum.IntEnum):
+    CSR = 0
+    PROG = 1  #: one command per index
+    SPAD = 2  #: one line of V data_width elements per index, bank b in bits [b*dw, (b+1)*dw)
+    ACC = 3   #: one line of V acc_width accumulators per index
+
+
+class Csr(enum.IntEnum):
+    CTRL = 0        #: W: Ctrl bits
+    STATUS = 1      #: R: Status bits
+    START_PC = 2    #: RW: program slot the next START begins at
+    PC = 3          #: R: current (or last) program slot
+    ID = 4          #: R: ID_MAGIC << 48 | acc_width << 32 | frac_bits << 24 | data_width << 16 | cols << 8 | rows
+    CYCLES = 5      #: R: busy cycles, START to done, all commands
+    COMMANDS = 6    #: R: GEMM commands completed
+    TILES = 7       #: R: output tiles issued
+    BUBBLES = 8     #: R: issue cycles without a valid step (tile period max(K, R, C) > K)
+    PHASE_CYCLES = 9   #: R: 9..12, cycles in check, issue and drain of GEMMs per Phase
+    PHASE_MACS = 13    #: R: 13..16, useful MACs (M*K*N) per Phase
+
+
+CSR_COUNT = 32
+
+
+class Ctrl(enum.IntFlag):
+    START = 1  #: start the program at START_PC (clears done, error, error_code, error_pc)
+    CLEAR = 2  #: clear the counters and the sticky saturated and host_error bits (before START)
+
+
+class Status:
+    BUSY = 0
+    DONE = 1
+    ERROR = 2
+    SATURATED = 3   #: sticky: a QUANT result saturated
+    HOST_ERROR = 4  #: sticky: the host accessed memory or started while busy
+    ERROR_CODE = 8  #: bits 8..15
+    ERROR_PC = 16   #: bits 16..16+prog_addr_width
+
+    @staticmethod
+    def decode(word: int) -> dict:
+        return {"busy": word & 1, "done": (word >> 1) & 1, "error": (word >> 2) & 1,
+                "saturated": (word >> 3) & 1, "host_error": (word >> 4) & 1,
+                "error_code": (word >> 8) & 0xFF, "error_pc": (word >> 16) & 0xFFFF}
+
+
+class HostMap:
+    """Address and data widths of the host port for one config."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.index_width = max(5, cfg.prog_addr_width, cfg.spad_addr_width, cfg.acc_addr_width)
+        self.addr_width = self.index_width + 2
+        self.data_width = max(cfg.banks * cfg.acc_width, command_width(cfg), 64)
+
+    def addr(self, region: Region, index: int) -> int:
+        depth = {Region.CSR: CSR_COUNT, Region.PROG: self.cfg.prog_depth,
+                 Region.SPAD: self.cfg.spad_depth, Region.ACC: self.cfg.acc_depth}[region]
+        if not 0 <= index < depth:
+            raise ValueError(f"{region.name} index {index}: must be in 0..{depth - 1}")
+        return (int(region) << self.index_width) | index
+
+    def id_value(self) -> int:
+        c = self.cfg
+        return (ID_MAGIC << 48 | c.acc_width << 32 | c.frac_bits << 24 | c.data_width << 16
+                | c.cols << 8 | c.rows)
+
+    # line packing: lanes are two's complement fields, bank 0 in the low bits
+    @staticmethod
+    def pack_line(values, width: int) -> int:
+        word = 0
+        for b, v in enumerate(values):
+            word |= (int(v) & ((1 << width) - 1)) << (b * width)
+        return word
+
+    @staticmethod
+    def unpack_line(word: int, width: int, lanes: int) -> list[int]:
+        out = []
+        for b in range(lanes):
+            v = (word >> (b * width)) & ((1 << width) - 1)
+            out.append(v - (1 << width) if v >> (width - 1) else v)
+        return out

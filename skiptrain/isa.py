@@ -1,0 +1,131 @@
+"""The command set of the accelerator's sequencer: opcodes, fields, bit layout and error codes.
+
+A program is a list of commands in program memory; the sequencer runs them from ``START_PC``
+until a ``HALT`` (or an error). The bit layout is derived from the :class:`~skiptrain.config.Config`
+and is the contract between the host (benches, golden model) and ``rtl/command.py``, which
+builds its ``data.Struct`` from :func:`command_fields`. Fields are packed LSB first in the order
+listed.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, fields
+
+from .config import Config
+
+__all__ = ["Opcode", "Phase", "OutMode", "ErrorCode", "Command", "command_fields",
+           "command_width", "encode", "decode"]
+
+
+class Opcode(enum.IntEnum):
+    HALT = 0   #: stop; status.done = 1
+    GEMM = 1   #: C = op(A) . op(B), written back per out_mode
+    # 2 and 3 are not assigned: they stop the program with ErrorCode.BAD_OPCODE
+
+
+class Phase(enum.IntEnum):
+    """Training phase a GEMM belongs to; only selects which performance counters count it."""
+    FWD = 0         #: F: forward, Y = W . X
+    BWD_INPUT = 1   #: B: input gradient, dX = W^T . dY
+    BWD_WEIGHT = 2  #: G: weight gradient, dW = dY . X^T
+    UPDATE = 3      #: U: weight update
+
+
+class OutMode(enum.IntEnum):
+    QUANT = 0  #: requantize (shift, round half to even, saturate) into the scratchpad
+    ACC = 1    #: full accumulators into the accumulator memory
+
+
+class ErrorCode(enum.IntEnum):
+    NONE = 0
+    BAD_OPCODE = 1  #: opcode not in Opcode
+    ZERO_DIM = 2    #: M, K or N is 0
+    BAD_SHIFT = 3   #: shift > acc_width - 1
+    A_STRIDE = 4    #: a_ld < words per stored row of A
+    A_RANGE = 5     #: A's last word is past the scratchpad
+    B_STRIDE = 6
+    B_RANGE = 7
+    C_STRIDE = 8
+    C_RANGE = 9     #: C's last word is past its memory (scratchpad or accumulator memory)
+    OVERLAP = 10    #: QUANT output words overlap A's or B's words
+    PROG_END = 11   #: ran past the last program slot without HALT
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command. Matrices live in memory in the skewed layout of :mod:`skiptrain.layout`:
+    ``*_base`` is the word of element (0, 0) and ``*_ld`` the words between consecutive stored
+    rows. A is stored M x K (K x M when ``trans_a``), B is K x N (N x K when ``trans_b``), C is
+    M x N.
+    """
+
+    opcode: int = Opcode.HALT
+    phase: int = Phase.FWD
+    trans_a: int = 0
+    trans_b: int = 0
+    out_mode: int = OutMode.QUANT
+    shift: int = 0
+    m: int = 0
+    k: int = 0
+    n: int = 0
+    a_base: int = 0
+    a_ld: int = 0
+    b_base: int = 0
+    b_ld: int = 0
+    c_base: int = 0
+    c_ld: int = 0
+
+    @classmethod
+    def gemm(cls, m, k, n, a, b, c, *, trans_a=False, trans_b=False, out_mode=OutMode.QUANT,
+             shift=0, phase=Phase.FWD) -> "Command":
+        """A GEMM on three :class:`~skiptrain.layout.Region` objects (anything with base, ld)."""
+        return cls(Opcode.GEMM, phase, int(trans_a), int(trans_b), out_mode, shift, m, k, n,
+                   a.base, a.ld, b.base, b.ld, c.base, c.ld)
+
+    def a_shape(self) -> tuple[int, int]:
+        """Stored shape of A (rows, cols)."""
+        return (self.k, self.m) if self.trans_a else (self.m, self.k)
+
+    def b_shape(self) -> tuple[int, int]:
+        return (self.n, self.k) if self.trans_b else (self.k, self.n)
+
+    def c_shape(self) -> tuple[int, int]:
+        return (self.m, self.n)
+
+
+def command_fields(cfg: Config) -> list[tuple[str, int]]:
+    """(name, width) of every command field, LSB first."""
+    aw, dw = cfg.addr_width, cfg.dim_width
+    return [("opcode", 2), ("phase", 2), ("trans_a", 1), ("trans_b", 1), ("out_mode", 1),
+            ("shift", cfg.shift_width), ("m", dw), ("k", dw), ("n", dw),
+            ("a_base", aw), ("a_ld", aw), ("b_base", aw), ("b_ld", aw),
+            ("c_base", aw), ("c_ld", aw)]
+
+
+def command_width(cfg: Config) -> int:
+    return sum(w for _, w in command_fields(cfg))
+
+
+def encode(cmd: Command, cfg: Config) -> int:
+    """The command as an integer; a field that does not fit its width raises ValueError."""
+    word, pos = 0, 0
+    for name, width in command_fields(cfg):
+        v = int(getattr(cmd, name))
+        if not 0 <= v < (1 << width):
+            raise ValueError(f"command field {name}={v}: must be in 0..{(1 << width) - 1} "
+                             f"({width} bits for this config)")
+        word |= v << pos
+        pos += width
+    return word
+
+
+def decode(word: int, cfg: Config) -> Command:
+    vals, pos = {}, 0
+    for name, width in command_fields(cfg):
+        vals[name] = (word >> pos) & ((1 << width) - 1)
+        pos += width
+    return Command(**vals)
+
+
+assert [f.name for f in fields(Command)] == [n for n, _ in command_fields(Config())]
