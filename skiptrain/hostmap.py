@@ -16,7 +16,7 @@ import enum
 from .config import Config
 from .isa import command_width
 
-__all__ = ["Region", "Csr", "Ctrl", "Status", "READ_LATENCY", "HostMap", "ID_MAGIC"]
+__all__ = ["Region", "Csr", "Ctrl", "Status", "READ_LATENCY", "HostMap", "ID_MAGIC", "COUNTERS"]
 
 READ_LATENCY = 2  #: cycles from r_en to r_valid (memory read, then the region multiplexer)
 ID_MAGIC = 0x5354  #: "ST" in the top bits of the ID register
@@ -44,6 +44,12 @@ class Csr(enum.IntEnum):
 
 
 CSR_COUNT = 32
+
+#: performance counters, in CSR order from Csr.CYCLES on; the names are shared by rtl/ and golden/
+PHASE_NAMES = ("fwd", "bwd_input", "bwd_weight", "update")
+COUNTERS = (["cycles", "commands", "tiles", "bubbles"]
+            + [f"phase_cycles_{p}" for p in PHASE_NAMES]
+            + [f"phase_macs_{p}" for p in PHASE_NAMES])
 
 
 class Ctrl(enum.IntFlag):

@@ -52,18 +52,33 @@ class Region:
         c = np.arange(self.cols)[None, :]
         return locate(r, c, self.base, self.ld, banks)
 
-    def store(self, image: np.ndarray, matrix) -> None:
-        """Write ``matrix`` (rows x cols) into ``image`` (banks x depth) in place."""
-        m = np.asarray(matrix)
-        if m.shape != (self.rows, self.cols):
+    def store(self, image, matrix) -> None:
+        """Write ``matrix`` (rows x cols) into ``image`` (banks x depth, numpy or torch) in place."""
+        m = matrix if hasattr(matrix, "shape") else np.asarray(matrix)
+        if tuple(m.shape) != (self.rows, self.cols):
             raise ValueError(f"matrix shape {m.shape} does not match region {self.rows}x{self.cols}")
         b, w = self.indices(image.shape[0])
         if self.end(image.shape[0]) > image.shape[1]:
             raise ValueError(f"region words {self.base}..{self.end(image.shape[0]) - 1} "
                              f"exceed memory depth {image.shape[1]}")
-        image[b, w] = m
+        b, w = _index_like(image, *self.indices(image.shape[0]))
+        image[b, w] = m if isinstance(m, type(image)) else _array_like(image, m)
 
-    def load(self, image: np.ndarray) -> np.ndarray:
-        """Read the matrix back from ``image`` (banks x depth)."""
-        b, w = self.indices(image.shape[0])
+    def load(self, image):
+        """Read the matrix back from ``image`` (banks x depth, numpy or torch)."""
+        b, w = _index_like(image, *self.indices(image.shape[0]))
         return image[b, w]
+
+
+def _index_like(image, b, w):
+    if isinstance(image, np.ndarray):
+        return b, w
+    import torch  # only when the caller already works in torch
+    return torch.as_tensor(b), torch.as_tensor(w)
+
+
+def _array_like(image, m):
+    if isinstance(image, np.ndarray):
+        return np.asarray(m)
+    import torch
+    return torch.as_tensor(np.asarray(m), dtype=image.dtype)

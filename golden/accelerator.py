@@ -1,0 +1,129 @@
+"""The accelerator as the host sees it: memories, program, status and counters after a run.
+
+:class:`Accelerator` mirrors rtl/top.py: the same memories (as bank x word images in the
+skewed layout), the same command checks and error codes, the same counters, and the exact
+busy-cycle count of every run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from skiptrain.config import Config
+from skiptrain.hostmap import COUNTERS, PHASE_NAMES
+from skiptrain.isa import Command, ErrorCode, Opcode, OutMode, decode, encode
+from skiptrain.layout import Region
+
+from .operand_reader import read_operand
+from .requantizer import requantize, wrap
+from .result_writer import write_result
+from .sequencer import CHECK_CYCLES, check, gemm_cycles, tiling
+from .systolic_array import gemm
+
+
+@dataclass
+class RunResult:
+    done: bool
+    error: bool
+    error_code: ErrorCode
+    pc: int
+    saturated: bool
+    counters: dict = field(default_factory=dict)
+
+    @property
+    def cycles(self) -> int:
+        return self.counters["cycles"]
+
+
+class Accelerator:
+    """Golden model of one accelerator instance."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        V = cfg.banks
+        self.spad = torch.zeros((V, cfg.spad_depth), dtype=torch.int64)
+        self.acc = torch.zeros((V, cfg.acc_depth), dtype=torch.int64)
+        self.prog = [0] * cfg.prog_depth
+        self.counters = {name: 0 for name in COUNTERS}
+        self.saturated = False
+
+    # ---- host side --------------------------------------------------------------------------
+    def image(self, memory: str) -> torch.Tensor:
+        if memory not in ("spad", "acc"):
+            raise ValueError(f"memory={memory!r}: must be 'spad' or 'acc'")
+        return self.spad if memory == "spad" else self.acc
+
+    def store(self, region: Region, matrix, memory: str = "spad") -> None:
+        """Store a matrix; values wrap to the memory's width like the RTL's memory words."""
+        width = self.cfg.data_width if memory == "spad" else self.cfg.acc_width
+        write_result(self.image(memory), region.base, region.ld,
+                     wrap(torch.as_tensor(matrix, dtype=torch.int64), width))
+
+    def load(self, region: Region, memory: str = "spad") -> torch.Tensor:
+        return region.load(self.image(memory))
+
+    def load_program(self, commands, at: int = 0) -> None:
+        if at + len(commands) > self.cfg.prog_depth:
+            raise ValueError(f"program of {len(commands)} commands at slot {at} exceeds "
+                             f"prog_depth={self.cfg.prog_depth}")
+        for n, c in enumerate(commands):
+            self.prog[at + n] = encode(c, self.cfg) if isinstance(c, Command) else int(c)
+
+    def clear(self) -> None:
+        """The CLEAR control bit: counters and the sticky saturation flag."""
+        self.counters = {name: 0 for name in COUNTERS}
+        self.saturated = False
+
+    # ---- the run -------------------------------------------------------------------------------
+    def run(self, start_pc: int = 0) -> RunResult:
+        cfg = self.cfg
+        cnt = self.counters
+        pc = start_pc
+        error = ErrorCode.NONE
+        while True:
+            cnt["cycles"] += 1  # FETCH
+            if pc >= cfg.prog_depth:
+                error = ErrorCode.PROG_END
+                break
+            cnt["cycles"] += 1  # DECODE
+            cmd = decode(self.prog[pc], cfg)
+            if cmd.opcode != Opcode.GEMM:
+                cnt["cycles"] += 1  # the one CHECK cycle that reads the opcode
+                if cmd.opcode != Opcode.HALT:
+                    error = ErrorCode.BAD_OPCODE
+                break
+            phase = PHASE_NAMES[cmd.phase]
+            error = check(cmd, cfg)
+            if error != ErrorCode.NONE:
+                cnt["cycles"] += CHECK_CYCLES
+                cnt[f"phase_cycles_{phase}"] += CHECK_CYCLES
+                break
+            self._gemm(cmd)
+            cyc = gemm_cycles(cmd, cfg)
+            t = tiling(cmd, cfg)
+            cnt["cycles"] += cyc["in_command"]
+            cnt[f"phase_cycles_{phase}"] += cyc["in_command"]
+            cnt[f"phase_macs_{phase}"] += cmd.m * cmd.k * cmd.n
+            cnt["tiles"] += t.tiles
+            cnt["bubbles"] += t.bubbles
+            cnt["commands"] += 1
+            pc += 1
+        mask = (1 << cfg.counter_width) - 1
+        for k in cnt:
+            cnt[k] &= mask
+        return RunResult(done=True, error=error != ErrorCode.NONE, error_code=error, pc=pc,
+                         saturated=self.saturated, counters=dict(cnt))
+
+    def _gemm(self, cmd: Command) -> None:
+        cfg = self.cfg
+        a = read_operand(self.spad, cmd.a_base, cmd.a_ld, *cmd.a_shape(), bool(cmd.trans_a))
+        b = read_operand(self.spad, cmd.b_base, cmd.b_ld, *cmd.b_shape(), bool(cmd.trans_b))
+        acc = gemm(a, b, cfg)
+        if cmd.out_mode == OutMode.QUANT:
+            values, sat = requantize(acc, cmd.shift, cfg)
+            self.saturated |= bool(sat.any())
+            write_result(self.spad, cmd.c_base, cmd.c_ld, values)
+        else:
+            write_result(self.acc, cmd.c_base, cmd.c_ld, acc)

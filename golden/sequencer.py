@@ -1,0 +1,85 @@
+"""Command checks and the exact cycle model of rtl/sequencer.py and the pipeline behind it.
+
+Cycle accounting of one run (every busy cycle, as the CYCLES counter counts them):
+
+- every command: FETCH 1 + DECODE 1;
+- HALT and unknown opcodes: 1 CHECK cycle; a GEMM: ``CHECK_CYCLES``, ending there on an error;
+- a GEMM's ISSUE: one cycle per step, ``period = max(K, R, C)`` steps per output tile;
+- its DRAIN: from the last issue cycle until the result writer reports the last row written:
+  the last valid step goes through the issue register (1), the operand reader
+  (``READER_LATENCY``), the array (C + multiplier latency + 1 for row 0, R - 1 more rows), and
+  the result writer (``WRITER_LATENCY``), less the bubble steps issued after it (period - K);
+- running past the last program slot: 1 FETCH cycle, then the PROG_END error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from skiptrain.config import Config
+from skiptrain.isa import Command, ErrorCode, Opcode, OutMode
+from skiptrain.layout import words_per_row
+
+CHECK_CYCLES = 6     # rtl Sequencer.check_cycles
+READER_LATENCY = 4   # rtl OperandReader.latency
+WRITER_LATENCY = 4   # rtl ResultWriter.latency
+ISSUE_REGISTER = 1   # the sequencer registers its issue outputs
+
+
+def extent(base: int, ld: int, rows: int, cols: int, cfg: Config) -> int:
+    """Last word of a stored rows x cols matrix (the RTL's check arithmetic)."""
+    return base + (rows - 1) * ld + (cols - 1) // cfg.banks
+
+
+def check(cmd: Command, cfg: Config) -> ErrorCode:
+    """The error a GEMM command stops with, in the RTL's priority order (NONE if it runs)."""
+    if cmd.opcode not in (Opcode.HALT, Opcode.GEMM):
+        return ErrorCode.BAD_OPCODE
+    if cmd.m == 0 or cmd.k == 0 or cmd.n == 0:
+        return ErrorCode.ZERO_DIM
+    if cmd.shift > cfg.acc_width - 1:
+        return ErrorCode.BAD_SHIFT
+    c_depth = cfg.spad_depth if cmd.out_mode == OutMode.QUANT else cfg.acc_depth
+    last = {}
+    for name, (rows, cols), base, ld, depth, stride_err, range_err in (
+            ("a", cmd.a_shape(), cmd.a_base, cmd.a_ld, cfg.spad_depth, ErrorCode.A_STRIDE, ErrorCode.A_RANGE),
+            ("b", cmd.b_shape(), cmd.b_base, cmd.b_ld, cfg.spad_depth, ErrorCode.B_STRIDE, ErrorCode.B_RANGE),
+            ("c", cmd.c_shape(), cmd.c_base, cmd.c_ld, c_depth, ErrorCode.C_STRIDE, ErrorCode.C_RANGE)):
+        if ld < words_per_row(cols, cfg.banks):
+            return stride_err
+        last[name] = extent(base, ld, rows, cols, cfg)
+        if last[name] >= depth:
+            return range_err
+    if cmd.out_mode == OutMode.QUANT:
+        for x, x_base in (("a", cmd.a_base), ("b", cmd.b_base)):
+            if cmd.c_base <= last[x] and x_base <= last["c"]:
+                return ErrorCode.OVERLAP
+    return ErrorCode.NONE
+
+
+@dataclass(frozen=True)
+class Tiling:
+    tiles: int
+    period: int
+    bubbles: int
+
+
+def tiling(cmd: Command, cfg: Config) -> Tiling:
+    R, C = cfg.rows, cfg.cols
+    tiles = -(-cmd.m // R) * -(-cmd.n // C)
+    period = max(cmd.k, R, C)
+    return Tiling(tiles, period, tiles * (period - cmd.k))
+
+
+def drain_cycles(cmd: Command, cfg: Config) -> int:
+    R, C = cfg.rows, cfg.cols
+    array_latency = C + cfg.multiplier_latency + 1 + (R - 1)
+    period = max(cmd.k, R, C)
+    return ISSUE_REGISTER + READER_LATENCY + array_latency + WRITER_LATENCY - (period - cmd.k)
+
+
+def gemm_cycles(cmd: Command, cfg: Config) -> dict:
+    """Cycles of a GEMM that passes its checks, split as the counters split them."""
+    t = tiling(cmd, cfg)
+    in_command = CHECK_CYCLES + t.tiles * t.period + drain_cycles(cmd, cfg)
+    return {"total": 2 + in_command, "in_command": in_command}

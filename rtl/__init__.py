@@ -1,0 +1,1 @@
+"""Amaranth RTL of the skiptrain accelerator. Every component takes a :class:`skiptrain.config.Config`."""

@@ -1,0 +1,74 @@
+"""Requantization of accumulators to the operand format: shift, round half to even, saturate."""
+
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from skiptrain.config import Config
+
+
+class Requantizer(wiring.Component):
+    """``lanes`` accumulators in, ``lanes`` results out, ``latency`` = 2 cycles later.
+
+    With ``quant`` = 1 each value becomes round_half_even(value / 2**shift) saturated to
+    [data_min, data_max], and ``saturated`` marks the lanes that were clamped. With ``quant``
+    = 0 the values pass unchanged (full-accumulator write-back), with the same latency.
+
+    Rounding without a divider: t = value >> (shift - 1) keeps the half bit in t[0]; the bits
+    below it are tested with a mask computed once per command; round up when the half bit is
+    set and either a lower bit is set or the truncated value is odd.
+
+    Members
+    -------
+    value : In(ArrayLayout(signed(acc_width), lanes))
+    valid, quant : In(1)
+    shift : In(unsigned(shift_width))
+    out : Out(ArrayLayout(signed(acc_width), lanes))
+    out_valid : Out(1)
+    saturated : Out(lanes)
+    """
+
+    latency = 2
+
+    def __init__(self, cfg: Config, lanes: int):
+        self._cfg, self._lanes = cfg, lanes
+        aw = cfg.acc_width
+        super().__init__({
+            "value": In(data.ArrayLayout(signed(aw), lanes)),
+            "valid": In(1), "quant": In(1), "shift": In(unsigned(cfg.shift_width)),
+            "out": Out(data.ArrayLayout(signed(aw), lanes)),
+            "out_valid": Out(1), "saturated": Out(lanes),
+        })
+
+    def elaborate(self, platform):
+        cfg, aw = self._cfg, self._cfg.acc_width
+        m = Module()
+        # constants of the command (shift and mode are fixed while a command runs)
+        below_half = Signal(aw)        # mask of the bits below the half bit
+        shift_m1 = Signal.like(self.shift)
+        rounding = Signal()
+        m.d.sync += [below_half.eq(((Const(1, aw + 1) << self.shift) - 1) >> 1),
+                     shift_m1.eq(self.shift - 1),
+                     rounding.eq(self.quant & (self.shift != 0))]
+
+        q1 = [Signal(signed(aw), name=f"q{l}") for l in range(self._lanes)]
+        half1 = Signal(self._lanes)
+        sticky1 = Signal(self._lanes)
+        v1, quant1 = Signal(), Signal()
+        m.d.sync += [v1.eq(self.valid), quant1.eq(self.quant)]
+        for l in range(self._lanes):
+            x = self.value[l]
+            t = x >> shift_m1
+            m.d.sync += [q1[l].eq(Mux(rounding, t >> 1, x)),
+                         half1[l].eq(rounding & t[0]),
+                         sticky1[l].eq((x.as_unsigned() & below_half) != 0)]
+
+        lo, hi = cfg.data_min, cfg.data_max
+        for l in range(self._lanes):
+            r = Signal(signed(aw + 1), name=f"r{l}")
+            m.d.comb += r.eq(q1[l] + (half1[l] & (sticky1[l] | q1[l][0])))
+            over, under = r > hi, r < lo
+            m.d.sync += [self.out[l].eq(Mux(quant1 & over, hi, Mux(quant1 & under, lo, r))),
+                         self.saturated[l].eq(quant1 & (over | under))]
+        m.d.sync += self.out_valid.eq(v1)
+        return m

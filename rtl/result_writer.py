@@ -1,0 +1,114 @@
+"""Write-back of result rows: requantization, address generation, bank routing."""
+
+from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from skiptrain.config import Config
+
+from .arith import const_mul
+from .banked_memory import write_port_signature
+from .requantizer import Requantizer
+
+
+class ResultWriter(wiring.Component):
+    """Takes the array's result rows, one per cycle, and writes them to C.
+
+    Rows arrive in the order the sequencer issued the tiles (tile rows i0, then tile columns
+    j0, then the R rows of a tile), so the writer follows with its own counters instead of
+    carrying addresses through the array. Element (r, c) of C goes to word
+    c_base + r*c_ld + c // V of bank (r + c) mod V; rows past M and lanes past N are not
+    written. ``quant`` selects the scratchpad (requantized) or the accumulator memory (full).
+    ``done`` pulses in the cycle the last row of the command is written.
+
+    Pipeline (``latency`` = 4 from a row at the input to its memory write): row counters ->
+    requantizer (2) -> lane addresses -> bank routing into the write port registers.
+    """
+
+    def __init__(self, cfg: Config):
+        self._cfg = cfg
+        dim, aw = cfg.dim_width, cfg.addr_width
+        V, C = cfg.banks, cfg.cols
+        super().__init__({
+            "start": In(1),
+            "base": In(unsigned(aw)), "ld": In(unsigned(aw)),
+            "m": In(unsigned(dim)), "n": In(unsigned(dim)),
+            "quant": In(1), "shift": In(unsigned(cfg.shift_width)),
+            "row_valid": In(1),
+            "row_data": In(data.ArrayLayout(signed(cfg.acc_width), C)),
+            "spad": Out(write_port_signature(V, cfg.spad_addr_width, signed(cfg.data_width))),
+            "acc": Out(write_port_signature(V, cfg.acc_addr_width, signed(cfg.acc_width))),
+            "done": Out(1),
+            "saturated": Out(1),
+        })
+
+    latency = 4
+
+    def elaborate(self, platform):
+        cfg = self._cfg
+        R, C, V, bb = cfg.rows, cfg.cols, cfg.banks, cfg.bank_bits
+        dim, aw = cfg.dim_width, cfg.addr_width
+        m = Module()
+
+        # stage 0: where the incoming row goes
+        i = Signal(range(max(R, 2)))
+        i0, j0 = Signal(dim + 1), Signal(dim + 1)
+        tile_base, row_base = Signal(aw), Signal(aw)
+        rows_ld = Signal(aw)
+        m.d.sync += rows_ld.eq(const_mul(self.ld, R))
+        last_row = Signal()
+        m.d.comb += last_row.eq((i == R - 1) & (j0 + C >= self.n) & (i0 + R >= self.m))
+        with m.If(self.start):
+            m.d.sync += [i.eq(0), i0.eq(0), j0.eq(0), tile_base.eq(self.base), row_base.eq(self.base)]
+        with m.Elif(self.row_valid):
+            with m.If(i == R - 1):
+                m.d.sync += i.eq(0)
+                with m.If(j0 + C >= self.n):
+                    m.d.sync += [j0.eq(0), i0.eq(i0 + R), tile_base.eq(tile_base + rows_ld),
+                                 row_base.eq(tile_base + rows_ld)]
+                with m.Else():
+                    m.d.sync += [j0.eq(j0 + C), row_base.eq(tile_base)]
+            with m.Else():
+                m.d.sync += [i.eq(i + 1), row_base.eq(row_base + self.ld)]
+
+        m.submodules.requantizer = rq = Requantizer(cfg, C)
+        m.d.comb += [rq.value.eq(self.row_data), rq.valid.eq(self.row_valid),
+                     rq.quant.eq(self.quant), rq.shift.eq(self.shift)]
+
+        # row metadata, delayed to meet the requantizer output
+        meta = data.StructLayout({"row_ok": 1, "lanes_ok": C, "last": 1, "rot": bb,
+                                  "row_base": aw, "j0": dim + 1})
+        cur = Signal(meta)
+        m.d.comb += [cur.row_ok.eq(self.row_valid & (i0 + i < self.m)),
+                     cur.last.eq(self.row_valid & last_row),
+                     cur.rot.eq(i0 + i + j0), cur.row_base.eq(row_base), cur.j0.eq(j0)]
+        for j in range(C):
+            m.d.comb += cur.lanes_ok[j].eq(j0 + j < self.n)
+        for stage in range(rq.latency):
+            nxt = Signal(meta, name=f"meta_d{stage}")
+            m.d.sync += nxt.eq(cur)
+            cur = nxt
+
+        # stage 3: lane addresses and write enables
+        word = [Signal(aw, name=f"word{j}") for j in range(C)]
+        en = Signal(C)
+        value = [Signal(signed(cfg.acc_width), name=f"value{j}") for j in range(C)]
+        rot, last = Signal(bb), Signal()
+        for j in range(C):
+            m.d.sync += [word[j].eq(cur.row_base + ((cur.j0 + j) >> bb)),
+                         en[j].eq(cur.row_ok & cur.lanes_ok[j]), value[j].eq(rq.out[j])]
+        m.d.sync += [rot.eq(cur.rot), last.eq(cur.last),
+                     self.saturated.eq((rq.saturated & cur.lanes_ok).any() & cur.row_ok)]
+
+        # stage 4: bank b takes lane (b - rot) mod V into the write port registers
+        words, values = Array(word + [0] * (V - C)), Array(value + [0] * (V - C))
+        ens = Array(list(en) + [0] * (V - C))
+        quant = self.quant
+        for b in range(V):
+            lane = (b - rot)[:bb]
+            m.d.sync += [self.spad.addr[b].eq(words[lane]), self.spad.data[b].eq(values[lane]),
+                         self.spad.en[b].eq(ens[lane] & quant),
+                         self.acc.addr[b].eq(words[lane]), self.acc.data[b].eq(values[lane]),
+                         self.acc.en[b].eq(ens[lane] & ~quant)]
+        m.d.sync += self.done.eq(last)
+        return m

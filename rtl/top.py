@@ -1,0 +1,197 @@
+"""The accelerator top: memories, sequencer, readers, array, writer, counters and the host port."""
+
+from amaranth.back import verilog
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from skiptrain import hostmap
+from skiptrain.config import Config
+from skiptrain.hostmap import Csr, HostMap, Region
+from skiptrain.isa import command_width
+
+from .banked_memory import BankedMemory
+from .command import OutMode
+from .operand_reader import OperandReader
+from .perf_counters import COUNTERS, PerfCounters
+from .result_writer import ResultWriter
+from .sequencer import Sequencer
+from .skew import Skew
+from .systolic_array import SystolicArray
+
+
+def host_signature(cfg: Config) -> wiring.Signature:
+    """The host port as the host sees it (see :mod:`skiptrain.hostmap`)."""
+    hm = HostMap(cfg)
+    return wiring.Signature({
+        "addr": Out(hm.addr_width), "w_en": Out(1), "w_data": Out(hm.data_width),
+        "r_en": Out(1), "r_data": In(hm.data_width), "r_valid": In(1),
+    })
+
+
+class Accelerator(wiring.Component):
+    """The skiptrain training accelerator.
+
+    The host loads operands into the scratchpad and a program into program memory through
+    ``host``, writes START, and waits for ``done`` (``error`` tells whether it failed; the
+    STATUS register says why). Everything in between runs from on-chip memory.
+
+    Members
+    -------
+    host : In(host_signature(cfg))
+    busy, done, error : Out(1)
+    """
+
+    def __init__(self, cfg: Config):
+        if not isinstance(cfg, Config):
+            raise TypeError(f"cfg must be a skiptrain.config.Config, not {type(cfg).__name__}")
+        self.cfg = cfg
+        super().__init__({"host": In(host_signature(cfg)),
+                          "busy": Out(1), "done": Out(1), "error": Out(1)})
+
+    read_latency = hostmap.READ_LATENCY
+
+    def elaborate(self, platform):
+        cfg = self.cfg
+        hm = HostMap(cfg)
+        V, R, C = cfg.banks, cfg.rows, cfg.cols
+        m = Module()
+        host = self.host
+
+        m.submodules.sequencer = seq = Sequencer(cfg)
+        m.submodules.spad = spad = BankedMemory(V, signed(cfg.data_width), cfg.spad_depth, 2)
+        m.submodules.acc_mem = accm = BankedMemory(V, signed(cfg.acc_width), cfg.acc_depth, 1)
+        m.submodules.prog = prog = memory.Memory(shape=unsigned(command_width(cfg)),
+                                                 depth=cfg.prog_depth, init=[])
+        m.submodules.reader_a = ra = OperandReader(cfg, R)
+        m.submodules.reader_b = rb = OperandReader(cfg, C)
+        m.submodules.skew_a = skew_a = Skew(R, signed(cfg.data_width))
+        m.submodules.skew_flags = skew_f = Skew(R, 2)
+        m.submodules.skew_b = skew_b = Skew(C, signed(cfg.data_width))
+        m.submodules.array = array = SystolicArray(cfg)
+        m.submodules.writer = writer = ResultWriter(cfg)
+        m.submodules.counters = counters = PerfCounters(cfg)
+
+        busy = seq.busy
+        idle = ~busy
+        m.d.comb += [self.busy.eq(busy), self.done.eq(seq.done), self.error.eq(seq.error)]
+
+        # ---- host port decode ----------------------------------------------------------------
+        region = host.addr[hm.index_width:]
+        index = host.addr[:hm.index_width]
+        wr = {r: host.w_en & (region == r) for r in Region}
+        rd_mem = host.r_en & (region != Region.CSR)
+        ctrl_w = wr[Region.CSR] & (index == Csr.CTRL)
+        start_pc_w = wr[Region.CSR] & (index == Csr.START_PC)
+        start = ctrl_w & host.w_data[0]
+        clear = ctrl_w & host.w_data[1]
+
+        start_pc = Signal(cfg.prog_addr_width)
+        saturated, host_error = Signal(), Signal()
+        with m.If(start_pc_w & idle):
+            m.d.sync += start_pc.eq(host.w_data)
+        # memories and control belong to the sequencer while it runs: refuse and flag
+        refused = busy & (wr[Region.PROG] | wr[Region.SPAD] | wr[Region.ACC] | rd_mem
+                          | start_pc_w | start | clear)
+        with m.If(clear & idle):
+            m.d.sync += [saturated.eq(0), host_error.eq(0)]
+        with m.Else():
+            with m.If(writer.saturated):
+                m.d.sync += saturated.eq(1)
+            with m.If(refused):
+                m.d.sync += host_error.eq(1)
+
+        # ---- sequencer and program memory ----------------------------------------------------
+        prog_rd, prog_wr = prog.read_port(), prog.write_port()
+        m.d.comb += [seq.start.eq(start & idle), seq.start_pc.eq(start_pc),
+                     prog_rd.addr.eq(Mux(busy, seq.prog_addr, index)),
+                     seq.prog_data.eq(prog_rd.data),
+                     prog_wr.addr.eq(index), prog_wr.data.eq(host.w_data),
+                     prog_wr.en.eq(wr[Region.PROG] & idle)]
+        cmd, issue = seq.cmd, seq.issue
+
+        # ---- operand path: readers -> skew -> array ------------------------------------------
+        for reader, base, ld, lane_is_row, limit, l0 in (
+                (ra, cmd.a_base, cmd.a_ld, ~cmd.trans_a, cmd.m, issue.i0),
+                (rb, cmd.b_base, cmd.b_ld, cmd.trans_b, cmd.n, issue.j0)):
+            m.d.comb += [reader.base.eq(base), reader.ld.eq(ld), reader.lane_is_row.eq(lane_is_row),
+                         reader.limit.eq(limit), reader.valid.eq(issue.valid),
+                         reader.first.eq(issue.first), reader.last.eq(issue.last),
+                         reader.k.eq(issue.k), reader.l0.eq(l0)]
+        for p, reader in enumerate((ra, rb)):
+            for b in range(V):
+                # the host reads lines through port 0 while the sequencer is idle
+                addr = Mux(busy, reader.port.addr[b], index) if p == 0 else reader.port.addr[b]
+                m.d.comb += spad.read[p].addr[b].eq(addr)
+            m.d.comb += reader.port.data.eq(spad.read[p].data)
+        m.d.comb += [skew_a.i.eq(ra.data), skew_b.i.eq(rb.data)]
+        for i in range(R):
+            m.d.comb += skew_f.i[i].eq(Cat(ra.out_first, ra.out_last))
+        m.d.comb += [array.a.eq(skew_a.o), array.b.eq(skew_b.o)]
+        for i in range(R):
+            m.d.comb += [array.first[i].eq(skew_f.o[i][0]), array.last[i].eq(skew_f.o[i][1])]
+
+        # ---- result path: array -> writer -> memories ----------------------------------------
+        m.d.comb += [writer.start.eq(seq.cmd_start), writer.base.eq(cmd.c_base),
+                     writer.ld.eq(cmd.c_ld), writer.m.eq(cmd.m), writer.n.eq(cmd.n),
+                     writer.quant.eq(cmd.out_mode == OutMode.QUANT), writer.shift.eq(cmd.shift),
+                     writer.row_valid.eq(array.out_valid), writer.row_data.eq(array.out_data),
+                     seq.writer_done.eq(writer.done)]
+        dw, aw = cfg.data_width, cfg.acc_width
+        for mem, port, width, reg in ((spad, writer.spad, dw, Region.SPAD),
+                                      (accm, writer.acc, aw, Region.ACC)):
+            for b in range(V):
+                m.d.comb += [
+                    mem.write.addr[b].eq(Mux(busy, port.addr[b], index)),
+                    mem.write.data[b].eq(Mux(busy, port.data[b], host.w_data[b * width:(b + 1) * width])),
+                    mem.write.en[b].eq(Mux(busy, port.en[b], wr[reg])),
+                ]
+        for b in range(V):
+            m.d.comb += accm.read[0].addr[b].eq(index)
+
+        # ---- performance counters ------------------------------------------------------------
+        m.d.comb += [counters.clear.eq(clear & idle), counters.busy.eq(busy),
+                     counters.in_command.eq(seq.in_command), counters.phase.eq(cmd.phase),
+                     counters.tile.eq(seq.tile), counters.bubble.eq(seq.bubble),
+                     counters.cmd_done.eq(seq.cmd_done), counters.macs.eq(seq.macs)]
+
+        # ---- host reads: memories answer after 1 cycle, r_data is registered after the mux ---
+        status = Cat(busy, seq.done, seq.error, saturated, host_error, Const(0, 3),
+                     seq.error_code, seq.pc)
+        csr_values = {Csr.STATUS: status, Csr.START_PC: start_pc, Csr.PC: seq.pc,
+                      Csr.ID: Const(hm.id_value(), 64)}
+        for n, name in enumerate(COUNTERS):
+            csr_values[Csr.CYCLES + n] = counters.count[n]
+        csr_q = Signal(hm.data_width)
+        with m.Switch(index):
+            for idx, value in csr_values.items():
+                with m.Case(idx):
+                    m.d.sync += csr_q.eq(value)
+            with m.Default():
+                m.d.sync += csr_q.eq(0)
+        r_en_q, region_q, refused_q = Signal(), Signal(Region), Signal()
+        m.d.sync += [r_en_q.eq(host.r_en), region_q.eq(region), refused_q.eq(rd_mem & busy)]
+
+        def line(port, width):
+            return Cat(port.data[b].as_unsigned()[:width] for b in range(V))
+
+        m.d.sync += host.r_valid.eq(r_en_q)
+        with m.If(refused_q):
+            m.d.sync += host.r_data.eq(0)
+        with m.Else():
+            with m.Switch(region_q):
+                with m.Case(Region.CSR):
+                    m.d.sync += host.r_data.eq(csr_q)
+                with m.Case(Region.PROG):
+                    m.d.sync += host.r_data.eq(prog_rd.data)
+                with m.Case(Region.SPAD):
+                    m.d.sync += host.r_data.eq(line(spad.read[0], dw))
+                with m.Case(Region.ACC):
+                    m.d.sync += host.r_data.eq(line(accm.read[0], aw))
+        return m
+
+
+def generate_verilog(cfg: Config, name: str = "skiptrain_top") -> str:
+    """Verilog of the accelerator for ``cfg`` (no source locations, so it is reproducible)."""
+    top = Accelerator(cfg)
+    return verilog.convert(top, name=name, emit_src=False)

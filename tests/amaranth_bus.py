@@ -1,0 +1,62 @@
+"""A host bus for the Amaranth simulator, so the skiptrain Driver runs against rtl.top.Accelerator."""
+
+from amaranth.sim import Simulator
+
+from skiptrain.driver import Driver
+
+
+class SimBus:
+    def __init__(self, ctx, dut, max_cycles: int = 200_000):
+        self.ctx, self.dut, self.max_cycles = ctx, dut, max_cycles
+        self.cycle = 0
+
+    async def tick(self):
+        await self.ctx.tick()
+        self.cycle += 1
+
+    async def write(self, addr, data):
+        h = self.dut.host
+        self.ctx.set(h.addr, addr)
+        self.ctx.set(h.w_data, data)
+        self.ctx.set(h.w_en, 1)
+        await self.tick()
+        self.ctx.set(h.w_en, 0)
+
+    async def read(self, addr):
+        h = self.dut.host
+        self.ctx.set(h.addr, addr)
+        self.ctx.set(h.r_en, 1)
+        await self.tick()
+        self.ctx.set(h.r_en, 0)
+        for _ in range(8):
+            if self.ctx.get(h.r_valid):
+                return self.ctx.get(h.r_data)
+            await self.tick()
+        raise AssertionError(f"cycle {self.cycle}: no r_valid 8 cycles after a read of {addr:#x}")
+
+    async def wait_done(self):
+        start = self.cycle
+        while not self.ctx.get(self.dut.done) or self.ctx.get(self.dut.busy):
+            await self.tick()
+            if self.cycle - start > self.max_cycles:
+                raise AssertionError(f"cycle {self.cycle}: not done after {self.max_cycles} cycles")
+        self.done_cycle = self.cycle
+
+
+def run_on_sim(dut, cfg, body, vcd=None):
+    """Simulate ``dut`` with ``body(driver, bus)`` as the testbench; returns body's result."""
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    out = {}
+
+    async def tb(ctx):
+        bus = SimBus(ctx, dut)
+        out["result"] = await body(Driver(bus, cfg), bus)
+
+    sim.add_testbench(tb)
+    if vcd:
+        with sim.write_vcd(vcd):
+            sim.run()
+    else:
+        sim.run()
+    return out["result"]
