@@ -142,3 +142,48 @@ def compare(sc: Scenario, hw: dict, hw_lines: dict, measured_cycles: int | None 
             if got != exp:
                 errors.append(f"{memory} line {w}: got {got}, expected {exp}")
     return errors
+
+
+def error_scenarios(cfg: Config) -> dict[str, tuple[Scenario, ErrorCode]]:
+    """One program per error the sequencer detects, each after a good GEMM (so the error comes
+    at slot 1, with results already written), with the error it must stop with."""
+    from skiptrain.isa import encode  # raw words for opcodes the Command class cannot name
+
+    V = cfg.banks
+    rng = random.Random(1234)
+    A = Region.packed(0, 3, 5, V)
+    B = Region.packed(A.end(V), 5, 4, V)
+    C = Region.packed(B.end(V), 3, 4, V)
+    good = Command.gemm(3, 5, 4, A, B, C, shift=cfg.frac_bits)
+    inputs = [("spad", A, random_matrix(3, 5, cfg, rng)), ("spad", B, random_matrix(5, 4, cfg, rng))]
+    far = cfg.spad_depth - 1
+    bad = {
+        "a_range": (Command.gemm(3, 5, 4, Region(far, 3, 5, words_per_row(5, V)), B, C), ErrorCode.A_RANGE),
+        "b_range": (Command.gemm(3, 5, 4, A, Region(far - 1, 5, 4, words_per_row(4, V)), C), ErrorCode.B_RANGE),
+        "c_range_spad": (Command.gemm(3, 5, 4, A, B, Region(far, 3, 4, words_per_row(4, V))), ErrorCode.C_RANGE),
+        "c_range_acc": (Command.gemm(3, 5, 4, A, B, Region(cfg.acc_depth - 2, 3, 4, words_per_row(4, V)),
+                                     out_mode=OutMode.ACC), ErrorCode.C_RANGE),
+        "zero_m": (Command.gemm(0, 5, 4, A, B, C), ErrorCode.ZERO_DIM),
+        "zero_k": (Command.gemm(3, 0, 4, A, B, C), ErrorCode.ZERO_DIM),
+        "zero_n": (Command.gemm(3, 5, 0, A, B, C), ErrorCode.ZERO_DIM),
+        "bad_shift": (Command.gemm(3, 5, 4, A, B, C, shift=cfg.acc_width), ErrorCode.BAD_SHIFT),
+        "a_stride": (Command.gemm(3, 5 + V, 4, Region(A.base, 3, 5 + V, 1), B, C), ErrorCode.A_STRIDE),
+        "c_stride": (Command.gemm(3, 5, 4 + V, A, Region(B.base, 5, 4 + V, words_per_row(4 + V, V)),
+                                   Region(C.base, 3, 4 + V, 1)),
+                     ErrorCode.C_STRIDE),
+        "overlap_a": (Command.gemm(3, 5, 4, A, B, Region(A.base + 1, 3, 4, words_per_row(4, V))), ErrorCode.OVERLAP),
+        "overlap_b": (Command.gemm(3, 5, 4, A, B, Region(B.end(V) - 1, 3, 4, words_per_row(4, V))), ErrorCode.OVERLAP),
+        "opcode_2": (encode(good, cfg) & ~3 | 2, ErrorCode.BAD_OPCODE),
+        "opcode_3": (encode(good, cfg) & ~3 | 3, ErrorCode.BAD_OPCODE),
+    }
+    out = {}
+    for name, (cmd, code) in bad.items():
+        sc = Scenario(cfg, inputs=list(inputs), commands=[good, cmd, Command()],
+                      outputs=[("spad", C)], name=f"error:{name}")
+        out[name] = (sc, code)
+    # no HALT: the good GEMM sits in the last slot, and the sequencer runs off the end
+    sc = Scenario(cfg, inputs=list(inputs), outputs=[("spad", C)], name="error:prog_end",
+                  start_pc=cfg.prog_depth - 1)
+    sc.commands = [Command()] * (cfg.prog_depth - 1) + [good]
+    out["prog_end"] = (sc, ErrorCode.PROG_END)
+    return out

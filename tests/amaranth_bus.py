@@ -2,6 +2,7 @@
 
 from amaranth.sim import Simulator
 
+from golden.scenario import compare
 from skiptrain.driver import Driver
 
 
@@ -40,10 +41,9 @@ class SimBus:
             await self.tick()
             if self.cycle - start > self.max_cycles:
                 raise AssertionError(f"cycle {self.cycle}: not done after {self.max_cycles} cycles")
-        self.done_cycle = self.cycle
 
 
-def run_on_sim(dut, cfg, body, vcd=None):
+def simulate(dut, cfg, body):
     """Simulate ``dut`` with ``body(driver, bus)`` as the testbench; returns body's result."""
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -54,9 +54,27 @@ def run_on_sim(dut, cfg, body, vcd=None):
         out["result"] = await body(Driver(bus, cfg), bus)
 
     sim.add_testbench(tb)
-    if vcd:
-        with sim.write_vcd(vcd):
-            sim.run()
-    else:
-        sim.run()
+    sim.run()
     return out["result"]
+
+
+async def run_scenario(drv, sc):
+    """Load, run and read back one scenario; returns compare()'s list of mismatches."""
+    init = sc.initial()
+    for mem in ("spad", "acc"):
+        # output lines too: clears what an earlier scenario left there
+        await drv.write_lines(mem, init.image(mem).numpy(), sc.lines(mem))
+    await drv.load_program(sc.commands)
+    hw = await drv.run(sc.start_pc)
+    lines = {mem: await drv.read_lines(mem, sc.lines(mem)) for mem in ("spad", "acc")}
+    return [f"{sc.name}: {e}" for e in compare(sc, hw, lines)]
+
+
+def run_scenarios(dut, cfg, scenarios):
+    """Run scenarios one after another on one simulated instance; all mismatches."""
+    async def body(drv, bus):
+        errors = []
+        for sc in scenarios:
+            errors += await run_scenario(drv, sc)
+        return errors
+    return simulate(dut, cfg, body)

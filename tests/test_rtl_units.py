@@ -1,0 +1,177 @@
+"""Amaranth-simulator unit tests of the PE, the skewed array and the requantizer."""
+
+import random
+
+import torch
+from amaranth.hdl import Module
+from amaranth.sim import Simulator
+
+from golden.requantizer import requantize, wrap
+from rtl.pe import PE
+from rtl.requantizer import Requantizer
+from rtl.skew import Skew
+from rtl.systolic_array import SystolicArray
+from skiptrain.config import Config, preset
+
+
+def _run(dut, bench):
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def test_pe_accumulates_restarts_and_holds_result():
+    cfg = preset("tiny")
+    dut = PE(cfg)
+    rng = random.Random(3)
+    # three back-to-back sums of lengths 4, 1, 3; extreme operands included
+    stream = []
+    for length in (4, 1, 3):
+        for k in range(length):
+            a = rng.choice([cfg.data_min, cfg.data_max, rng.randint(cfg.data_min, cfg.data_max)])
+            b = rng.choice([cfg.data_min, cfg.data_max, rng.randint(cfg.data_min, cfg.data_max)])
+            stream.append((a, b, k == 0, k == length - 1))
+
+    async def bench(ctx):
+        expected_results = []
+        acc = 0
+        for a, b, first, last in stream:
+            acc = (0 if first else acc) + a * b
+            if last:
+                expected_results.append(acc)
+        seen = []
+        cycle = 0
+        feed = stream + [(0, 0, 0, 0)] * (dut.latency + 2)
+        last_cycles = [n for n, s in enumerate(stream) if s[3]]
+        for a, b, first, last in feed:
+            ctx.set(dut.a_in, a)
+            ctx.set(dut.b_in, b)
+            ctx.set(dut.first_in, first)
+            ctx.set(dut.last_in, last)
+            await ctx.tick()
+            cycle += 1
+            assert ctx.get(dut.a_out) == a and ctx.get(dut.b_out) == b, f"cycle {cycle}: pass-through"
+            # the result of a sum whose last step entered at cycle t is visible at t + latency + 1
+            if cycle - dut.latency - 1 in last_cycles:
+                seen.append(ctx.get(dut.result))
+        assert seen == [wrap(torch.tensor(x), cfg.acc_width).item() for x in expected_results], \
+            f"results: got {seen}, expected {expected_results}"
+
+    _run(dut, bench)
+
+
+def test_skew_delays_lane_l_by_l():
+    dut = Skew(4, 8)
+
+    async def bench(ctx):
+        history = []
+        for t in range(10):
+            vals = [(t * 10 + lane) & 0xFF for lane in range(4)]
+            history.append(vals)
+            for lane in range(4):
+                ctx.set(dut.i[lane], vals[lane])
+            await ctx.delay(1e-9)
+            for lane in range(4):
+                if t >= lane:
+                    got, exp = ctx.get(dut.o[lane]), history[t - lane][lane]
+                    assert got == exp, f"cycle {t} lane {lane}: got {got}, expected {exp}"
+            await ctx.tick()
+
+    _run(dut, bench)
+
+
+class _SkewedArray:
+    """Array with its input skews, as rtl/top.py wires it."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.m = Module()
+        self.m.submodules.array = self.array = SystolicArray(cfg)
+        self.m.submodules.skew_a = self.skew_a = Skew(cfg.rows, cfg.data_width)
+        self.m.submodules.skew_b = self.skew_b = Skew(cfg.cols, cfg.data_width)
+        self.m.submodules.skew_f = self.skew_f = Skew(cfg.rows, 2)
+        self.m.d.comb += [self.array.a.eq(self.skew_a.o), self.array.b.eq(self.skew_b.o)]
+        for i in range(cfg.rows):
+            self.m.d.comb += [self.array.first[i].eq(self.skew_f.o[i][0]),
+                              self.array.last[i].eq(self.skew_f.o[i][1])]
+
+
+def test_array_tiles_back_to_back():
+    """Two tiles, the second following the first at once (period = max(K, R, C)); every row
+    comes out at row_out_latency + i after the tile's last step, with the exact sums."""
+    cfg = Config(rows=3, cols=4, spad_depth=64, acc_depth=64, prog_depth=4)
+    R, C = cfg.rows, cfg.cols
+    top = _SkewedArray(cfg)
+    g = torch.Generator().manual_seed(0)
+    K = 5
+    tiles = [(torch.randint(cfg.data_min, cfg.data_max + 1, (R, K), generator=g),
+              torch.randint(cfg.data_min, cfg.data_max + 1, (K, C), generator=g)) for _ in range(2)]
+
+    async def bench(ctx):
+        steps = []
+        for a, b in tiles:
+            for k in range(K):
+                steps.append((a[:, k], b[k, :], k == 0, k == K - 1))
+        outputs = []
+        for t in range(len(steps) + R + C + 12):
+            a, b, first, last = steps[t] if t < len(steps) else (None, None, 0, 0)
+            for i in range(R):
+                ctx.set(top.skew_a.i[i], int(a[i]) if a is not None else 0)
+                ctx.set(top.skew_f.i[i], int(first) | int(last) << 1)
+            for j in range(C):
+                ctx.set(top.skew_b.i[j], int(b[j]) if b is not None else 0)
+            await ctx.tick()
+            if ctx.get(top.array.out_valid):
+                outputs.append((t, ctx.get(top.array.out_row), [ctx.get(top.array.out_data[j]) for j in range(C)]))
+        assert len(outputs) == 2 * R, f"got {len(outputs)} rows, expected {2 * R}"
+        for n, (a, b) in enumerate(tiles):
+            exp = wrap(a.to(torch.int64) @ b.to(torch.int64), cfg.acc_width)
+            last_step = (n + 1) * K - 1
+            for i in range(R):
+                t, row, data = outputs[n * R + i]
+                want_t = last_step + top.array.row_out_latency + i - 1  # the loop ticks before sampling
+                assert (t, row) == (want_t, i), f"tile {n} row {i}: at cycle {t} row {row}, expected cycle {want_t}"
+                assert data == exp[i].tolist(), f"tile {n} row {i}: got {data}, expected {exp[i].tolist()}"
+
+    _run(top.m, bench)
+
+
+def test_requantizer_matches_golden():
+    cfg = preset("tiny")
+    lanes = 4
+    dut = Requantizer(cfg, lanes)
+    rng = random.Random(5)
+    big = 1 << (cfg.acc_width - 1)
+    cases = []
+    for shift in [0, 1, 2, cfg.frac_bits, 17, cfg.acc_width - 1]:
+        for _ in range(6):
+            vals = [rng.choice([rng.randint(-big, big - 1), rng.randint(-1000, 1000),
+                                (rng.randint(-50, 50) << max(shift, 1)) | (1 << max(shift - 1, 0)),
+                                big - 1, -big]) for _ in range(lanes)]
+            vals = wrap(torch.tensor(vals), cfg.acc_width).tolist()  # what an accumulator can hold
+            cases.append((shift, vals, 1))
+        cases.append((shift, [rng.randint(-big, big - 1) for _ in range(lanes)], 0))
+
+    async def bench(ctx):
+        for shift, vals, quant in cases:
+            ctx.set(dut.shift, shift)
+            ctx.set(dut.quant, quant)
+            await ctx.tick()  # the per-command constants settle, as in a real command
+            for lane, v in enumerate(vals):
+                ctx.set(dut.value[lane], v)
+            ctx.set(dut.valid, 1)
+            for _ in range(dut.latency):
+                await ctx.tick()
+            ctx.set(dut.valid, 0)
+            got = [ctx.get(dut.out[lane]) for lane in range(lanes)]
+            sat = [(ctx.get(dut.saturated) >> lane) & 1 for lane in range(lanes)]
+            if quant:
+                exp, exp_sat = requantize(torch.tensor(vals), shift, cfg)
+                exp, exp_sat = exp.tolist(), [int(s) for s in exp_sat]
+            else:
+                exp, exp_sat = vals, [0] * lanes
+            assert got == exp and sat == exp_sat, \
+                f"shift {shift} quant {quant} in {vals}: got {got} sat {sat}, expected {exp} sat {exp_sat}"
+
+    _run(dut, bench)
