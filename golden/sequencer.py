@@ -20,7 +20,7 @@ from skiptrain.config import Config
 from skiptrain.isa import Command, ErrorCode, Opcode, OutMode
 from skiptrain.layout import words_per_row
 
-CHECK_CYCLES = 6     # rtl Sequencer.check_cycles
+CHECK_CYCLES = 7     # rtl Sequencer.check_cycles
 READER_LATENCY = 4   # rtl OperandReader.latency
 WRITER_LATENCY = 4   # rtl ResultWriter.latency
 ISSUE_REGISTER = 1   # the sequencer registers its issue outputs

@@ -61,8 +61,16 @@ class OperandReader(wiring.Component):
         l0_prev = Signal.like(self.l0)
         v1, first1, last1 = Signal(), Signal(), Signal()
         k1, l01 = Signal.like(self.k), Signal.like(self.l0)
+        rem1 = Signal(cfg.dim_width + 1)  # lanes left before the edge: lane l is valid if l < rem1
+        row_inner1 = [Signal(saw, name=f"row_inner{l}") for l in range(lanes)]
+        col_inner1 = [Signal(saw, name=f"col_inner{l}") for l in range(lanes)]
         m.d.sync += [v1.eq(self.valid), first1.eq(self.first & self.valid),
-                     last1.eq(self.last & self.valid), k1.eq(self.k), l01.eq(self.l0)]
+                     last1.eq(self.last & self.valid), k1.eq(self.k), l01.eq(self.l0),
+                     rem1.eq(self.limit - self.l0)]
+        # the word offsets within a row, one adder each, so stage 2 is a single addition
+        for l in range(lanes):
+            m.d.sync += [row_inner1[l].eq(lane_off[l] + (self.k >> bb)),
+                         col_inner1[l].eq((self.l0 + l) >> bb)]
         with m.If(self.valid):
             with m.If(self.lane_is_row):
                 with m.If(self.first):
@@ -80,10 +88,8 @@ class OperandReader(wiring.Component):
         rot2 = Signal(bb)
         flags2 = Signal(2)
         for l in range(lanes):
-            inner_row = lane_off[l] + (k1 >> bb)
-            inner_col = (l01 + l) >> bb
-            m.d.sync += [word2[l].eq(ob + Mux(self.lane_is_row, inner_row, inner_col)),
-                         ok2[l].eq(v1 & (l01 + l < self.limit))]
+            m.d.sync += [word2[l].eq(ob + Mux(self.lane_is_row, row_inner1[l], col_inner1[l])),
+                         ok2[l].eq(v1 & (rem1 > l))]
         m.d.sync += [rot2.eq(l01 + k1), flags2.eq(Cat(first1, last1))]
 
         # stage 3: bank b serves lane (b - rot) mod V; the memory answers next cycle

@@ -63,12 +63,14 @@ class Requantizer(wiring.Component):
                          half1[l].eq(rounding & t[0]),
                          sticky1[l].eq((x.as_unsigned() & below_half) != 0)]
 
+        # rounding adds at most 1, so saturation is decided on the truncated value, in parallel
+        # with the increment instead of after it
         lo, hi = cfg.data_min, cfg.data_max
         for l in range(self._lanes):
-            r = Signal(signed(aw + 1), name=f"r{l}")
-            m.d.comb += r.eq(q1[l] + (half1[l] & (sticky1[l] | q1[l][0])))
-            over, under = r > hi, r < lo
-            m.d.sync += [self.out[l].eq(Mux(quant1 & over, hi, Mux(quant1 & under, lo, r))),
+            up = half1[l] & (sticky1[l] | q1[l][0])
+            over = (q1[l] > hi) | ((q1[l] == hi) & up)
+            under = q1[l] < lo
+            m.d.sync += [self.out[l].eq(Mux(quant1 & over, hi, Mux(quant1 & under, lo, q1[l] + up))),
                          self.saturated[l].eq(quant1 & (over | under))]
         m.d.sync += self.out_valid.eq(v1)
         return m

@@ -53,21 +53,24 @@ class ResultWriter(wiring.Component):
         # stage 0: where the incoming row goes
         i = Signal(range(max(R, 2)))
         i0, j0 = Signal(dim + 1), Signal(dim + 1)
+        # rows/columns of C from i0/j0 on: validity and "last" compare registers with constants
+        m_rem, n_rem = Signal(dim + 1), Signal(dim + 1)
         tile_base, row_base = Signal(aw), Signal(aw)
         rows_ld = Signal(aw)
         m.d.sync += rows_ld.eq(const_mul(self.ld, R))
         last_row = Signal()
-        m.d.comb += last_row.eq((i == R - 1) & (j0 + C >= self.n) & (i0 + R >= self.m))
+        m.d.comb += last_row.eq((i == R - 1) & (n_rem <= C) & (m_rem <= R))
         with m.If(self.start):
-            m.d.sync += [i.eq(0), i0.eq(0), j0.eq(0), tile_base.eq(self.base), row_base.eq(self.base)]
+            m.d.sync += [i.eq(0), i0.eq(0), j0.eq(0), m_rem.eq(self.m), n_rem.eq(self.n),
+                         tile_base.eq(self.base), row_base.eq(self.base)]
         with m.Elif(self.row_valid):
             with m.If(i == R - 1):
                 m.d.sync += i.eq(0)
-                with m.If(j0 + C >= self.n):
-                    m.d.sync += [j0.eq(0), i0.eq(i0 + R), tile_base.eq(tile_base + rows_ld),
-                                 row_base.eq(tile_base + rows_ld)]
+                with m.If(n_rem <= C):
+                    m.d.sync += [j0.eq(0), n_rem.eq(self.n), i0.eq(i0 + R), m_rem.eq(m_rem - R),
+                                 tile_base.eq(tile_base + rows_ld), row_base.eq(tile_base + rows_ld)]
                 with m.Else():
-                    m.d.sync += [j0.eq(j0 + C), row_base.eq(tile_base)]
+                    m.d.sync += [j0.eq(j0 + C), n_rem.eq(n_rem - C), row_base.eq(tile_base)]
             with m.Else():
                 m.d.sync += [i.eq(i + 1), row_base.eq(row_base + self.ld)]
 
@@ -79,11 +82,11 @@ class ResultWriter(wiring.Component):
         meta = data.StructLayout({"row_ok": 1, "lanes_ok": C, "last": 1, "rot": bb,
                                   "row_base": aw, "j0": dim + 1})
         cur = Signal(meta)
-        m.d.comb += [cur.row_ok.eq(self.row_valid & (i0 + i < self.m)),
+        m.d.comb += [cur.row_ok.eq(self.row_valid & (m_rem > i)),
                      cur.last.eq(self.row_valid & last_row),
                      cur.rot.eq(i0 + i + j0), cur.row_base.eq(row_base), cur.j0.eq(j0)]
         for j in range(C):
-            m.d.comb += cur.lanes_ok[j].eq(j0 + j < self.n)
+            m.d.comb += cur.lanes_ok[j].eq(n_rem > j)
         for stage in range(rq.latency):
             nxt = Signal(meta, name=f"meta_d{stage}")
             m.d.sync += nxt.eq(cur)

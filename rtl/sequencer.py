@@ -23,8 +23,8 @@ class Sequencer(wiring.Component):
     The cycle count of every program is thus a closed formula (golden/sequencer.py).
     """
 
-    #: cycles in CHECK for a GEMM (multiplier in, product, three extents, compare)
-    check_cycles = 6
+    #: cycles in CHECK for a GEMM (operand extents through one multiplier, flags, decision)
+    check_cycles = 7
 
     def __init__(self, cfg: Config):
         self._cfg = cfg
@@ -58,33 +58,51 @@ class Sequencer(wiring.Component):
         pc = Signal(cfg.prog_addr_width + 1)  # one bit more: running off the end is an error
         m.d.comb += [self.prog_addr.eq(pc), self.pc.eq(pc)]
 
-        # CHECK: operand extents last = base + (rows-1)*ld + (cols-1)//V, through one multiplier
+        # CHECK, pipelined so that no step has more than one carry chain: per operand the
+        # stored shape, the word column of its last element (colw), base + colw, the product
+        # (rows-1)*ld through one shared multiplier, the last word, then the range and overlap
+        # flags; the last step only combines registered flags.
         step = Signal(range(self.check_cycles))
         mul_a, mul_b = Signal(dim), Signal(cfg.addr_width)
         prod = Signal(dim + cfg.addr_width)
         m.d.sync += prod.eq(mul_a * mul_b)
         ext_w = dim + cfg.addr_width + 2
-        last_a, last_b, last_c = Signal(ext_w), Signal(ext_w), Signal(ext_w)
 
         def stored(trans, rows, cols):
             return Mux(trans, cols, rows), Mux(trans, rows, cols)
 
-        a_rows, a_cols = stored(cmd.trans_a, cmd.m, cmd.k)
-        b_rows, b_cols = stored(cmd.trans_b, cmd.k, cmd.n)
-        c_rows, c_cols = cmd.m, cmd.n
-        operands = [(a_rows, a_cols, cmd.a_base, cmd.a_ld, last_a),
-                    (b_rows, b_cols, cmd.b_base, cmd.b_ld, last_b),
-                    (c_rows, c_cols, cmd.c_base, cmd.c_ld, last_c)]
+        quant = cmd.out_mode == OutMode.QUANT
+        c_depth = Mux(quant, cfg.spad_depth, cfg.acc_depth)
+        operands = []
+        for name, (rows, cols), base, ld, depth in (
+                ("a", stored(cmd.trans_a, cmd.m, cmd.k), cmd.a_base, cmd.a_ld, cfg.spad_depth),
+                ("b", stored(cmd.trans_b, cmd.k, cmd.n), cmd.b_base, cmd.b_ld, cfg.spad_depth),
+                ("c", (cmd.m, cmd.n), cmd.c_base, cmd.c_ld, c_depth)):
+            op = {"rows": rows, "cols": cols, "base": base, "ld": ld, "depth": depth,
+                  "colw": Signal(dim, name=f"{name}_colw"),
+                  "base_colw": Signal(ext_w, name=f"{name}_base_colw"),
+                  "last": Signal(ext_w, name=f"{name}_last"),
+                  "stride_err": Signal(name=f"{name}_stride_err"),
+                  "range_err": Signal(name=f"{name}_range_err")}
+            operands.append(op)
+        zero_err, shift_err = Signal(), Signal()
+        overlap_err = Signal()
+        period_m1 = Signal(dim)
 
-        # ISSUE counters
+        # ISSUE counters: step s of the tile at (i0, j0); m_rem/n_rem = rows/columns from i0/j0
+        # on, so "last tile row/column" and the valid lanes compare registers with constants
         s = Signal(dim)
         i0, j0 = Signal(dim + 1), Signal(dim + 1)
-        period_m1 = Signal(dim)
-        rows_valid, cols_valid = Signal(range(R + 1)), Signal(range(C + 1))
+        m_rem, n_rem = Signal(dim + 1), Signal(dim + 1)
 
         m.d.sync += [self.issue.valid.eq(0), self.issue.first.eq(0), self.issue.last.eq(0),
-                     self.cmd_start.eq(0), self.tile.eq(0), self.bubble.eq(0),
-                     self.cmd_done.eq(0), self.macs.eq(0)]
+                     self.cmd_start.eq(0), self.tile.eq(0), self.bubble.eq(0), self.cmd_done.eq(0)]
+
+        # MACs of each valid step, two register stages behind the issue (only totals matter)
+        step_valid = Signal()
+        rows_valid, cols_valid = Signal(range(R + 1)), Signal(range(C + 1))
+        m.d.sync += [self.macs.eq(Mux(step_valid, mul_small(rows_valid, cols_valid, C), 0)),
+                     step_valid.eq(0)]
 
         def fail(code):
             m.d.sync += [self.error.eq(1), self.error_code.eq(code), self.done.eq(1)]
@@ -110,45 +128,54 @@ class Sequencer(wiring.Component):
             with m.State("CHECK"):
                 m.d.comb += [self.busy.eq(1), self.in_command.eq(cmd.opcode == Opcode.GEMM)]
                 m.d.sync += step.eq(step + 1)
-                # feed the multiplier: A at step 0, B at 1, C at 2; product 1 step later
-                for n, (rows, cols, base, ld, last) in enumerate(operands):
-                    with m.If(step == n):
-                        m.d.sync += [mul_a.eq(rows - 1), mul_b.eq(ld)]
-                    with m.If(step == n + 2):
-                        m.d.sync += last.eq(base + prod + ((cols - 1) >> bb))
                 with m.If(step == 0):
                     with m.If(cmd.opcode == Opcode.HALT):
                         m.d.sync += self.done.eq(1)
                         m.next = "IDLE"
                     with m.Elif(cmd.opcode != Opcode.GEMM):
                         fail(ErrorCode.BAD_OPCODE)
+                    m.d.sync += [zero_err.eq((cmd.m == 0) | (cmd.k == 0) | (cmd.n == 0)),
+                                 shift_err.eq(cmd.shift > cfg.acc_width - 1),
+                                 period_m1.eq(Mux(cmd.k > max(R, C), cmd.k, max(R, C)) - 1)]
+                    m.d.sync += [op["colw"].eq((op["cols"] - 1) >> bb) for op in operands]
+                with m.If(step == 1):
+                    for op in operands:
+                        m.d.sync += [op["base_colw"].eq(op["base"] + op["colw"]),
+                                     op["stride_err"].eq(op["ld"] <= op["colw"])]
+                for n, op in enumerate(operands):
+                    # operand n enters the multiplier at step n; its product is there at n + 2
+                    with m.If(step == n):
+                        m.d.sync += [mul_a.eq(op["rows"] - 1), mul_b.eq(op["ld"])]
+                    with m.If(step == n + 2):
+                        m.d.sync += op["last"].eq(op["base_colw"] + prod)
+                    with m.If(step == 5):
+                        m.d.sync += op["range_err"].eq(op["last"] >= op["depth"])
+                a, b, c = operands
+                with m.If(step == 5):
+                    m.d.sync += overlap_err.eq(quant & (
+                        ((cmd.c_base <= a["last"]) & (cmd.a_base <= c["last"])) |
+                        ((cmd.c_base <= b["last"]) & (cmd.b_base <= c["last"]))))
                 with m.If(step == self.check_cycles - 1):
-                    c_depth = Mux(cmd.out_mode == OutMode.QUANT, cfg.spad_depth, cfg.acc_depth)
-                    words = lambda cols: ((cols - 1) >> bb) + 1
-                    quant = cmd.out_mode == OutMode.QUANT
-                    overlap = quant & (((cmd.c_base <= last_a) & (cmd.a_base <= last_c)) |
-                                       ((cmd.c_base <= last_b) & (cmd.b_base <= last_c)))
-                    with m.If((cmd.m == 0) | (cmd.k == 0) | (cmd.n == 0)):
+                    with m.If(zero_err):
                         fail(ErrorCode.ZERO_DIM)
-                    with m.Elif(cmd.shift > cfg.acc_width - 1):
+                    with m.Elif(shift_err):
                         fail(ErrorCode.BAD_SHIFT)
-                    with m.Elif(cmd.a_ld < words(a_cols)):
+                    with m.Elif(a["stride_err"]):
                         fail(ErrorCode.A_STRIDE)
-                    with m.Elif(last_a >= cfg.spad_depth):
+                    with m.Elif(a["range_err"]):
                         fail(ErrorCode.A_RANGE)
-                    with m.Elif(cmd.b_ld < words(b_cols)):
+                    with m.Elif(b["stride_err"]):
                         fail(ErrorCode.B_STRIDE)
-                    with m.Elif(last_b >= cfg.spad_depth):
+                    with m.Elif(b["range_err"]):
                         fail(ErrorCode.B_RANGE)
-                    with m.Elif(cmd.c_ld < words(c_cols)):
+                    with m.Elif(c["stride_err"]):
                         fail(ErrorCode.C_STRIDE)
-                    with m.Elif(last_c >= c_depth):
+                    with m.Elif(c["range_err"]):
                         fail(ErrorCode.C_RANGE)
-                    with m.Elif(overlap):
+                    with m.Elif(overlap_err):
                         fail(ErrorCode.OVERLAP)
                     with m.Else():
-                        period = Mux(cmd.k > max(R, C), cmd.k, max(R, C))
-                        m.d.sync += [s.eq(0), i0.eq(0), j0.eq(0), period_m1.eq(period - 1)]
+                        m.d.sync += [s.eq(0), i0.eq(0), j0.eq(0), m_rem.eq(cmd.m), n_rem.eq(cmd.n)]
                         m.next = "ISSUE"
             with m.State("ISSUE"):
                 m.d.comb += [self.busy.eq(1), self.in_command.eq(1)]
@@ -156,21 +183,20 @@ class Sequencer(wiring.Component):
                 m.d.sync += [self.issue.valid.eq(valid), self.issue.first.eq(s == 0),
                              self.issue.last.eq(s == cmd.k - 1), self.issue.k.eq(s),
                              self.issue.i0.eq(i0), self.issue.j0.eq(j0),
-                             self.tile.eq(s == 0), self.bubble.eq(~valid)]
-                with m.If(valid):
-                    m.d.sync += self.macs.eq(mul_small(rows_valid, cols_valid, C))
-                m.d.comb += [rows_valid.eq(Mux(cmd.m - i0 >= R, R, cmd.m - i0)),
-                             cols_valid.eq(Mux(cmd.n - j0 >= C, C, cmd.n - j0))]
+                             self.tile.eq(s == 0), self.bubble.eq(~valid),
+                             step_valid.eq(valid),
+                             rows_valid.eq(Mux(m_rem > R, R, m_rem)),
+                             cols_valid.eq(Mux(n_rem > C, C, n_rem))]
                 with m.If(s == period_m1):
                     m.d.sync += s.eq(0)
-                    with m.If(j0 + C >= cmd.n):
-                        m.d.sync += j0.eq(0)
-                        with m.If(i0 + R >= cmd.m):
+                    with m.If(n_rem <= C):
+                        m.d.sync += [j0.eq(0), n_rem.eq(cmd.n)]
+                        with m.If(m_rem <= R):
                             m.next = "DRAIN"
                         with m.Else():
-                            m.d.sync += i0.eq(i0 + R)
+                            m.d.sync += [i0.eq(i0 + R), m_rem.eq(m_rem - R)]
                     with m.Else():
-                        m.d.sync += j0.eq(j0 + C)
+                        m.d.sync += [j0.eq(j0 + C), n_rem.eq(n_rem - C)]
                 with m.Else():
                     m.d.sync += s.eq(s + 1)
             with m.State("DRAIN"):

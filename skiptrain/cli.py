@@ -14,7 +14,7 @@ import sys
 from .config import ConfigError
 
 #: command modules, in the order their commands appear in --help
-COMMAND_MODULES = ["hardware", "synth", "train"]
+COMMAND_MODULES = ["flow", "hardware", "synth", "train"]
 
 
 class CliError(Exception):

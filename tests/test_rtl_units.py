@@ -175,3 +175,84 @@ def test_requantizer_matches_golden():
                 f"shift {shift} quant {quant} in {vals}: got {got} sat {sat}, expected {exp} sat {exp_sat}"
 
     _run(dut, bench)
+
+
+def _sequencer_trace(cfg, commands, writer_delay=5, max_cycles=2000):
+    """Run the Sequencer alone with a program memory model; returns (issue steps, result)."""
+    from rtl.sequencer import Sequencer
+    from skiptrain.isa import encode
+
+    dut = Sequencer(cfg)
+    words = [encode(c, cfg) for c in commands]
+    out = {"issues": [], "cycles": 0}
+
+    async def bench(ctx):
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        drain_wait = None
+        for cycle in range(max_cycles):
+            addr = ctx.get(dut.prog_addr)
+            await ctx.tick()
+            # synchronous program memory: data for the address of the previous cycle
+            ctx.set(dut.prog_data.as_value(), words[addr] if addr < len(words) else 0)
+            busy = ctx.get(dut.busy)
+            if ctx.get(dut.issue.valid) or ctx.get(dut.issue.first):
+                out["issues"].append((ctx.get(dut.issue.i0), ctx.get(dut.issue.j0), ctx.get(dut.issue.k),
+                                      ctx.get(dut.issue.valid), ctx.get(dut.issue.first), ctx.get(dut.issue.last)))
+            # a stand-in writer: reports the command written a fixed time after the last step
+            if ctx.get(dut.issue.last):
+                drain_wait = writer_delay
+            ctx.set(dut.writer_done, drain_wait == 0)
+            drain_wait = None if drain_wait in (None, 0) else drain_wait - 1
+            if not busy:
+                out.update(cycles=cycle, error=ctx.get(dut.error), code=ctx.get(dut.error_code).value,
+                           pc=ctx.get(dut.pc), done=ctx.get(dut.done))
+                return
+        raise AssertionError(f"sequencer still busy after {max_cycles} cycles")
+
+    _run(dut, bench)
+    return out
+
+
+def test_sequencer_issues_tiles_in_order_with_bubbles():
+    from skiptrain.isa import Command, ErrorCode
+
+    cfg = Config(rows=2, cols=3, spad_depth=256, acc_depth=64, prog_depth=8)
+    M, K, N = 3, 2, 4  # K < max(R, C) = 3: one bubble step per tile
+    res = _sequencer_trace(cfg, [Command(opcode=1, m=M, k=K, n=N, a_ld=1, b_ld=1, c_ld=2,
+                                          b_base=20, c_base=40), Command()])
+    assert res["done"] and not res["error"], res
+    tiles = [(i0, j0) for i0 in range(0, M, 2) for j0 in range(0, N, 3)]
+    expected = []
+    for i0, j0 in tiles:
+        expected += [(i0, j0, k, 1, k == 0, k == K - 1) for k in range(K)]
+    got = [s for s in res["issues"] if s[3]]
+    assert got == expected, f"issue stream: got {got}, expected {expected}"
+    bubbles = [s for s in res["issues"] if not s[3]]
+    assert bubbles == [], f"bubbles must carry no flags: {bubbles}"
+
+
+def test_sequencer_rejects_bad_commands_at_the_decision_step():
+    from rtl.sequencer import Sequencer
+    from skiptrain.isa import Command, ErrorCode
+
+    cfg = preset("tiny")
+    good = Command(opcode=1, m=2, k=2, n=2, a_ld=1, b_ld=1, c_ld=1, c_base=10)
+    cases = [
+        (Command(opcode=1, m=0, k=2, n=2, a_ld=1, b_ld=1, c_ld=1), ErrorCode.ZERO_DIM),
+        (Command(opcode=1, m=2, k=2, n=2, a_ld=0, b_ld=1, c_ld=1), ErrorCode.A_STRIDE),
+        (Command(opcode=1, m=2, k=2, n=2, a_ld=1, b_ld=1, c_ld=1, b_base=cfg.spad_depth - 1), ErrorCode.B_RANGE),
+        (Command(opcode=1, m=2, k=2, n=2, a_ld=1, b_ld=1, c_ld=1), ErrorCode.OVERLAP),
+    ]
+    for bad, code in cases:
+        res = _sequencer_trace(cfg, [good, bad, Command()])
+        assert (res["error"], res["code"], res["pc"]) == (1, code, 1), \
+            f"{bad}: got error={res['error']} code={res['code']} pc={res['pc']}, expected {code.name} at 1"
+        assert res["issues"][-1][:3] == (0, 0, 1), "only the good command may issue"
+    # the decision falls at the last CHECK step: a bad command costs exactly FETCH+DECODE+CHECK
+    res_good_only = _sequencer_trace(cfg, [good, Command()])
+    res_bad = _sequencer_trace(cfg, [good, cases[0][0], Command()])
+    halt = 3  # FETCH, DECODE, one CHECK step
+    assert res_bad["cycles"] - (res_good_only["cycles"] - halt) == 2 + Sequencer.check_cycles, \
+        f"bad command cost {res_bad['cycles'] - res_good_only['cycles'] + halt} cycles"

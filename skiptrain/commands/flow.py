@@ -1,0 +1,95 @@
+"""``skiptrain flow``: the main job, end to end on one preset.
+
+generate the Verilog -> co-simulate random programs against the golden model -> measure the
+GEMM cycles, utilisation and simulation speed -> synthesize, place and route -> train with the
+skip policies on the built-in data set. Each step is the ordinary command of the same name, so
+every number the flow prints can be reproduced step by step.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+STEPS = ("generate", "cosim", "bench", "synth", "train")
+
+
+def register(subparsers):
+    p = subparsers.add_parser(
+        "flow", help="the main job: generate, co-simulate, benchmark, synthesize, train",
+        description="Run the whole skiptrain flow on one preset and write every result under "
+                    "--out: Verilog and config, a co-simulation of random programs against the "
+                    "golden model (Verilator), the GEMM benchmark, ECP5 synthesis (one seed), "
+                    "and a training comparison of the skip policies on the digits data set.")
+    p.add_argument("--preset", default="default", metavar="NAME",
+                   help="config preset (tiny, small, default; default: default)")
+    p.add_argument("--out", default="out/flow", metavar="DIR", help="output folder (default out/flow)")
+    p.add_argument("--skip", default="", metavar="STEPS",
+                   help=f"comma-separated steps to leave out, of {','.join(STEPS)}")
+    p.set_defaults(func=run)
+
+
+def _step(name: str, argv: list[str], summary: dict) -> None:
+    from skiptrain.cli import main
+
+    print(f"\n=== flow: {name}: skiptrain {' '.join(argv)}", file=sys.stderr, flush=True)
+    t0 = time.monotonic()
+    try:
+        rc = main(argv)
+    except SystemExit as e:  # argparse and CliError exits
+        rc = e.code if isinstance(e.code, int) else 1
+    summary[name] = {"command": "skiptrain " + " ".join(argv), "exit_code": rc,
+                     "wall_s": round(time.monotonic() - t0, 1)}
+    if rc:
+        raise _StepFailed(name, rc)
+
+
+class _StepFailed(Exception):
+    pass
+
+
+def run(args) -> int:
+    from skiptrain.cli import CliError
+    from skiptrain.config import preset
+
+    preset(args.preset)  # unknown presets fail here, before anything runs
+    skip = {s for s in args.skip.split(",") if s}
+    unknown = skip - set(STEPS)
+    if unknown:
+        raise CliError(f"--skip={args.skip!r}: unknown step(s) {sorted(unknown)}; steps are {','.join(STEPS)}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    p = args.preset
+    plan = [
+        ("generate", ["generate", "--preset", p, "--out", str(out / "rtl")]),
+        ("cosim", ["cosim", "--sim", "verilator", "--preset", p, "--seeds", "4"]),
+        ("bench", ["bench", "gemm", "--preset", p, "--sims", "verilator", "--json", str(out / "bench_gemm.json")]),
+        ("synth", ["synth", "--preset", p, "--target", "ecp5", "--seeds", "1",
+                   "--json", str(out / "synth_ecp5.json"), "--markdown", str(out / "synth_ecp5.md"),
+                   "--out", str(out / "synth_build")]),
+        ("train", ["compare", "--dataset", "digits", "--model", "mlp",
+                   "--policies", "none,confidence,random_sample", "--seeds", "1",
+                   "--out", str(out / "train")]),
+    ]
+    summary: dict = {"preset": p}
+    failed = None
+    for name, argv in plan:
+        if name in skip:
+            summary[name] = "skipped"
+            continue
+        try:
+            _step(name, argv, summary)
+        except _StepFailed as e:
+            failed = e.args[0]
+            break
+    (out / "flow.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print("\n=== flow summary", file=sys.stderr)
+    for name, _ in plan:
+        s = summary.get(name, "not run")
+        state = s if isinstance(s, str) else ("ok" if s["exit_code"] == 0 else f"FAILED (exit {s['exit_code']})")
+        wall = "" if isinstance(s, str) else f"  {s['wall_s']} s"
+        print(f"  {name:9s} {state}{wall}", file=sys.stderr)
+    print(f"results in {out}/", file=sys.stderr)
+    return 1 if failed else 0
