@@ -19,7 +19,7 @@ from skiptrain.layout import Region
 from .operand_reader import read_operand
 from .requantizer import requantize, wrap
 from .result_writer import write_result
-from .sequencer import CHECK_CYCLES, check, gemm_cycles, tiling
+from .sequencer import CHECK_CYCLES, FETCH_CYCLES, check, gemm_cycles, tiling
 from .systolic_array import gemm
 
 
@@ -87,7 +87,7 @@ class Accelerator:
             if pc >= cfg.prog_depth:
                 error = ErrorCode.PROG_END
                 break
-            cnt["cycles"] += 1  # DECODE
+            cnt["cycles"] += FETCH_CYCLES - 1  # the program memory's second cycle, DECODE
             cmd = decode(self.prog[pc], cfg)
             if cmd.opcode != Opcode.GEMM:
                 cnt["cycles"] += 1  # the one CHECK cycle that reads the opcode

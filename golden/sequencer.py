@@ -2,7 +2,7 @@
 
 Cycle accounting of one run (every busy cycle, as the CYCLES counter counts them):
 
-- every command: FETCH 1 + DECODE 1;
+- every command: FETCH 1 + the program memory's second read cycle 1 + DECODE 1;
 - HALT and unknown opcodes: 1 CHECK cycle; a GEMM: ``CHECK_CYCLES``, ending there on an error;
 - a GEMM's ISSUE: one cycle per step, ``period = max(K, R, C)`` steps per output tile;
 - its DRAIN: from the last issue cycle until the result writer reports the last row written:
@@ -20,8 +20,9 @@ from skiptrain.config import Config
 from skiptrain.isa import Command, ErrorCode, Opcode, OutMode
 from skiptrain.layout import words_per_row
 
+FETCH_CYCLES = 3     # FETCH, WAIT (program memory read latency 2), DECODE
 CHECK_CYCLES = 7     # rtl Sequencer.check_cycles
-READER_LATENCY = 4   # rtl OperandReader.latency
+READER_LATENCY = 5   # rtl OperandReader.latency (3 + the scratchpad read latency 2)
 WRITER_LATENCY = 4   # rtl ResultWriter.latency
 ISSUE_REGISTER = 1   # the sequencer registers its issue outputs
 
@@ -82,4 +83,4 @@ def gemm_cycles(cmd: Command, cfg: Config) -> dict:
     """Cycles of a GEMM that passes its checks, split as the counters split them."""
     t = tiling(cmd, cfg)
     in_command = CHECK_CYCLES + t.tiles * t.period + drain_cycles(cmd, cfg)
-    return {"total": 2 + in_command, "in_command": in_command}
+    return {"total": FETCH_CYCLES + in_command, "in_command": in_command}

@@ -24,11 +24,14 @@ class OperandReader(wiring.Component):
     ``lanes*ld`` per new tile offset. Lanes past ``limit`` (ragged tile edges) and steps that
     are not valid read as zero.
 
-    Pipeline (``latency`` = 4): issue -> base update -> lane addresses -> bank addresses
-    (memory reads) -> lane data.
+    Pipeline (``latency`` = 3 + memory_latency): issue -> base update -> lane addresses ->
+    bank addresses, memory read (``memory_latency`` cycles) -> lane data.
     """
 
-    def __init__(self, cfg: Config, lanes: int):
+    def __init__(self, cfg: Config, lanes: int, memory_latency: int = 2):
+        if memory_latency < 1:
+            raise ValueError(f"memory_latency={memory_latency}: must be >= 1 (synchronous memory)")
+        self._memory_latency = memory_latency
         if not 1 <= lanes <= cfg.banks:
             raise ValueError(f"lanes={lanes}: must be in 1..banks={cfg.banks}")
         self._cfg, self._lanes = cfg, lanes
@@ -43,7 +46,9 @@ class OperandReader(wiring.Component):
             "out_first": Out(1), "out_last": Out(1),
         })
 
-    latency = 4
+    @property
+    def latency(self) -> int:
+        return 3 + self._memory_latency
 
     def elaborate(self, platform):
         cfg, lanes = self._cfg, self._lanes
@@ -96,8 +101,12 @@ class OperandReader(wiring.Component):
         words = Array(word2 + [0] * (V - lanes))
         for b in range(V):
             m.d.comb += self.port.addr[b].eq(words[(b - rot2)[:bb]])
-        ok3, rot3, flags3 = Signal(lanes), Signal(bb), Signal(2)
-        m.d.sync += [ok3.eq(ok2), rot3.eq(rot2), flags3.eq(flags2)]
+        ok3, rot3, flags3 = ok2, rot2, flags2
+        for stage in range(self._memory_latency):
+            d_ok, d_rot, d_flags = Signal(lanes, name=f"ok_d{stage}"), Signal(bb, name=f"rot_d{stage}"), \
+                Signal(2, name=f"flags_d{stage}")
+            m.d.sync += [d_ok.eq(ok3), d_rot.eq(rot3), d_flags.eq(flags3)]
+            ok3, rot3, flags3 = d_ok, d_rot, d_flags
 
         # stage 4: lane l takes bank (l + rot) mod V
         banks = Array(self.port.data[b] for b in range(V))

@@ -63,14 +63,22 @@ class Requantizer(wiring.Component):
                          half1[l].eq(rounding & t[0]),
                          sticky1[l].eq((x.as_unsigned() & below_half) != 0)]
 
-        # rounding adds at most 1, so saturation is decided on the truncated value, in parallel
-        # with the increment instead of after it
-        lo, hi = cfg.data_min, cfg.data_max
+        # Saturation without a carry chain: q fits the operand format iff its bits from
+        # data_width-1 up are all equal; rounding (at most +1) can only push q = data_max over.
+        # The increment itself then needs data_width+1 bits, not acc_width.
+        dw, lo, hi = cfg.data_width, cfg.data_min, cfg.data_max
         for l in range(self._lanes):
-            up = half1[l] & (sticky1[l] | q1[l][0])
-            over = (q1[l] > hi) | ((q1[l] == hi) & up)
-            under = q1[l] < lo
-            m.d.sync += [self.out[l].eq(Mux(quant1 & over, hi, Mux(quant1 & under, lo, q1[l] + up))),
+            q = q1[l]
+            up = half1[l] & (sticky1[l] | q[0])
+            top = q[dw - 1:]
+            fits = (top == 0) | (top == (1 << (aw - dw + 1)) - 1)
+            sign = q[aw - 1]
+            is_max = fits & ~sign & (q[:dw - 1] == (1 << (dw - 1)) - 1)
+            over = (~fits & ~sign) | (is_max & up)
+            under = ~fits & sign
+            rounded = Signal(signed(dw + 1), name=f"rounded{l}")
+            m.d.comb += rounded.eq(q[:dw].as_signed() + up)
+            m.d.sync += [self.out[l].eq(Mux(quant1, Mux(over, hi, Mux(under, lo, rounded)), q)),
                          self.saturated[l].eq(quant1 & (over | under))]
         m.d.sync += self.out_valid.eq(v1)
         return m

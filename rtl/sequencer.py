@@ -12,7 +12,8 @@ from .command import ErrorCode, Opcode, OutMode, command_layout, issue_layout
 class Sequencer(wiring.Component):
     """Runs a program of commands from program memory until HALT or an error.
 
-    Per GEMM command: FETCH (1 cycle) and DECODE (1) read and latch the command; CHECK
+    Per GEMM command: FETCH (the program memory's ``prog_latency`` cycles) and DECODE (1)
+    read and latch the command; CHECK
     (``check_cycles``) validates it with one shared multiplier for the three operand extents;
     ISSUE walks the output tiles (tile rows i0, then tile columns j0), each for
     period = max(K, R, C) steps of which the first K are valid; DRAIN waits for the result
@@ -26,8 +27,11 @@ class Sequencer(wiring.Component):
     #: cycles in CHECK for a GEMM (operand extents through one multiplier, flags, decision)
     check_cycles = 7
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, prog_latency: int = 2):
+        if prog_latency < 1:
+            raise ValueError(f"prog_latency={prog_latency}: must be >= 1 (synchronous memory)")
         self._cfg = cfg
+        self._prog_latency = prog_latency
         dim = cfg.dim_width
         R, C = cfg.rows, cfg.cols
         super().__init__({
@@ -56,6 +60,7 @@ class Sequencer(wiring.Component):
         cmd = self.cmd
 
         pc = Signal(cfg.prog_addr_width + 1)  # one bit more: running off the end is an error
+        wait = Signal(range(self._prog_latency + 1))
         m.d.comb += [self.prog_addr.eq(pc), self.pc.eq(pc)]
 
         # CHECK, pipelined so that no step has more than one carry chain: per operand the
@@ -120,6 +125,12 @@ class Sequencer(wiring.Component):
                 with m.If(pc[-1]):
                     fail(ErrorCode.PROG_END)
                 with m.Else():
+                    m.d.sync += wait.eq(self._prog_latency - 1)
+                    m.next = "WAIT" if self._prog_latency > 1 else "DECODE"
+            with m.State("WAIT"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += wait.eq(wait - 1)
+                with m.If(wait == 1):
                     m.next = "DECODE"
             with m.State("DECODE"):
                 m.d.comb += self.busy.eq(1)

@@ -2,7 +2,7 @@
 
 from amaranth.back import verilog
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import memory, wiring
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from skiptrain import hostmap
@@ -58,13 +58,13 @@ class Accelerator(wiring.Component):
         m = Module()
         host = self.host
 
-        m.submodules.sequencer = seq = Sequencer(cfg)
-        m.submodules.spad = spad = BankedMemory(V, signed(cfg.data_width), cfg.spad_depth, 2)
-        m.submodules.acc_mem = accm = BankedMemory(V, signed(cfg.acc_width), cfg.acc_depth, 1)
-        m.submodules.prog = prog = memory.Memory(shape=unsigned(command_width(cfg)),
-                                                 depth=cfg.prog_depth, init=[])
-        m.submodules.reader_a = ra = OperandReader(cfg, R)
-        m.submodules.reader_b = rb = OperandReader(cfg, C)
+        mem = cfg.memory
+        m.submodules.spad = spad = BankedMemory(V, signed(cfg.data_width), cfg.spad_depth, 2, mem)
+        m.submodules.acc_mem = accm = BankedMemory(V, signed(cfg.acc_width), cfg.acc_depth, 1, mem)
+        m.submodules.prog = prog = BankedMemory(1, unsigned(command_width(cfg)), cfg.prog_depth, 1, mem)
+        m.submodules.sequencer = seq = Sequencer(cfg, prog.read_latency)
+        m.submodules.reader_a = ra = OperandReader(cfg, R, spad.read_latency)
+        m.submodules.reader_b = rb = OperandReader(cfg, C, spad.read_latency)
         m.submodules.skew_a = skew_a = Skew(R, signed(cfg.data_width))
         m.submodules.skew_flags = skew_f = Skew(R, 2)
         m.submodules.skew_b = skew_b = Skew(C, signed(cfg.data_width))
@@ -102,11 +102,11 @@ class Accelerator(wiring.Component):
                 m.d.sync += host_error.eq(1)
 
         # ---- sequencer and program memory ----------------------------------------------------
-        prog_rd, prog_wr = prog.read_port(), prog.write_port()
+        prog_rd, prog_wr = prog.read[0], prog.write
         m.d.comb += [seq.start.eq(start & idle), seq.start_pc.eq(start_pc),
-                     prog_rd.addr.eq(Mux(busy, seq.prog_addr, index)),
-                     seq.prog_data.eq(prog_rd.data),
-                     prog_wr.addr.eq(index), prog_wr.data.eq(host.w_data),
+                     prog_rd.addr[0].eq(Mux(busy, seq.prog_addr, index)),
+                     seq.prog_data.eq(prog_rd.data[0]),
+                     prog_wr.addr[0].eq(index), prog_wr.data[0].eq(host.w_data),
                      prog_wr.en.eq(wr[Region.PROG] & idle)]
         cmd, issue = seq.cmd, seq.issue
 
@@ -155,7 +155,8 @@ class Accelerator(wiring.Component):
                      counters.tile.eq(seq.tile), counters.bubble.eq(seq.bubble),
                      counters.cmd_done.eq(seq.cmd_done), counters.macs.eq(seq.macs)]
 
-        # ---- host reads: memories answer after 1 cycle, r_data is registered after the mux ---
+        # ---- host reads: memory data is registered before the region multiplexer (block RAM
+        # clock-to-out leaves no room for logic), so r_data comes READ_LATENCY = 3 cycles after
         status = Cat(busy, seq.done, seq.error, saturated, host_error, Const(0, 3),
                      seq.error_code, seq.pc)
         csr_values = {Csr.STATUS: status, Csr.START_PC: start_pc, Csr.PC: seq.pc,
@@ -170,20 +171,24 @@ class Accelerator(wiring.Component):
             with m.Default():
                 m.d.sync += csr_q.eq(0)
         r_en_q, region_q, refused_q = Signal(), Signal(Region), Signal()
-        m.d.sync += [r_en_q.eq(host.r_en), region_q.eq(region), refused_q.eq(rd_mem & busy)]
+        r_en_q2, region_q2, refused_q2, csr_q2 = Signal(), Signal(Region), Signal(), Signal.like(csr_q)
+        m.d.sync += [r_en_q.eq(host.r_en), region_q.eq(region), refused_q.eq(rd_mem & busy),
+                     r_en_q2.eq(r_en_q), region_q2.eq(region_q), refused_q2.eq(refused_q),
+                     csr_q2.eq(csr_q)]
+        assert spad.read_latency == accm.read_latency == prog.read_latency == 2 and self.read_latency == 3
 
         def line(port, width):
             return Cat(port.data[b].as_unsigned()[:width] for b in range(V))
 
-        m.d.sync += host.r_valid.eq(r_en_q)
-        with m.If(refused_q):
+        m.d.sync += host.r_valid.eq(r_en_q2)
+        with m.If(refused_q2):
             m.d.sync += host.r_data.eq(0)
         with m.Else():
-            with m.Switch(region_q):
+            with m.Switch(region_q2):
                 with m.Case(Region.CSR):
-                    m.d.sync += host.r_data.eq(csr_q)
+                    m.d.sync += host.r_data.eq(csr_q2)
                 with m.Case(Region.PROG):
-                    m.d.sync += host.r_data.eq(prog_rd.data)
+                    m.d.sync += host.r_data.eq(prog_rd.data[0])
                 with m.Case(Region.SPAD):
                     m.d.sync += host.r_data.eq(line(spad.read[0], dw))
                 with m.Case(Region.ACC):

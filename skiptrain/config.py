@@ -13,12 +13,17 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Config", "ConfigError", "PRESETS", "preset", "MULTIPLIERS"]
+__all__ = ["Config", "ConfigError", "PRESETS", "preset", "MULTIPLIERS", "MEMORIES"]
 
 #: Multiplier implementations. ``behavioral`` is plain RTL (simulation, iCE40 inference);
 #: ``ecp5`` instantiates MULT18X18D with its input and output registers (Yosys does not pack
 #: fabric registers into the DSP, and without them the array clocks at about half speed).
 MULTIPLIERS = ("behavioral", "ecp5")
+
+#: Memory implementations. ``inferred`` lets Yosys map the banks (simulation, iCE40); ``ecp5``
+#: instantiates DP16KD with its output register, whose clock-to-out is 0.96 ns instead of the
+#: 5.8 ns Yosys's own (output-register-less) mapping gives, which alone caps the clock at ~120 MHz.
+MEMORIES = ("inferred", "ecp5")
 
 #: Pipeline depth of the multiplier, both implementations: DSP input register, DSP output
 #: register, one fabric register after the DSP (the structure that reached 179 MHz on ECP5).
@@ -64,6 +69,8 @@ class Config:
         Bits of each performance counter.
     multiplier:
         One of :data:`MULTIPLIERS`; changes the netlist, never the behaviour or the timing.
+    memory:
+        One of :data:`MEMORIES`; likewise.
     """
 
     rows: int = 8
@@ -77,6 +84,7 @@ class Config:
     dim_width: int = 16
     counter_width: int = 48
     multiplier: str = "behavioral"
+    memory: str = "inferred"
     name: str = field(default="custom", compare=False)
 
     def __post_init__(self):
@@ -100,6 +108,7 @@ class Config:
         self._check("dim_width", 4 <= self.dim_width <= 24, "must be in 4..24")
         self._check("counter_width", 32 <= self.counter_width <= 64, "must be in 32..64")
         self._check("multiplier", self.multiplier in MULTIPLIERS, f"must be one of {MULTIPLIERS}")
+        self._check("memory", self.memory in MEMORIES, f"must be one of {MEMORIES}")
         if self.multiplier == "ecp5":
             self._check("data_width", self.data_width <= 18,
                         "must be at most 18 with multiplier='ecp5' (MULT18X18D is 18x18)")

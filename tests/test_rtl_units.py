@@ -253,6 +253,6 @@ def test_sequencer_rejects_bad_commands_at_the_decision_step():
     # the decision falls at the last CHECK step: a bad command costs exactly FETCH+DECODE+CHECK
     res_good_only = _sequencer_trace(cfg, [good, Command()])
     res_bad = _sequencer_trace(cfg, [good, cases[0][0], Command()])
-    halt = 3  # FETCH, DECODE, one CHECK step
-    assert res_bad["cycles"] - (res_good_only["cycles"] - halt) == 2 + Sequencer.check_cycles, \
+    halt = 4  # FETCH, WAIT (program memory latency 2), DECODE, one CHECK step
+    assert res_bad["cycles"] - (res_good_only["cycles"] - halt) == 3 + Sequencer.check_cycles, \
         f"bad command cost {res_bad['cycles'] - res_good_only['cycles'] + halt} cycles"
