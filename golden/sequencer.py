@@ -7,7 +7,7 @@ Cycle accounting of one run (every busy cycle, as the CYCLES counter counts them
 - a GEMM's ISSUE: one cycle per step, ``period = max(K, R, C)`` steps per output tile;
 - its DRAIN: from the last issue cycle until the result writer reports the last row written:
   the last valid step goes through the issue register (1), the operand reader
-  (``READER_LATENCY``), the array (C + multiplier latency + 1 for row 0, R - 1 more rows), and
+  (``READER_LATENCY``), the array (C + multiplier latency + 2 row-multiplexer stages for row 0, R - 1 more rows), and
   the result writer (``WRITER_LATENCY``), less the bubble steps issued after it (period - K);
 - running past the last program slot: 1 FETCH cycle, then the PROG_END error.
 """
@@ -22,9 +22,10 @@ from skiptrain.layout import words_per_row
 
 FETCH_CYCLES = 3     # FETCH, WAIT (program memory read latency 2), DECODE
 CHECK_CYCLES = 7     # rtl Sequencer.check_cycles
-READER_LATENCY = 5   # rtl OperandReader.latency (3 + the scratchpad read latency 2)
+READER_LATENCY = 7   # rtl OperandReader.latency (5 + the scratchpad read latency 2)
 WRITER_LATENCY = 4   # rtl ResultWriter.latency
 ISSUE_REGISTER = 1   # the sequencer registers its issue outputs
+ARRAY_MUX_STAGES = 2 # rtl SystolicArray.mux_stages (row multiplexer)
 
 
 def extent(base: int, ld: int, rows: int, cols: int, cfg: Config) -> int:
@@ -74,7 +75,7 @@ def tiling(cmd: Command, cfg: Config) -> Tiling:
 
 def drain_cycles(cmd: Command, cfg: Config) -> int:
     R, C = cfg.rows, cfg.cols
-    array_latency = C + cfg.multiplier_latency + 1 + (R - 1)
+    array_latency = C + cfg.multiplier_latency + ARRAY_MUX_STAGES + (R - 1)
     period = max(cmd.k, R, C)
     return ISSUE_REGISTER + READER_LATENCY + array_latency + WRITER_LATENCY - (period - cmd.k)
 

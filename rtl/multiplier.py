@@ -32,12 +32,13 @@ class Multiplier(wiring.Component):
     operands and its accumulator enable delayed by :attr:`latency` cycles alongside.
 
     With ``cfg.multiplier == "ecp5"`` the DSP's registers and the fabric register after it have
-    no reset (MULT18X18D's reset would need a routed net per DSP, for nothing): for the first
-    :attr:`latency` cycles after power-up or reset ``p`` is garbage. That is harmless because
-    the PE never uses a product before ``latency`` cycles of valid input have entered: it
-    delays its "first"/valid flags by :attr:`latency` and starts each accumulation by loading
-    the product, not by adding to a cleared register. The ``behavioral`` version resets to 0,
-    but a design must not rely on that, or it would behave differently on ECP5.
+    no reset (MULT18X18D's reset would need a routed net per DSP, for nothing): ``p`` is garbage
+    for the first :attr:`latency` cycles after power-up, and a reset does not clear the
+    pipeline. That is harmless because the PE never uses a product before ``latency`` cycles of
+    valid input have entered: it delays its ``first``/``last`` flags by :attr:`latency` and
+    starts each sum from the product (``Mux(first, 0, acc) + p``), never from a register that
+    reset cleared. The ``behavioral`` version resets to 0, but a design must not rely on that,
+    or it would behave differently on ECP5.
 
     Parameters
     ----------

@@ -24,8 +24,9 @@ class OperandReader(wiring.Component):
     ``lanes*ld`` per new tile offset. Lanes past ``limit`` (ragged tile edges) and steps that
     are not valid read as zero.
 
-    Pipeline (``latency`` = 3 + memory_latency): issue -> base update -> lane addresses ->
-    bank addresses, memory read (``memory_latency`` cycles) -> lane data.
+    Pipeline (``latency`` = 5 + memory_latency): issue -> base update -> lane addresses ->
+    bank addresses (registered: the block RAMs are spread over the die) -> memory read
+    (``memory_latency`` cycles) -> bank data captured (the route back is long too) -> lane data.
     """
 
     def __init__(self, cfg: Config, lanes: int, memory_latency: int = 2):
@@ -48,7 +49,7 @@ class OperandReader(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return 3 + self._memory_latency
+        return 5 + self._memory_latency
 
     def elaborate(self, platform):
         cfg, lanes = self._cfg, self._lanes
@@ -97,19 +98,21 @@ class OperandReader(wiring.Component):
                          ok2[l].eq(v1 & (rem1 > l))]
         m.d.sync += [rot2.eq(l01 + k1), flags2.eq(Cat(first1, last1))]
 
-        # stage 3: bank b serves lane (b - rot) mod V; the memory answers next cycle
+        # stage 3: bank b serves lane (b - rot) mod V
         words = Array(word2 + [0] * (V - lanes))
         for b in range(V):
-            m.d.comb += self.port.addr[b].eq(words[(b - rot2)[:bb]])
+            m.d.sync += self.port.addr[b].eq(words[(b - rot2)[:bb]])
         ok3, rot3, flags3 = ok2, rot2, flags2
-        for stage in range(self._memory_latency):
+        for stage in range(2 + self._memory_latency):
             d_ok, d_rot, d_flags = Signal(lanes, name=f"ok_d{stage}"), Signal(bb, name=f"rot_d{stage}"), \
                 Signal(2, name=f"flags_d{stage}")
             m.d.sync += [d_ok.eq(ok3), d_rot.eq(rot3), d_flags.eq(flags3)]
             ok3, rot3, flags3 = d_ok, d_rot, d_flags
 
-        # stage 4: lane l takes bank (l + rot) mod V
-        banks = Array(self.port.data[b] for b in range(V))
+        # capture the bank data first, then route: lane l takes bank (l + rot) mod V
+        captured = [Signal.like(self.port.data[b], name=f"bank_data{b}") for b in range(V)]
+        m.d.sync += [c.eq(self.port.data[b]) for b, c in enumerate(captured)]
+        banks = Array(captured)
         for l in range(lanes):
             m.d.sync += self.data[l].eq(Mux(ok3[l], banks[(l + rot3)[:bb]], 0))
         m.d.sync += [self.out_first.eq(flags3[0]), self.out_last.eq(flags3[1])]

@@ -45,10 +45,14 @@ class SystolicArray(wiring.Component):
             "out_data": Out(data.ArrayLayout(signed(cfg.acc_width), C)),
         })
 
+    #: row multiplexer stages: groups of up to 4 rows, then the groups (the PEs of a column
+    #: are far apart, so one stage would be a long route plus a deep OR)
+    mux_stages = 2
+
     @property
     def row_out_latency(self) -> int:
         """Cycles from the last step at row 0's input to row 0 of the result at ``out_data``."""
-        return self._cfg.cols + self._cfg.multiplier_latency + 1
+        return self._cfg.cols + self._cfg.multiplier_latency + self.mux_stages
 
     def elaborate(self, platform):
         cfg = self._cfg
@@ -66,22 +70,34 @@ class SystolicArray(wiring.Component):
                     p.b_in.eq(pe[i - 1][j].b_out if i else self.b[j]),
                 ]
 
-        # row i is final when `last` has left its last PE, plus the multiplier pipeline
-        strobes = []
+        # row i is final when `last` has left its last PE, plus the multiplier pipeline; the
+        # last delay stage is one register per column, so no strobe drives more than one
+        # column's acc_width-bit multiplexer
+        strobes, column_strobes = [], []
         for i in range(R):
             s = pe[i][C - 1].last_out
-            for stage in range(cfg.multiplier_latency):
+            for stage in range(cfg.multiplier_latency - 1):
                 d = Signal(name=f"row{i}_strobe_d{stage}")
                 m.d.sync += d.eq(s)
                 s = d
-            strobes.append(s)
+            copies = [Signal(name=f"row{i}_strobe_col{j}") for j in range(C)]
+            m.d.sync += [c.eq(s) for c in copies]
+            column_strobes.append(copies)
+            strobes.append(copies[0])
 
-        # strobes are one-hot by construction, so an AND-OR mux selects the row
+        # strobes are one-hot by construction, so AND-OR multiplexers select the row
+        groups = [range(g, min(g + 4, R)) for g in range(0, R, 4)]
         for j in range(C):
-            m.d.sync += self.out_data[j].eq(
-                _or_all(Mux(strobes[i], pe[i][j].result, 0) for i in range(R)))
-        m.d.sync += [self.out_valid.eq(_or_all(strobes)),
-                     self.out_row.eq(_or_all(Mux(strobes[i], i, 0) for i in range(R)))]
+            partial = []
+            for n, rows in enumerate(groups):
+                p = Signal(signed(cfg.acc_width), name=f"col{j}_group{n}")
+                m.d.sync += p.eq(_or_all(Mux(column_strobes[i][j], pe[i][j].result, 0) for i in rows))
+                partial.append(p)
+            m.d.sync += self.out_data[j].eq(_or_all(partial))
+        valid_d, row_d = Signal(), Signal.like(self.out_row)
+        m.d.sync += [valid_d.eq(_or_all(strobes)),
+                     row_d.eq(_or_all(Mux(strobes[i], i, 0) for i in range(R))),
+                     self.out_valid.eq(valid_d), self.out_row.eq(row_d)]
         return m
 
 

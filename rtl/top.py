@@ -155,8 +155,8 @@ class Accelerator(wiring.Component):
                      counters.tile.eq(seq.tile), counters.bubble.eq(seq.bubble),
                      counters.cmd_done.eq(seq.cmd_done), counters.macs.eq(seq.macs)]
 
-        # ---- host reads: memory data is registered before the region multiplexer (block RAM
-        # clock-to-out leaves no room for logic), so r_data comes READ_LATENCY = 3 cycles after
+        # ---- host reads: memory data is captured near the memories' output registers before
+        # the region multiplexer, so r_data comes READ_LATENCY = 4 cycles after r_en
         status = Cat(busy, seq.done, seq.error, saturated, host_error, Const(0, 3),
                      seq.error_code, seq.pc)
         csr_values = {Csr.STATUS: status, Csr.START_PC: start_pc, Csr.PC: seq.pc,
@@ -170,29 +170,35 @@ class Accelerator(wiring.Component):
                     m.d.sync += csr_q.eq(value)
             with m.Default():
                 m.d.sync += csr_q.eq(0)
-        r_en_q, region_q, refused_q = Signal(), Signal(Region), Signal()
-        r_en_q2, region_q2, refused_q2, csr_q2 = Signal(), Signal(Region), Signal(), Signal.like(csr_q)
-        m.d.sync += [r_en_q.eq(host.r_en), region_q.eq(region), refused_q.eq(rd_mem & busy),
-                     r_en_q2.eq(r_en_q), region_q2.eq(region_q), refused_q2.eq(refused_q),
-                     csr_q2.eq(csr_q)]
-        assert spad.read_latency == accm.read_latency == prog.read_latency == 2 and self.read_latency == 3
+        # the request waits beside the memories: 2 cycles of memory read, 1 of capture
+        r_en_q, region_q, refused_q = host.r_en, region, rd_mem & busy
+        for stage in range(3):
+            r_en_d, region_d, refused_d = Signal(), Signal(Region), Signal()
+            m.d.sync += [r_en_d.eq(r_en_q), region_d.eq(region_q), refused_d.eq(refused_q)]
+            r_en_q, region_q, refused_q = r_en_d, region_d, refused_d
+        csr_q2, csr_q3 = Signal.like(csr_q), Signal.like(csr_q)
+        m.d.sync += [csr_q2.eq(csr_q), csr_q3.eq(csr_q2)]
+        captured = {}
+        for name, port, width in (("spad", spad.read[0], dw), ("acc", accm.read[0], aw),
+                                  ("prog", prog.read[0], command_width(cfg))):
+            lanes = 1 if name == "prog" else V
+            captured[name] = Signal(lanes * width, name=f"host_{name}_data")
+            m.d.sync += captured[name].eq(Cat(port.data[b].as_unsigned()[:width] for b in range(lanes)))
+        assert spad.read_latency == accm.read_latency == prog.read_latency == 2 and self.read_latency == 4
 
-        def line(port, width):
-            return Cat(port.data[b].as_unsigned()[:width] for b in range(V))
-
-        m.d.sync += host.r_valid.eq(r_en_q2)
-        with m.If(refused_q2):
+        m.d.sync += host.r_valid.eq(r_en_q)
+        with m.If(refused_q):
             m.d.sync += host.r_data.eq(0)
         with m.Else():
-            with m.Switch(region_q2):
+            with m.Switch(region_q):
                 with m.Case(Region.CSR):
-                    m.d.sync += host.r_data.eq(csr_q2)
+                    m.d.sync += host.r_data.eq(csr_q3)
                 with m.Case(Region.PROG):
-                    m.d.sync += host.r_data.eq(prog_rd.data[0])
+                    m.d.sync += host.r_data.eq(captured["prog"])
                 with m.Case(Region.SPAD):
-                    m.d.sync += host.r_data.eq(line(spad.read[0], dw))
+                    m.d.sync += host.r_data.eq(captured["spad"])
                 with m.Case(Region.ACC):
-                    m.d.sync += host.r_data.eq(line(accm.read[0], aw))
+                    m.d.sync += host.r_data.eq(captured["acc"])
         return m
 
 

@@ -43,16 +43,16 @@ def test_gemm_wraps_like_a_40_bit_register():
 
 
 def test_cycle_model_by_hand():
-    """tiny (2x2), M=3 K=5 N=4: 4 tiles of period 5; drain = issue register 1 + reader 5
-    + array (C + 3 + 1 + R - 1 = 7) + writer 4 = 17; a GEMM is FETCH+WAIT+DECODE 3 + CHECK 7
-    + 20 + 17 = 47 cycles, and the HALT 4 more."""
+    """tiny (2x2), M=3 K=5 N=4: 4 tiles of period 5; drain = issue register 1 + reader 7
+    + array (C + 3 + 2 + R - 1 = 8) + writer 4 = 20; a GEMM is FETCH+WAIT+DECODE 3 + CHECK 7
+    + 20 + 20 = 50 cycles, and the HALT 4 more."""
     cfg = preset("tiny")
     cmd = Command(opcode=1, m=3, k=5, n=4)
-    assert drain_cycles(cmd, cfg) == 17
-    assert gemm_cycles(cmd, cfg) == {"total": 47, "in_command": 44}
+    assert drain_cycles(cmd, cfg) == 20
+    assert gemm_cycles(cmd, cfg) == {"total": 50, "in_command": 47}
     # K < max(R, C): the tile period is max(R, C) and the bubbles shorten the drain
     cmd1 = Command(opcode=1, m=2, k=1, n=2)
-    assert drain_cycles(cmd1, cfg) == 16 and gemm_cycles(cmd1, cfg)["in_command"] == 7 + 2 + 16
+    assert drain_cycles(cmd1, cfg) == 19 and gemm_cycles(cmd1, cfg)["in_command"] == 7 + 2 + 19
 
 
 def test_accelerator_run_end_to_end():

@@ -70,7 +70,7 @@ def run(args) -> int:
                    "--json", str(out / "synth_ecp5.json"), "--markdown", str(out / "synth_ecp5.md"),
                    "--out", str(out / "synth_build")]),
         ("train", ["compare", "--dataset", "digits", "--model", "mlp",
-                   "--policies", "none,confidence,random_sample", "--seeds", "1",
+                   "--policies", "none,conf_sample,conf_batch,wus", "--seeds", "1",
                    "--out", str(out / "train")]),
     ]
     summary: dict = {"preset": p}
