@@ -87,7 +87,7 @@ class Accelerator:
             if pc >= cfg.prog_depth:
                 error = ErrorCode.PROG_END
                 break
-            cnt["cycles"] += FETCH_CYCLES - 1  # the program memory's second cycle, DECODE
+            cnt["cycles"] += FETCH_CYCLES - 1  # the rest of the program memory read, DECODE
             cmd = decode(self.prog[pc], cfg)
             if cmd.opcode != Opcode.GEMM:
                 cnt["cycles"] += 1  # the one CHECK cycle that reads the opcode

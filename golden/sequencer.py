@@ -2,7 +2,7 @@
 
 Cycle accounting of one run (every busy cycle, as the CYCLES counter counts them):
 
-- every command: FETCH 1 + the program memory's second read cycle 1 + DECODE 1;
+- every command: FETCH 1 + 2 more cycles of program memory read + DECODE 1;
 - HALT and unknown opcodes: 1 CHECK cycle; a GEMM: ``CHECK_CYCLES``, ending there on an error;
 - a GEMM's ISSUE: one cycle per step, ``period = max(K, R, C)`` steps per output tile;
 - its DRAIN: from the last issue cycle until the result writer reports the last row written:
@@ -20,10 +20,10 @@ from skiptrain.config import Config
 from skiptrain.isa import Command, ErrorCode, Opcode, OutMode
 from skiptrain.layout import words_per_row
 
-FETCH_CYCLES = 3     # FETCH, WAIT (program memory read latency 2), DECODE
+FETCH_CYCLES = 4     # FETCH, 2 x WAIT (program memory read latency 3), DECODE
 CHECK_CYCLES = 7     # rtl Sequencer.check_cycles
-READER_LATENCY = 7   # rtl OperandReader.latency (5 + the scratchpad read latency 2)
-WRITER_LATENCY = 4   # rtl ResultWriter.latency
+READER_LATENCY = 7   # rtl OperandReader.latency (4 + the scratchpad read latency 3)
+WRITER_LATENCY = 5   # rtl ResultWriter.latency (4 + the memories' input register)
 ISSUE_REGISTER = 1   # the sequencer registers its issue outputs
 ARRAY_MUX_STAGES = 2 # rtl SystolicArray.mux_stages (row multiplexer)
 

@@ -42,9 +42,12 @@ class BankedMemory(wiring.Component):
     """``banks`` synchronous memories of ``depth`` words, read and written bank by bank.
 
     Every bank has its own address on every port, which is what lets a skewed matrix row or
-    column (see :mod:`skiptrain.layout`) be read in one cycle. Read data appears
-    ``read_latency`` = 2 cycles after the address, and nothing but a register follows the
-    memory array: ECP5 block RAM read without an output register has a 5.8 ns clock-to-out.
+    column (see :mod:`skiptrain.layout`) be read in one cycle. Every pin of the memory array is
+    driven by or drives a flip-flop, because block RAMs are spread over the die and the routes
+    to them are long: inputs (addresses, write data and enables) are registered here, so a
+    write lands ``write_latency`` = 1 cycle after it is presented and read data appears
+    ``read_latency`` = 3 cycles after the address (input register, array, output register;
+    ECP5 block RAM read without its output register has a 5.8 ns clock-to-out).
 
     ``impl="inferred"``: Amaranth memories plus one register (Yosys maps them, without using
     the block RAM's own output register). ``impl="ecp5"``: DP16KD instances with
@@ -60,7 +63,8 @@ class BankedMemory(wiring.Component):
     write : In(write_port_signature)
     """
 
-    read_latency = 2
+    read_latency = 3
+    write_latency = 1
 
     def __init__(self, banks: int, shape, depth: int, read_ports: int, impl: str = "inferred"):
         for name, v, lo in (("banks", banks, 1), ("depth", depth, 2), ("read_ports", read_ports, 1)):
@@ -78,7 +82,18 @@ class BankedMemory(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        for b in range(self._banks):
+        # the input registers: what the banks below see
+        aw, shape, banks = self._aw, self._shape, self._banks
+        self._raddr = [[Signal(aw, name=f"r{p}_addr{b}") for b in range(banks)] for p in range(self._n_read)]
+        self._waddr = [Signal(aw, name=f"w_addr{b}") for b in range(banks)]
+        self._wdata = [Signal(shape, name=f"w_data{b}") for b in range(banks)]
+        self._wen = [Signal(name=f"w_en{b}") for b in range(banks)]
+        for b in range(banks):
+            m.d.sync += [self._waddr[b].eq(self.write.addr[b]), self._wdata[b].eq(self.write.data[b]),
+                         self._wen[b].eq(self.write.en[b])]
+            for p in range(self._n_read):
+                m.d.sync += self._raddr[p][b].eq(self.read[p].addr[b])
+        for b in range(banks):
             if self._impl == "inferred":
                 self._inferred_bank(m, b)
             else:
@@ -89,18 +104,17 @@ class BankedMemory(wiring.Component):
         m.submodules[f"bank{b}"] = mem = memory.Memory(shape=self._shape, depth=self._depth, init=[])
         for p in range(self._n_read):
             rp = mem.read_port()
-            m.d.comb += rp.addr.eq(self.read[p].addr[b])
+            m.d.comb += rp.addr.eq(self._raddr[p][b])
             m.d.sync += self.read[p].data[b].eq(rp.data)
         wp = mem.write_port()
-        m.d.comb += [wp.addr.eq(self.write.addr[b]), wp.data.eq(self.write.data[b]),
-                     wp.en.eq(self.write.en[b])]
+        m.d.comb += [wp.addr.eq(self._waddr[b]), wp.data.eq(self._wdata[b]), wp.en.eq(self._wen[b])]
 
     def _dp16kd_bank(self, m, b):
         width = self._shape.width
         w, words, shift, across, pieces = dp16kd_plan(width, self._depth)
         low = (words - 1).bit_length()  # address bits inside one primitive
-        wdata = Value.cast(self.write.data[b])
-        waddr, wen = self.write.addr[b], self.write.en[b]
+        wdata = Value.cast(self._wdata[b])
+        waddr, wen = self._waddr[b], self._wen[b]
 
         def address(addr, byte_enables):
             bits = [Const(0, 1)] * shift
@@ -110,7 +124,7 @@ class BankedMemory(wiring.Component):
             return Cat(*bits, word, Const(0, 14 - shift - low))
 
         for p in range(self._n_read):
-            raddr = self.read[p].addr[b]
+            raddr = self._raddr[p][b]
             piece_data = []
             for piece in range(pieces):
                 slices = []
@@ -143,9 +157,10 @@ class BankedMemory(wiring.Component):
             if pieces == 1:
                 m.d.comb += self.read[p].data[b].eq(piece_data[0])
             else:
-                # the piece select waits for the data: address register + output register
+                # the piece select waits for the data: the array's address register and its
+                # output register
                 sel = raddr[low:]
-                for stage in range(self.read_latency):
+                for stage in range(self.read_latency - 1):
                     d = Signal.like(sel, name=f"bank{b}_r{p}_sel_d{stage}")
                     m.d.sync += d.eq(sel)
                     sel = d

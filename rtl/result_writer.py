@@ -19,14 +19,17 @@ class ResultWriter(wiring.Component):
     carrying addresses through the array. Element (r, c) of C goes to word
     c_base + r*c_ld + c // V of bank (r + c) mod V; rows past M and lanes past N are not
     written. ``quant`` selects the scratchpad (requantized) or the accumulator memory (full).
-    ``done`` pulses in the cycle the last row of the command is written.
+    ``done`` pulses in the cycle the last row of the command lands in memory (the memories
+    register their inputs: ``memory_write_latency`` cycles after the write port).
 
-    Pipeline (``latency`` = 4 from a row at the input to its memory write): row counters ->
-    requantizer (2) -> lane addresses -> bank routing into the write port registers.
+    Pipeline (``latency`` = 4 + memory_write_latency from a row at the input to ``done``): row
+    counters -> requantizer (2) -> lane addresses -> bank routing into the write port registers
+    -> the memory's input register.
     """
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, memory_write_latency: int = 1):
         self._cfg = cfg
+        self._memory_write_latency = memory_write_latency
         dim, aw = cfg.dim_width, cfg.addr_width
         V, C = cfg.banks, cfg.cols
         super().__init__({
@@ -42,7 +45,9 @@ class ResultWriter(wiring.Component):
             "saturated": Out(1),
         })
 
-    latency = 4
+    @property
+    def latency(self) -> int:
+        return 4 + self._memory_write_latency
 
     def elaborate(self, platform):
         cfg = self._cfg
@@ -113,5 +118,10 @@ class ResultWriter(wiring.Component):
                          self.spad.en[b].eq(ens[lane] & quant),
                          self.acc.addr[b].eq(words[lane]), self.acc.data[b].eq(values[lane]),
                          self.acc.en[b].eq(ens[lane] & ~quant)]
-        m.d.sync += self.done.eq(last)
+        done = last
+        for stage in range(1 + self._memory_write_latency):
+            d = Signal(name=f"done_d{stage}")
+            m.d.sync += d.eq(done)
+            done = d
+        m.d.comb += self.done.eq(done)
         return m

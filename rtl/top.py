@@ -69,7 +69,7 @@ class Accelerator(wiring.Component):
         m.submodules.skew_flags = skew_f = Skew(R, 2)
         m.submodules.skew_b = skew_b = Skew(C, signed(cfg.data_width))
         m.submodules.array = array = SystolicArray(cfg)
-        m.submodules.writer = writer = ResultWriter(cfg)
+        m.submodules.writer = writer = ResultWriter(cfg, spad.write_latency)
         m.submodules.counters = counters = PerfCounters(cfg)
 
         busy = seq.busy
@@ -156,7 +156,7 @@ class Accelerator(wiring.Component):
                      counters.cmd_done.eq(seq.cmd_done), counters.macs.eq(seq.macs)]
 
         # ---- host reads: memory data is captured near the memories' output registers before
-        # the region multiplexer, so r_data comes READ_LATENCY = 4 cycles after r_en
+        # the region multiplexer, so r_data comes READ_LATENCY = 5 cycles after r_en
         status = Cat(busy, seq.done, seq.error, saturated, host_error, Const(0, 3),
                      seq.error_code, seq.pc)
         csr_values = {Csr.STATUS: status, Csr.START_PC: start_pc, Csr.PC: seq.pc,
@@ -170,21 +170,21 @@ class Accelerator(wiring.Component):
                     m.d.sync += csr_q.eq(value)
             with m.Default():
                 m.d.sync += csr_q.eq(0)
-        # the request waits beside the memories: 2 cycles of memory read, 1 of capture
+        # the request waits beside the memories: 3 cycles of memory read, 1 of capture
         r_en_q, region_q, refused_q = host.r_en, region, rd_mem & busy
-        for stage in range(3):
+        for stage in range(4):
             r_en_d, region_d, refused_d = Signal(), Signal(Region), Signal()
             m.d.sync += [r_en_d.eq(r_en_q), region_d.eq(region_q), refused_d.eq(refused_q)]
             r_en_q, region_q, refused_q = r_en_d, region_d, refused_d
-        csr_q2, csr_q3 = Signal.like(csr_q), Signal.like(csr_q)
-        m.d.sync += [csr_q2.eq(csr_q), csr_q3.eq(csr_q2)]
+        csr_q2, csr_q3, csr_q4 = Signal.like(csr_q), Signal.like(csr_q), Signal.like(csr_q)
+        m.d.sync += [csr_q2.eq(csr_q), csr_q3.eq(csr_q2), csr_q4.eq(csr_q3)]
         captured = {}
         for name, port, width in (("spad", spad.read[0], dw), ("acc", accm.read[0], aw),
                                   ("prog", prog.read[0], command_width(cfg))):
             lanes = 1 if name == "prog" else V
             captured[name] = Signal(lanes * width, name=f"host_{name}_data")
             m.d.sync += captured[name].eq(Cat(port.data[b].as_unsigned()[:width] for b in range(lanes)))
-        assert spad.read_latency == accm.read_latency == prog.read_latency == 2 and self.read_latency == 4
+        assert spad.read_latency == accm.read_latency == prog.read_latency == 3 and self.read_latency == 5
 
         m.d.sync += host.r_valid.eq(r_en_q)
         with m.If(refused_q):
@@ -192,7 +192,7 @@ class Accelerator(wiring.Component):
         with m.Else():
             with m.Switch(region_q):
                 with m.Case(Region.CSR):
-                    m.d.sync += host.r_data.eq(csr_q3)
+                    m.d.sync += host.r_data.eq(csr_q4)
                 with m.Case(Region.PROG):
                     m.d.sync += host.r_data.eq(captured["prog"])
                 with m.Case(Region.SPAD):

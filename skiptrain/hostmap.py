@@ -18,7 +18,7 @@ from .isa import command_width
 
 __all__ = ["Region", "Csr", "Ctrl", "Status", "READ_LATENCY", "HostMap", "ID_MAGIC", "COUNTERS"]
 
-READ_LATENCY = 4  #: cycles from r_en to r_valid (memory read 2, data capture, the region multiplexer)
+READ_LATENCY = 5  #: cycles from r_en to r_valid (memory read 3, data capture, the region multiplexer)
 ID_MAGIC = 0x5354  #: "ST" in the top bits of the ID register
 
 
