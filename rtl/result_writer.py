@@ -22,9 +22,9 @@ class ResultWriter(wiring.Component):
     ``done`` pulses in the cycle the last row of the command lands in memory (the memories
     register their inputs: ``memory_write_latency`` cycles after the write port).
 
-    Pipeline (``latency`` = 4 + memory_write_latency from a row at the input to ``done``): row
-    counters -> requantizer (2) -> lane addresses -> bank routing into the write port registers
-    -> the memory's input register.
+    Pipeline (``latency`` = 5 + memory_write_latency from a row at the input to ``done``): the
+    row captured (it comes from across the array) -> row counters -> requantizer (2) -> lane
+    addresses -> bank routing into the write port registers -> the memory's input register.
     """
 
     def __init__(self, cfg: Config, memory_write_latency: int = 1):
@@ -47,13 +47,18 @@ class ResultWriter(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return 4 + self._memory_write_latency
+        return 5 + self._memory_write_latency
 
     def elaborate(self, platform):
         cfg = self._cfg
         R, C, V, bb = cfg.rows, cfg.cols, cfg.banks, cfg.bank_bits
         dim, aw = cfg.dim_width, cfg.addr_width
         m = Module()
+
+        # the row arrives from the far side of the array: capture it before any logic
+        row_valid = Signal()
+        row_data = Signal.like(self.row_data)
+        m.d.sync += [row_valid.eq(self.row_valid), row_data.eq(self.row_data)]
 
         # stage 0: where the incoming row goes
         i = Signal(range(max(R, 2)))
@@ -68,7 +73,7 @@ class ResultWriter(wiring.Component):
         with m.If(self.start):
             m.d.sync += [i.eq(0), i0.eq(0), j0.eq(0), m_rem.eq(self.m), n_rem.eq(self.n),
                          tile_base.eq(self.base), row_base.eq(self.base)]
-        with m.Elif(self.row_valid):
+        with m.Elif(row_valid):
             with m.If(i == R - 1):
                 m.d.sync += i.eq(0)
                 with m.If(n_rem <= C):
@@ -80,15 +85,15 @@ class ResultWriter(wiring.Component):
                 m.d.sync += [i.eq(i + 1), row_base.eq(row_base + self.ld)]
 
         m.submodules.requantizer = rq = Requantizer(cfg, C)
-        m.d.comb += [rq.value.eq(self.row_data), rq.valid.eq(self.row_valid),
+        m.d.comb += [rq.value.eq(row_data), rq.valid.eq(row_valid),
                      rq.quant.eq(self.quant), rq.shift.eq(self.shift)]
 
         # row metadata, delayed to meet the requantizer output
         meta = data.StructLayout({"row_ok": 1, "lanes_ok": C, "last": 1, "rot": bb,
                                   "row_base": aw, "j0": dim + 1})
         cur = Signal(meta)
-        m.d.comb += [cur.row_ok.eq(self.row_valid & (m_rem > i)),
-                     cur.last.eq(self.row_valid & last_row),
+        m.d.comb += [cur.row_ok.eq(row_valid & (m_rem > i)),
+                     cur.last.eq(row_valid & last_row),
                      cur.rot.eq(i0 + i + j0), cur.row_base.eq(row_base), cur.j0.eq(j0)]
         for j in range(C):
             m.d.comb += cur.lanes_ok[j].eq(n_rem > j)
