@@ -1,0 +1,133 @@
+"""The accelerator's host bus under cocotb, for :class:`skiptrain.driver.Driver`.
+
+Timing discipline (the same on Icarus and Verilator): inputs change only just after a falling
+clock edge and are sampled by the design on the next rising edge; outputs are read in the
+``ReadOnly`` phase after the rising edge that produced them. Python is awake only for bus
+accesses: the clock runs in the GPI, and :meth:`TB.wait_done` sleeps on the ``done`` edge, so
+a long program costs no Python per simulated cycle.
+"""
+
+from __future__ import annotations
+
+from cocotb.clock import Clock
+from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, SimTimeoutError, with_timeout
+from cocotb.utils import get_sim_time
+
+from skiptrain.hostmap import READ_LATENCY
+
+
+class TB:
+    """Owns the clock and the reset of a ``skiptrain_top`` and is the bus a ``Driver`` drives.
+
+    Members
+    -------
+    period_ns:
+        Clock period; cycle numbers in messages are simulation time over this.
+    last_write_ns:
+        Time of the rising edge that took the latest write (after ``Driver.start``: the START
+        edge).
+    done_ns:
+        Time of the rising edge after which ``done`` was seen high by :meth:`wait_done`.
+    budget_cycles:
+        Cycles :meth:`wait_done` waits for ``done`` before it fails.
+    """
+
+    def __init__(self, dut, period_ns: int = 10, budget_cycles: int = 100_000):
+        self.dut = dut
+        self.period_ns = period_ns
+        self.budget_cycles = budget_cycles
+        self.last_write_ns: int | None = None
+        self.done_ns: int | None = None
+        self._clock = Clock(dut.clk, period_ns, unit="ns", impl="gpi")
+
+    # ---- time -------------------------------------------------------------------------------
+    def now_ns(self) -> int:
+        return round(get_sim_time("ns"))
+
+    def cycle(self) -> int:
+        """Rising edges since time 0 (the clock starts high, so edge n is at n * period)."""
+        return self.now_ns() // self.period_ns
+
+    # ---- clock and reset --------------------------------------------------------------------
+    async def start(self, reset_cycles: int = 2) -> None:
+        """Start the clock with idle inputs, then reset."""
+        d = self.dut
+        for sig in (d.host__w_en, d.host__r_en, d.host__addr, d.host__w_data):
+            sig.value = 0
+        d.rst.value = 1
+        self._clock.start(start_high=False)
+        await self.reset(reset_cycles)
+
+    async def reset(self, cycles: int = 2) -> None:
+        """Synchronous reset for ``cycles`` rising edges; returns just after a falling edge."""
+        d = self.dut
+        await FallingEdge(d.clk)
+        d.host__w_en.value = 0
+        d.host__r_en.value = 0
+        d.rst.value = 1
+        for _ in range(cycles):
+            await RisingEdge(d.clk)
+        await FallingEdge(d.clk)
+        d.rst.value = 0
+
+    async def idle(self, cycles: int = 1) -> None:
+        for _ in range(cycles):
+            await RisingEdge(self.dut.clk)
+        await FallingEdge(self.dut.clk)
+
+    # ---- the bus protocol of skiptrain.driver -----------------------------------------------
+    async def write(self, addr: int, data: int) -> None:
+        d = self.dut
+        d.host__addr.value = int(addr)
+        d.host__w_data.value = int(data)
+        d.host__w_en.value = 1
+        await RisingEdge(d.clk)
+        self.last_write_ns = self.now_ns()
+        await FallingEdge(d.clk)
+        d.host__w_en.value = 0
+
+    async def read(self, addr: int) -> int:
+        """One read; checks that ``r_valid`` comes exactly READ_LATENCY edges after ``r_en``."""
+        d = self.dut
+        d.host__addr.value = int(addr)
+        d.host__r_en.value = 1
+        for edge in range(1, READ_LATENCY + 1):
+            await RisingEdge(d.clk)
+            await ReadOnly()
+            valid = int(d.host__r_valid.value)
+            if edge < READ_LATENCY and valid:
+                raise AssertionError(f"cycle {self.cycle()}: r_valid after {edge} edge(s) reading "
+                                     f"{addr:#x}, expected exactly {READ_LATENCY}")
+            if edge == READ_LATENCY:
+                if not valid:
+                    raise AssertionError(f"cycle {self.cycle()}: no r_valid {READ_LATENCY} edges "
+                                         f"after a read of {addr:#x}")
+                data = int(d.host__r_data.value)
+            await FallingEdge(d.clk)
+            d.host__r_en.value = 0
+        return data
+
+    async def wait_done(self) -> None:
+        """Sleep until ``done`` rises (at most ``budget_cycles`` after the last write), then
+        check that ``busy`` fell on the same edge. Sets :attr:`done_ns`."""
+        d = self.dut
+        if int(d.done.value) and not int(d.busy.value):
+            # already done before we got here: the edge time is lost, so no cycle measurement
+            self.done_ns = None
+            return
+        since = self.last_write_ns if self.last_write_ns is not None else self.now_ns()
+        left_ns = since + self.budget_cycles * self.period_ns - self.now_ns()
+        try:
+            await with_timeout(RisingEdge(d.done), max(left_ns, self.period_ns), "ns")
+        except SimTimeoutError:
+            raise AssertionError(
+                f"cycle {self.cycle()}: done did not rise within the budget of "
+                f"{self.budget_cycles} cycles after the START write at cycle "
+                f"{since // self.period_ns} (busy={int(d.busy.value)}, "
+                f"error={int(d.error.value)})") from None
+        self.done_ns = self.now_ns()
+        await ReadOnly()
+        if int(d.busy.value):
+            raise AssertionError(f"cycle {self.cycle()}: done rose with busy still 1; "
+                                 "expected busy to fall on the same edge")
+        await FallingEdge(d.clk)

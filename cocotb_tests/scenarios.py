@@ -1,0 +1,72 @@
+"""The scenario file: what the calling (pytest or CLI) process hands the simulator process.
+
+The golden model runs here, in the caller, so the simulator process never imports torch
+(it costs seconds per run). A file holds one config and a list of scenarios; each names the
+lines to load (every line the golden run reads or writes, with the golden initial values, so
+stale memory from an earlier scenario cannot leak in), the whole program memory, and the
+golden expectations: status, every counter, the cycle count and the final value of every line.
+
+File layout (JSON)::
+
+    {"config": Config.to_dict(),
+     "scenarios": [{"name", "kind": "run" | "host_probe", "reset": bool, "start_pc",
+                    "program": [prog_depth words], "budget_cycles",
+                    "load": {"spad": [[line, [V values]], ...], "acc": [...]},
+                    "expected": {"status": {...}, "counters": {...}, "cycles",
+                                 "lines": {"spad": [[line, [V values]], ...], "acc": [...]}}}]}
+
+``kind="host_probe"`` additionally touches memory while the program runs and expects the
+refused accesses to leave memory alone and set ``host_error``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+#: cycle budget of a run: the golden count plus a margin, so a hang fails fast
+BUDGET_FACTOR, BUDGET_MARGIN = 2, 2_000
+
+
+def _lines(image, lines) -> list:
+    return [[int(w), [int(v) for v in image[:, w].tolist()]] for w in lines]
+
+
+def scenario_entry(sc, *, kind: str = "run", reset: bool = True, expected=None) -> dict:
+    """One scenario as a JSON-able dict, with the golden expectations.
+
+    ``expected`` is ``(gold, result)`` from ``sc.expected()`` if the caller already ran it
+    (benches time it); otherwise the golden model runs here.
+    """
+    if kind not in ("run", "host_probe"):
+        raise ValueError(f"kind={kind!r}: must be 'run' or 'host_probe'")
+    init = sc.initial()
+    gold, res = expected if expected is not None else sc.expected()
+    lines = {mem: sc.lines(mem) for mem in ("spad", "acc")}
+    status = {"busy": 0, "done": 1, "error": int(res.error), "error_code": int(res.error_code),
+              "saturated": int(res.saturated), "host_error": int(kind == "host_probe")}
+    if res.error:
+        status["error_pc"] = int(res.pc)
+    return {
+        "name": sc.name, "kind": kind, "reset": bool(reset), "start_pc": int(sc.start_pc),
+        "program": [int(w) for w in init.prog],
+        "budget_cycles": BUDGET_FACTOR * int(res.cycles) + BUDGET_MARGIN,
+        "load": {mem: _lines(init.image(mem), lines[mem]) for mem in lines},
+        "expected": {"status": status, "counters": {k: int(v) for k, v in res.counters.items()},
+                     "cycles": int(res.cycles),
+                     "lines": {mem: _lines(gold.image(mem), lines[mem]) for mem in lines}},
+    }
+
+
+def write_file(path: str | Path, cfg, entries: list[dict]) -> Path:
+    path = Path(path)
+    path.write_text(json.dumps({"config": cfg.to_dict(), "scenarios": entries}))
+    return path
+
+
+def timed_expected(sc):
+    """``sc.expected()`` and its wall time in seconds (the golden model's speed)."""
+    t = time.perf_counter()
+    out = sc.expected()
+    return out, time.perf_counter() - t
