@@ -113,16 +113,24 @@ class ResultWriter(wiring.Component):
         m.d.sync += [rot.eq(cur.rot), last.eq(cur.last),
                      self.saturated.eq((rq.saturated & cur.lanes_ok).any() & cur.row_ok)]
 
-        # stage 4: bank b takes lane (b - rot) mod V into the write port registers
+        # stage 4: bank b takes lane (b - rot) mod V. One set of bank-ordered registers serves
+        # both memories (only the enables differ), so the rotation stays in one place and
+        # only register-to-register routes cross the die to the two memories.
         words, values = Array(word + [0] * (V - C)), Array(value + [0] * (V - C))
         ens = Array(list(en) + [0] * (V - C))
-        quant = self.quant
+        bank_addr = [Signal(aw, name=f"bank_addr{b}") for b in range(V)]
+        bank_data = [Signal(signed(cfg.acc_width), name=f"bank_data{b}") for b in range(V)]
+        bank_en = Signal(V)
+        to_spad = Signal()
+        m.d.sync += to_spad.eq(self.quant)
         for b in range(V):
             lane = (b - rot)[:bb]
-            m.d.sync += [self.spad.addr[b].eq(words[lane]), self.spad.data[b].eq(values[lane]),
-                         self.spad.en[b].eq(ens[lane] & quant),
-                         self.acc.addr[b].eq(words[lane]), self.acc.data[b].eq(values[lane]),
-                         self.acc.en[b].eq(ens[lane] & ~quant)]
+            m.d.sync += [bank_addr[b].eq(words[lane]), bank_data[b].eq(values[lane]),
+                         bank_en[b].eq(ens[lane])]
+            m.d.comb += [self.spad.addr[b].eq(bank_addr[b]), self.spad.data[b].eq(bank_data[b]),
+                         self.spad.en[b].eq(bank_en[b] & to_spad),
+                         self.acc.addr[b].eq(bank_addr[b]), self.acc.data[b].eq(bank_data[b]),
+                         self.acc.en[b].eq(bank_en[b] & ~to_spad)]
         done = last
         for stage in range(1 + self._memory_write_latency):
             d = Signal(name=f"done_d{stage}")
