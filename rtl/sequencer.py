@@ -99,6 +99,8 @@ class Sequencer(wiring.Component):
         s = Signal(dim)
         i0, j0 = Signal(dim + 1), Signal(dim + 1)
         m_rem, n_rem = Signal(dim + 1), Signal(dim + 1)
+        # "this is the last tile row/column", kept one step ahead so the FSM sees flags only
+        last_row, last_col, single_col = Signal(), Signal(), Signal()
 
         m.d.sync += [self.issue.valid.eq(0), self.issue.first.eq(0), self.issue.last.eq(0),
                      self.cmd_start.eq(0), self.tile.eq(0), self.bubble.eq(0), self.cmd_done.eq(0)]
@@ -186,7 +188,9 @@ class Sequencer(wiring.Component):
                     with m.Elif(overlap_err):
                         fail(ErrorCode.OVERLAP)
                     with m.Else():
-                        m.d.sync += [s.eq(0), i0.eq(0), j0.eq(0), m_rem.eq(cmd.m), n_rem.eq(cmd.n)]
+                        m.d.sync += [s.eq(0), i0.eq(0), j0.eq(0), m_rem.eq(cmd.m), n_rem.eq(cmd.n),
+                                     last_row.eq(cmd.m <= R), last_col.eq(cmd.n <= C),
+                                     single_col.eq(cmd.n <= C)]
                         m.next = "ISSUE"
             with m.State("ISSUE"):
                 m.d.comb += [self.busy.eq(1), self.in_command.eq(1)]
@@ -200,14 +204,15 @@ class Sequencer(wiring.Component):
                              cols_valid.eq(Mux(n_rem > C, C, n_rem))]
                 with m.If(s == period_m1):
                     m.d.sync += s.eq(0)
-                    with m.If(n_rem <= C):
-                        m.d.sync += [j0.eq(0), n_rem.eq(cmd.n)]
-                        with m.If(m_rem <= R):
+                    with m.If(last_col):
+                        m.d.sync += [j0.eq(0), n_rem.eq(cmd.n), last_col.eq(single_col)]
+                        with m.If(last_row):
                             m.next = "DRAIN"
                         with m.Else():
-                            m.d.sync += [i0.eq(i0 + R), m_rem.eq(m_rem - R)]
+                            m.d.sync += [i0.eq(i0 + R), m_rem.eq(m_rem - R),
+                                         last_row.eq(m_rem <= 2 * R)]
                     with m.Else():
-                        m.d.sync += [j0.eq(j0 + C), n_rem.eq(n_rem - C)]
+                        m.d.sync += [j0.eq(j0 + C), n_rem.eq(n_rem - C), last_col.eq(n_rem <= 2 * C)]
                 with m.Else():
                     m.d.sync += s.eq(s + 1)
             with m.State("DRAIN"):

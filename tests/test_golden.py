@@ -33,7 +33,7 @@ def test_requantize_is_round_half_even_then_saturate():
 
 
 def test_gemm_wraps_like_a_40_bit_register():
-    cfg = preset("tiny")
+    cfg = preset("default")  # 16-bit operands, 40-bit accumulator
     a = torch.full((2, 600), cfg.data_min)
     b = torch.full((600, 3), cfg.data_min)
     exact = 600 * cfg.data_min * cfg.data_min
@@ -56,7 +56,7 @@ def test_cycle_model_by_hand():
 
 
 def test_accelerator_run_end_to_end():
-    cfg = preset("tiny")
+    cfg = preset("small")  # 16-bit operands
     V = cfg.banks
     acc = Accelerator(cfg)
     A, B = Region.packed(0, 4, 3, V), Region.packed(10, 5, 3, V)  # B stored N x K (transposed)

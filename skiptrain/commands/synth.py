@@ -1,5 +1,120 @@
-"""Placeholder until this command group lands; registers nothing."""
+"""``skiptrain synth``: synthesise, place and route the accelerator, and report Fmax and size.
+
+The work is done by :mod:`fpga.flow`; this module checks the arguments (before anything slow
+is imported or run), prints progress on stderr and the summary table on stdout, and writes the
+report as JSON and optionally Markdown.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+#: The design ``--top`` names by default: the accelerator, built from a Config.
+DEFAULT_TOP = "rtl.top:Accelerator"
+MAX_SEEDS = 10
 
 
 def register(subparsers):
-    pass
+    p = subparsers.add_parser(
+        "synth",
+        help="synthesise and place and route the accelerator; report Fmax and resources",
+        description="Synthesise the accelerator with Yosys and place and route it with nextpnr "
+                    "(YoWASP builds), once per seed, and report the median Fmax, the cells "
+                    "used, the same per PE, and the critical path. ECP5: LFE5U-85F speed 6, out "
+                    "of context, MULT18X18D multipliers. iCE40: UP5K in a pin-light wrapper, "
+                    "SB_MAC16 multipliers.")
+    p.add_argument("--preset", required=True, metavar="NAME",
+                   help="config preset (skiptrain.config.PRESETS: tiny, small, default)")
+    p.add_argument("--target", required=True, metavar="TARGET", help="ecp5 or ice40")
+    p.add_argument("--json", required=True, metavar="FILE", dest="json_path",
+                   help="write the report here as JSON")
+    p.add_argument("--markdown", metavar="FILE", help="also write the report as Markdown")
+    p.add_argument("--seeds", default="3", metavar="N",
+                   help=f"place and route with seeds 1..N and report the median Fmax "
+                        f"(1..{MAX_SEEDS}; default 3)")
+    p.add_argument("--out", metavar="DIR",
+                   help="folder for the netlist, scripts and tool logs (default "
+                        "build/synth/PRESET_TARGET); a seed that already ran there on the "
+                        "same netlist is read back, not run again")
+    p.add_argument("--top", default=DEFAULT_TOP, metavar="MODULE:NAME",
+                   help="factory called with the Config to build the design "
+                        f"(default {DEFAULT_TOP}; for stand-ins and experiments)")
+    p.set_defaults(func=run)
+
+
+def _seeds(text: str) -> list[int]:
+    from skiptrain.cli import CliError
+
+    try:
+        n = int(text)
+    except ValueError:
+        n = None
+    if n is None or not 1 <= n <= MAX_SEEDS:
+        raise CliError(f"--seeds={text!r}: must be an integer in 1..{MAX_SEEDS} "
+                       "(place and route runs with seeds 1..N)")
+    return list(range(1, n + 1))
+
+
+def _factory(spec: str):
+    from skiptrain.cli import CliError
+
+    module, sep, name = spec.partition(":")
+    if not sep or not module or not name:
+        raise CliError(f"--top={spec!r}: must be MODULE:NAME, e.g. {DEFAULT_TOP}")
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        raise CliError(f"--top={spec!r}: cannot import {module}: {e}") from None
+    try:
+        return getattr(mod, name)
+    except AttributeError:
+        raise CliError(f"--top={spec!r}: {module} has no {name}") from None
+
+
+def run(args) -> int:
+    from fpga.targets import FitError, check_fits, target
+    from skiptrain.cli import CliError
+    from skiptrain.config import ConfigError, preset
+
+    try:
+        tgt = target(args.target)
+        cfg = preset(args.preset)
+    except (FitError, ConfigError) as e:
+        raise CliError(str(e)) from None
+    seeds = _seeds(args.seeds)
+    try:
+        check_fits(cfg.replace(multiplier=tgt.multiplier, memory=tgt.memory), tgt, args.preset)
+    except FitError as e:
+        raise CliError(f"{e}; choose a smaller preset for --target {tgt.name}") from None
+    make_top = _factory(args.top)
+    out = Path(args.out) if args.out else Path("build") / "synth" / f"{args.preset}_{tgt.name}"
+
+    from fpga.flow import FlowError, run_flow
+    from fpga.report import to_table, write_report
+
+    def progress(msg: str):
+        print(f"[synth] {msg}", file=sys.stderr, flush=True)
+
+    try:
+        report = run_flow(make_top, cfg, tgt, out, seeds=seeds, design=args.top,
+                          progress=progress)
+    except FlowError as e:
+        print(f"skiptrain synth: {e}", file=sys.stderr)
+        return 1
+    write_report(report, args.json_path, args.markdown)
+    progress(f"wrote {args.json_path}" + (f" and {args.markdown}" if args.markdown else ""))
+    print(to_table(report))
+    if not report["fits"]:
+        print(f"skiptrain synth: preset {args.preset!r} does not fit {tgt.device}: "
+              f"{report['does_not_fit']}; the report has the synthesis numbers",
+              file=sys.stderr)
+        return 1
+    check = report["dsp_check"]
+    if not check["ok"]:
+        print(f"skiptrain synth: {check['found']} DSPs in the netlist, fewer than the "
+              f"{check['expected_min']} multipliers ({cfg.rows}x{cfg.cols} PEs): some were "
+              "optimised away or not mapped to DSPs", file=sys.stderr)
+        return 1
+    return 0

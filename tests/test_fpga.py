@@ -1,0 +1,320 @@
+"""fpga/ and ``skiptrain synth``: the flow on a stand-in design and on the accelerator.
+
+Tests marked ``synth`` run Yosys and nextpnr (YoWASP). They use one seed and the 2x2 preset,
+so the tier stays within a few minutes on a two-core machine (the first YoWASP call of a
+fresh machine also compiles WebAssembly, about 70 s for Yosys).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from amaranth.hdl import Cat, Fragment, Module, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.sim import Simulator
+
+from fpga.ice40_wrapper import Ice40Wrapper
+from fpga.targets import TARGETS, FitError, check_fits, target
+from rtl.multiplier import Multiplier
+from skiptrain import cli
+from skiptrain.config import preset
+
+REPORT_KEYS = {"fmax_mhz", "luts", "ffs", "dsps", "brams", "carry", "per_pe", "seeds",
+               "fmax_per_seed", "tool_versions", "runtime_s", "config", "critical_path",
+               "dsp_check", "cells", "target", "device"}
+
+
+class MacArray(wiring.Component):
+    """Stand-in for the accelerator: rows x cols multiply-accumulates on the shared
+    Multiplier, each PE on its own row and column operand, every accumulator an output."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        w = cfg.data_width
+        super().__init__({
+            "a": In(signed(w)).array(cfg.rows),
+            "b": In(signed(w)).array(cfg.cols),
+            "acc": Out(signed(cfg.acc_width)).array(cfg.rows, cfg.cols),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        for r in range(self.cfg.rows):
+            for c in range(self.cfg.cols):
+                mul = m.submodules[f"mul_{r}_{c}"] = Multiplier(self.cfg)
+                m.d.comb += [mul.a.eq(self.a[r]), mul.b.eq(self.b[c])]
+                m.d.sync += self.acc[r][c].eq(self.acc[r][c] + mul.p)
+        return m
+
+
+class Passthrough(wiring.Component):
+    """Registers its input to its output: lets a test see exactly what the wrapper feeds in
+    and what it should fold into ``q``."""
+
+    def __init__(self, width):
+        super().__init__({"i": In(width), "o": Out(width)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.sync += self.o.eq(self.i)
+        return m
+
+
+# ---- targets and fit checks -----------------------------------------------------------------
+
+def test_unknown_target():
+    with pytest.raises(FitError, match=r"target='vu9p': unknown target; choose one of \['ecp5', 'ice40'\]"):
+        target("vu9p")
+
+
+def test_ice40_rejects_more_pes_than_dsps():
+    with pytest.raises(FitError) as e:
+        check_fits(preset("small"), TARGETS["ice40"], "small")
+    assert str(e.value) == ("preset 'small' (4x4 PEs) needs 16 DSP multipliers, one per PE; "
+                            "iCE40UP5K-SG48 has 8 (rule: rows*cols <= 8 on ice40)")
+
+
+def test_ice40_rejects_memories_too_big():
+    cfg = preset("tiny").replace(spad_depth=8192)
+    with pytest.raises(FitError, match=r"needs \d+ bits of memory \(scratchpad 131072, .*stores at most 128160"):
+        check_fits(cfg, TARGETS["ice40"])
+
+
+@pytest.mark.parametrize("name", ["tiny", "small", "default"])
+def test_presets_fit_ecp5(name):
+    check_fits(preset(name), TARGETS["ecp5"], name)
+
+
+def test_tiny_fits_ice40():
+    need = check_fits(preset("tiny"), TARGETS["ice40"], "tiny")
+    assert need["dsps"] == 4
+
+
+def test_yosys_script_splits_synthesis():
+    from fpga.flow import yosys_script
+
+    for tgt in TARGETS.values():
+        lines = yosys_script(tgt).splitlines()
+        synth = " ".join(tgt.synth)
+        i = lines.index(f"{synth} -top top -run begin:map_luts")
+        assert lines[i + 1] == "splitnets", lines
+        assert lines[i + 2] == f"{synth} -top top -run map_luts:", lines
+    assert "-dsp" in TARGETS["ice40"].synth
+
+
+# ---- the iCE40 wrapper (Amaranth simulator) -------------------------------------------------
+
+def test_wrapper_folds_every_output_bit_into_q():
+    core = Passthrough(37)
+    dut = Ice40Wrapper(core)
+    depth = 3   # 37 -> 10 -> 3 -> 1
+    ins, outs, qs = [], [], []
+
+    async def bench(ctx):
+        for t in range(300):
+            ctx.set(dut.entropy, (t * 7) % 5 == 0)
+            ins.append(ctx.get(core.i))
+            outs.append(ctx.get(core.o))
+            qs.append(ctx.get(dut.q))
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    for bit in range(37):
+        seen = {(v >> bit) & 1 for v in ins}
+        assert seen == {0, 1}, f"core input bit {bit} never toggled: saw only {seen}"
+    for t in range(depth, len(qs)):
+        expected = bin(outs[t - depth]).count("1") & 1
+        assert qs[t] == expected, f"cycle {t}: got q={qs[t]}, expected parity of o at cycle {t - depth}"
+    assert set(qs) == {0, 1}
+
+
+def test_wrapper_parameter_errors():
+    with pytest.raises(ValueError, match=r"seed=0: must be in 1\.\.2\*\*32-1"):
+        Ice40Wrapper(_used(Passthrough(4)), seed=0)
+    with pytest.raises(TypeError, match="must be an amaranth.lib.wiring.Component"):
+        Ice40Wrapper(object())
+
+    class NoOutputs(wiring.Component):
+        def __init__(self):
+            super().__init__({"i": In(4)})
+
+        def elaborate(self, platform):
+            return Module()
+
+    with pytest.raises(ValueError, match="has no outputs"):
+        Ice40Wrapper(_used(NoOutputs()))
+
+
+def _used(component):
+    # Amaranth warns about components that are built but never elaborated.
+    Fragment.get(component, None)
+    return component
+
+
+# ---- CLI argument errors (no tool runs) -----------------------------------------------------
+
+def _cli_error(capsys, *argv):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["synth", *argv])
+    assert e.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--preset", "tiny", "--target", "xc7"],
+     "skiptrain: error: target='xc7': unknown target; choose one of ['ecp5', 'ice40']"),
+    (["--preset", "huge", "--target", "ecp5"],
+     "skiptrain: error: preset='huge': unknown preset; choose one of ['default', 'small', 'tiny']"),
+    (["--preset", "small", "--target", "ice40"],
+     "skiptrain: error: preset 'small' (4x4 PEs) needs 16 DSP multipliers, one per PE; "
+     "iCE40UP5K-SG48 has 8 (rule: rows*cols <= 8 on ice40); choose a smaller preset for --target ice40"),
+    (["--preset", "default", "--target", "ice40"],
+     "skiptrain: error: preset 'default' (8x8 PEs) needs 64 DSP multipliers"),
+    (["--preset", "tiny", "--target", "ecp5", "--seeds", "0"],
+     "skiptrain: error: --seeds='0': must be an integer in 1..10 (place and route runs with seeds 1..N)"),
+    (["--preset", "tiny", "--target", "ecp5", "--seeds", "three"],
+     "skiptrain: error: --seeds='three': must be an integer in 1..10"),
+    (["--preset", "tiny", "--target", "ecp5", "--seeds", "11"],
+     "skiptrain: error: --seeds='11': must be an integer in 1..10"),
+    (["--preset", "tiny", "--target", "ecp5", "--top", "Accelerator"],
+     "skiptrain: error: --top='Accelerator': must be MODULE:NAME, e.g. rtl.top:Accelerator"),
+    (["--preset", "tiny", "--target", "ecp5", "--top", "rtl.nowhere:Accelerator"],
+     "skiptrain: error: --top='rtl.nowhere:Accelerator': cannot import rtl.nowhere"),
+])
+def test_cli_bad_arguments(capsys, tmp_path, argv, message):
+    err = _cli_error(capsys, *argv, "--json", str(tmp_path / "r.json"), "--out", str(tmp_path))
+    assert err.startswith(message), err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_cli_requires_json(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["synth", "--preset", "tiny", "--target", "ecp5"])
+    assert e.value.code == 2
+    assert "--json" in capsys.readouterr().err
+
+
+# ---- synthesis of the stand-in --------------------------------------------------------------
+
+def _check_report(report: dict, *, target_name: str, dsps: int, pes: int):
+    missing = REPORT_KEYS - report.keys()
+    assert not missing, f"report lacks {sorted(missing)}"
+    json.loads(json.dumps(report))  # plain JSON all the way down
+    assert report["target"] == target_name
+    assert report["fmax_mhz"] > 0 and report["seeds"] == [1]
+    assert list(report["fmax_per_seed"]) == ["1"]
+    assert report["fmax_mhz"] == report["fmax_per_seed"]["1"]
+    assert report["dsps"] == dsps, f"got {report['dsps']} DSPs, expected {dsps}: {report['cells']}"
+    assert report["dsp_check"]["ok"]
+    assert report["per_pe"]["pes"] == pes
+    assert report["per_pe"]["dsps"] == dsps / pes
+    assert report["per_pe"]["luts"] == round(report["luts"] / pes, 2)
+    assert "whole design / PE count" in report["per_pe"]["note"]
+    assert report["ffs"] > 0
+    cp = report["critical_path"]
+    assert cp["total_ns"] > 0 and cp["slowest_steps"]
+    # nextpnr's Fmax is the inverse of the slowest path it lists.
+    assert abs(1000 / cp["total_ns"] - report["fmax_mhz"]) / report["fmax_mhz"] < 0.05
+    assert {"yosys", "nextpnr", "amaranth"} <= report["tool_versions"].keys()
+    assert report["runtime_s"]["yosys"] > 0 and "1" in report["runtime_s"]["nextpnr_per_seed"]
+
+
+@pytest.mark.synth
+def test_cli_synthesises_standin_for_ecp5(tmp_path, capsys):
+    json_path, md_path = tmp_path / "r.json", tmp_path / "r.md"
+    rc = cli.main(["synth", "--preset", "tiny", "--target", "ecp5", "--seeds", "1",
+                   "--json", str(json_path), "--markdown", str(md_path),
+                   "--out", str(tmp_path / "build"), "--top", f"{__name__}:MacArray"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    report = json.loads(json_path.read_text())
+    _check_report(report, target_name="ecp5", dsps=4, pes=4)
+    assert report["cells"]["MULT18X18D"] == 4
+    assert report["config"]["multiplier"] == "ecp5"
+    # MULT18X18D keeps its input and output registers; the fabric has the third stage and the
+    # 40-bit accumulator: 4 x (32 + 40) flip-flops.
+    assert report["ffs"] == 4 * (32 + 40)
+    for step in ("elaborating", "yosys", "nextpnr"):
+        assert f"[synth] {step}" in err
+    assert "Fmax (median)" in out and "DSP" in out
+    md = md_path.read_text()
+    assert "# Synthesis report" in md and "## Critical path" in md
+    for log in ("yosys.log", "nextpnr_seed1.log", "netlist.json", "config.json", "top.il"):
+        assert (tmp_path / "build" / log).is_file(), log
+    assert "reused_seeds" not in report["runtime_s"]
+
+    # Same design, same folder: Yosys gives the same netlist, so nextpnr's seed is read back.
+    rc = cli.main(["synth", "--preset", "tiny", "--target", "ecp5", "--seeds", "1",
+                   "--json", str(json_path), "--out", str(tmp_path / "build"),
+                   "--top", f"{__name__}:MacArray"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    again = json.loads(json_path.read_text())
+    assert again["runtime_s"]["reused_seeds"] == [1], err
+    assert again["fmax_per_seed"] == report["fmax_per_seed"]
+    assert "reused from an earlier run" in err
+
+
+@pytest.mark.synth
+def test_flow_synthesises_standin_for_ice40(tmp_path):
+    from fpga.flow import run_flow
+
+    steps = []
+    report = run_flow(MacArray, preset("tiny"), target("ice40"), tmp_path, seeds=[1],
+                      progress=steps.append)
+    _check_report(report, target_name="ice40", dsps=4, pes=4)
+    assert report["cells"]["SB_MAC16"] == 4
+    assert report["config"]["multiplier"] == "behavioral"
+    assert "iCE40 wrapper" in report["per_pe"]["note"]
+    # The wrapper's pins: clk, rst, entropy, q.
+    assert report["utilization"]["SB_IO"]["used"] == 4
+    assert any(s.startswith("nextpnr") for s in steps)
+
+
+# ---- synthesis of the accelerator -----------------------------------------------------------
+
+def _accelerator():
+    try:
+        from rtl.top import Accelerator
+    except ImportError as e:
+        pytest.skip(f"rtl.top.Accelerator is not there yet: {e}")
+    return Accelerator
+
+
+@pytest.mark.synth
+@pytest.mark.parametrize("target_name, dsp_cell", [("ecp5", "MULT18X18D"), ("ice40", "SB_MAC16")])
+def test_tiny_accelerator(tmp_path, target_name, dsp_cell):
+    from fpga.flow import run_flow
+
+    cfg = preset("tiny")
+    report = run_flow(_accelerator(), cfg, target(target_name), tmp_path, seeds=[1],
+                      design="rtl.top:Accelerator")
+    pes = cfg.rows * cfg.cols
+    # Checked on Yosys's netlist, so it holds whether or not placement succeeds.
+    assert report["dsp_check"]["ok"], report["dsp_check"]
+    assert report["cells"].get(dsp_cell, 0) >= pes, report["cells"]
+    assert report["brams"] > 0, "the scratchpad and accumulator banks should be block RAM"
+    # the tiny preset is sized for the UP5K: not fitting is a failure, not an expectation
+    assert report["fits"], f"the tiny accelerator does not fit {report['device']}: {report['does_not_fit']}"
+    assert report["fmax_mhz"] > 0
+
+
+def test_overfull_log_is_recognised(tmp_path):
+    from fpga.flow import _overfull
+
+    log = tmp_path / "nextpnr.log"
+    log.write_text("Info: Device utilisation:\n"
+                   "Info: \t         ICESTORM_LC:    6499/   5280   123%\n"
+                   "Info: \t        ICESTORM_RAM:      22/     30    73%\n"
+                   "ERROR: Failed to expand region (0, 0) |_> (25, 31) of 6499 ICESTORM_LCs\n")
+    over = _overfull(log)
+    assert over["message"] == "ICESTORM_LC 6499/5280 (123 %)"
+    assert over["utilization"]["ICESTORM_RAM"] == {"used": 22, "available": 30}
+    log.write_text("Info: \t        ICESTORM_RAM:      22/     30    73%\nERROR: something else\n")
+    assert _overfull(log) is None
