@@ -237,9 +237,10 @@ def test_cli_synthesises_standin_for_ecp5(tmp_path, capsys):
     _check_report(report, target_name="ecp5", dsps=4, pes=4)
     assert report["cells"]["MULT18X18D"] == 4
     assert report["config"]["multiplier"] == "ecp5"
-    # MULT18X18D keeps its input and output registers; the fabric has the third stage and the
-    # 40-bit accumulator: 4 x (32 + 40) flip-flops.
-    assert report["ffs"] == 4 * (32 + 40)
+    # MULT18X18D keeps its input and output registers; the fabric has the third stage (the
+    # full product) and the accumulator: 4 x (2*data_width + acc_width) flip-flops.
+    tiny = preset("tiny")
+    assert report["ffs"] == 4 * (2 * tiny.data_width + tiny.acc_width)
     for step in ("elaborating", "yosys", "nextpnr"):
         assert f"[synth] {step}" in err
     assert "Fmax (median)" in out and "DSP" in out
