@@ -1,6 +1,6 @@
 """The sequencer: fetches commands from program memory, checks them, and issues their tiles."""
 
-from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -32,7 +32,6 @@ class Sequencer(wiring.Component):
             raise ValueError(f"prog_latency={prog_latency}: must be >= 1 (synchronous memory)")
         self._cfg = cfg
         self._prog_latency = prog_latency
-        dim = cfg.dim_width
         R, C = cfg.rows, cfg.cols
         super().__init__({
             "start": In(1),
@@ -54,7 +53,7 @@ class Sequencer(wiring.Component):
     def elaborate(self, platform):
         cfg = self._cfg
         R, C = cfg.rows, cfg.cols
-        V, bb = cfg.banks, cfg.bank_bits
+        bb = cfg.bank_bits
         dim = cfg.dim_width
         m = Module()
         cmd = self.cmd

@@ -8,10 +8,9 @@ fresh machine also compiles WebAssembly, about 70 s for Yosys).
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
-from amaranth.hdl import Cat, Fragment, Module, Signal, signed
+from amaranth.hdl import Fragment, Module, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator

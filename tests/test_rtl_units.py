@@ -216,7 +216,7 @@ def _sequencer_trace(cfg, commands, writer_delay=5, max_cycles=2000):
 
 
 def test_sequencer_issues_tiles_in_order_with_bubbles():
-    from skiptrain.isa import Command, ErrorCode
+    from skiptrain.isa import Command
 
     cfg = Config(rows=2, cols=3, spad_depth=256, acc_depth=64, prog_depth=8)
     M, K, N = 3, 2, 4  # K < max(R, C) = 3: one bubble step per tile

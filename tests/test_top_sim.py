@@ -5,11 +5,11 @@ Every output bit, status bit, counter and busy-cycle count must equal the golden
 
 import pytest
 
-from amaranth_bus import run_scenario, run_scenarios, simulate
+from amaranth_bus import run_scenarios, simulate
 from golden.scenario import error_scenarios, random_gemm_scenario
 from rtl.top import Accelerator
 from skiptrain.config import Config, preset
-from skiptrain.hostmap import Csr, Ctrl, HostMap, Region
+from skiptrain.hostmap import Csr, Ctrl, HostMap
 from skiptrain.isa import Command
 from skiptrain.layout import Region as MatrixRegion
 
