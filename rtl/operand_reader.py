@@ -24,9 +24,10 @@ class OperandReader(wiring.Component):
     ``lanes*ld`` per new tile offset. Lanes past ``limit`` (ragged tile edges) and steps that
     are not valid read as zero.
 
-    Pipeline (``latency`` = 4 + memory_latency): issue -> base update -> lane addresses ->
-    bank addresses -> memory read (``memory_latency`` cycles, its input register included) ->
-    bank data captured (the route back from the block RAMs is long) -> lane data.
+    Pipeline (``latency`` = 5 + memory_latency): issue -> base update -> lane addresses ->
+    bank addresses (rotated into bank order and registered here, so only a register drives
+    the long routes to the block RAMs) -> memory read (``memory_latency`` cycles, its input
+    register included) -> bank data captured (the route back is as long) -> lane data.
     """
 
     def __init__(self, cfg: Config, lanes: int, memory_latency: int = 2):
@@ -49,7 +50,7 @@ class OperandReader(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return 4 + self._memory_latency
+        return 5 + self._memory_latency
 
     def elaborate(self, platform):
         cfg, lanes = self._cfg, self._lanes
@@ -101,9 +102,9 @@ class OperandReader(wiring.Component):
         # stage 3: bank b serves lane (b - rot) mod V
         words = Array(word2 + [0] * (V - lanes))
         for b in range(V):
-            m.d.comb += self.port.addr[b].eq(words[(b - rot2)[:bb]])
+            m.d.sync += self.port.addr[b].eq(words[(b - rot2)[:bb]])
         ok3, rot3, flags3 = ok2, rot2, flags2
-        for stage in range(1 + self._memory_latency):
+        for stage in range(2 + self._memory_latency):
             d_ok, d_rot, d_flags = Signal(lanes, name=f"ok_d{stage}"), Signal(bb, name=f"rot_d{stage}"), \
                 Signal(2, name=f"flags_d{stage}")
             m.d.sync += [d_ok.eq(ok3), d_rot.eq(rot3), d_flags.eq(flags3)]

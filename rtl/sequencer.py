@@ -24,8 +24,9 @@ class Sequencer(wiring.Component):
     The cycle count of every program is thus a closed formula (golden/sequencer.py).
     """
 
-    #: cycles in CHECK for a GEMM (operand extents through one multiplier, flags, decision)
-    check_cycles = 7
+    #: cycles in CHECK for a GEMM (operand extents through one multiplier, flags, the first
+    #: failing check encoded, decision)
+    check_cycles = 8
 
     def __init__(self, cfg: Config, prog_latency: int = 2):
         if prog_latency < 1:
@@ -65,8 +66,9 @@ class Sequencer(wiring.Component):
         # CHECK, pipelined so that no step has more than one carry chain: per operand the
         # stored shape, the word column of its last element (colw), base + colw, the product
         # (rows-1)*ld through one shared multiplier, the last word, then the range and overlap
-        # flags; the last step only combines registered flags.
-        step = Signal(range(self.check_cycles))
+        # flags, then the first failing check as a registered code; the last step only looks
+        # at that code. ``step`` is one-hot, so "step n" is one flip-flop, not a comparator.
+        step = Signal(self.check_cycles)
         mul_a, mul_b = Signal(dim), Signal(cfg.addr_width)
         prod = Signal(dim + cfg.addr_width)
         m.d.sync += prod.eq(mul_a * mul_b)
@@ -91,6 +93,7 @@ class Sequencer(wiring.Component):
             operands.append(op)
         zero_err, shift_err = Signal(), Signal()
         overlap_err = Signal()
+        first_err = Signal(ErrorCode)
         period_m1 = Signal(dim)
 
         # ISSUE counters: step s of the tile at (i0, j0); m_rem/n_rem = rows/columns from i0/j0
@@ -111,38 +114,34 @@ class Sequencer(wiring.Component):
                      step_valid.eq(0)]
 
         def fail(code):
-            m.d.sync += [self.error.eq(1), self.error_code.eq(code), self.done.eq(1)]
+            m.d.sync += [self.error.eq(1), self.error_code.eq(code), self.done.eq(1), self.busy.eq(0)]
             m.next = "IDLE"
 
         with m.FSM(name="state"):
             with m.State("IDLE"):
-                m.d.comb += self.busy.eq(0)
                 with m.If(self.start):
-                    m.d.sync += [pc.eq(self.start_pc), self.done.eq(0), self.error.eq(0),
+                    m.d.sync += [pc.eq(self.start_pc), self.busy.eq(1), self.done.eq(0), self.error.eq(0),
                                  self.error_code.eq(ErrorCode.NONE)]
                     m.next = "FETCH"
             with m.State("FETCH"):
-                m.d.comb += self.busy.eq(1)
                 with m.If(pc[-1]):
                     fail(ErrorCode.PROG_END)
                 with m.Else():
                     m.d.sync += wait.eq(self._prog_latency - 1)
                     m.next = "WAIT" if self._prog_latency > 1 else "DECODE"
             with m.State("WAIT"):
-                m.d.comb += self.busy.eq(1)
                 m.d.sync += wait.eq(wait - 1)
                 with m.If(wait == 1):
                     m.next = "DECODE"
             with m.State("DECODE"):
-                m.d.comb += self.busy.eq(1)
-                m.d.sync += [cmd.eq(self.prog_data), step.eq(0), self.cmd_start.eq(1)]
+                m.d.sync += [cmd.eq(self.prog_data), step.eq(1), self.cmd_start.eq(1)]
                 m.next = "CHECK"
             with m.State("CHECK"):
-                m.d.comb += [self.busy.eq(1), self.in_command.eq(cmd.opcode == Opcode.GEMM)]
-                m.d.sync += step.eq(step + 1)
-                with m.If(step == 0):
+                m.d.comb += [self.in_command.eq(cmd.opcode == Opcode.GEMM)]
+                m.d.sync += step.eq(step << 1)
+                with m.If(step[0]):
                     with m.If(cmd.opcode == Opcode.HALT):
-                        m.d.sync += self.done.eq(1)
+                        m.d.sync += [self.done.eq(1), self.busy.eq(0)]
                         m.next = "IDLE"
                     with m.Elif(cmd.opcode != Opcode.GEMM):
                         fail(ErrorCode.BAD_OPCODE)
@@ -150,49 +149,47 @@ class Sequencer(wiring.Component):
                                  shift_err.eq(cmd.shift > cfg.acc_width - 1),
                                  period_m1.eq(Mux(cmd.k > max(R, C), cmd.k, max(R, C)) - 1)]
                     m.d.sync += [op["colw"].eq((op["cols"] - 1) >> bb) for op in operands]
-                with m.If(step == 1):
+                with m.If(step[1]):
                     for op in operands:
                         m.d.sync += [op["base_colw"].eq(op["base"] + op["colw"]),
                                      op["stride_err"].eq(op["ld"] <= op["colw"])]
                 for n, op in enumerate(operands):
                     # operand n enters the multiplier at step n; its product is there at n + 2
-                    with m.If(step == n):
+                    with m.If(step[n]):
                         m.d.sync += [mul_a.eq(op["rows"] - 1), mul_b.eq(op["ld"])]
-                    with m.If(step == n + 2):
+                    with m.If(step[n + 2]):
                         m.d.sync += op["last"].eq(op["base_colw"] + prod)
-                    with m.If(step == 5):
+                    with m.If(step[5]):
                         m.d.sync += op["range_err"].eq(op["last"] >= op["depth"])
                 a, b, c = operands
-                with m.If(step == 5):
+                with m.If(step[5]):
                     m.d.sync += overlap_err.eq(quant & (
                         ((cmd.c_base <= a["last"]) & (cmd.a_base <= c["last"])) |
                         ((cmd.c_base <= b["last"]) & (cmd.b_base <= c["last"]))))
-                with m.If(step == self.check_cycles - 1):
-                    with m.If(zero_err):
-                        fail(ErrorCode.ZERO_DIM)
-                    with m.Elif(shift_err):
-                        fail(ErrorCode.BAD_SHIFT)
-                    with m.Elif(a["stride_err"]):
-                        fail(ErrorCode.A_STRIDE)
-                    with m.Elif(a["range_err"]):
-                        fail(ErrorCode.A_RANGE)
-                    with m.Elif(b["stride_err"]):
-                        fail(ErrorCode.B_STRIDE)
-                    with m.Elif(b["range_err"]):
-                        fail(ErrorCode.B_RANGE)
-                    with m.Elif(c["stride_err"]):
-                        fail(ErrorCode.C_STRIDE)
-                    with m.Elif(c["range_err"]):
-                        fail(ErrorCode.C_RANGE)
-                    with m.Elif(overlap_err):
-                        fail(ErrorCode.OVERLAP)
+                with m.If(step[6]):
+                    # the priority encoder of the nine checks, in the order golden/sequencer.py's
+                    # check() tests them, registered so the state decision sees one code
+                    code = ErrorCode.NONE
+                    for flag, err in reversed(((zero_err, ErrorCode.ZERO_DIM), (shift_err, ErrorCode.BAD_SHIFT),
+                                             (a["stride_err"], ErrorCode.A_STRIDE),
+                                             (a["range_err"], ErrorCode.A_RANGE),
+                                             (b["stride_err"], ErrorCode.B_STRIDE),
+                                             (b["range_err"], ErrorCode.B_RANGE),
+                                             (c["stride_err"], ErrorCode.C_STRIDE),
+                                             (c["range_err"], ErrorCode.C_RANGE),
+                                             (overlap_err, ErrorCode.OVERLAP))):
+                        code = Mux(flag, err, code)
+                    m.d.sync += first_err.eq(code)
+                with m.If(step[self.check_cycles - 1]):
+                    with m.If(first_err != ErrorCode.NONE):
+                        fail(first_err)
                     with m.Else():
                         m.d.sync += [s.eq(0), i0.eq(0), j0.eq(0), m_rem.eq(cmd.m), n_rem.eq(cmd.n),
                                      last_row.eq(cmd.m <= R), last_col.eq(cmd.n <= C),
                                      single_col.eq(cmd.n <= C)]
                         m.next = "ISSUE"
             with m.State("ISSUE"):
-                m.d.comb += [self.busy.eq(1), self.in_command.eq(1)]
+                m.d.comb += [self.in_command.eq(1)]
                 valid = s < cmd.k
                 m.d.sync += [self.issue.valid.eq(valid), self.issue.first.eq(s == 0),
                              self.issue.last.eq(s == cmd.k - 1), self.issue.k.eq(s),
@@ -215,7 +212,7 @@ class Sequencer(wiring.Component):
                 with m.Else():
                     m.d.sync += s.eq(s + 1)
             with m.State("DRAIN"):
-                m.d.comb += [self.busy.eq(1), self.in_command.eq(1)]
+                m.d.comb += [self.in_command.eq(1)]
                 with m.If(self.writer_done):
                     m.d.sync += [pc.eq(pc + 1), self.cmd_done.eq(1)]
                     m.next = "FETCH"

@@ -3,7 +3,7 @@
 import random
 
 import torch
-from amaranth.hdl import Module
+from amaranth.hdl import Fragment, Module
 from amaranth.sim import Simulator
 
 from golden.requantizer import requantize, wrap
@@ -256,3 +256,24 @@ def test_sequencer_rejects_bad_commands_at_the_decision_step():
     halt = 4  # FETCH, WAIT (program memory latency 2), DECODE, one CHECK step
     assert res_bad["cycles"] - (res_good_only["cycles"] - halt) == 3 + Sequencer.check_cycles, \
         f"bad command cost {res_bad['cycles'] - res_good_only['cycles'] + halt} cycles"
+
+
+def test_golden_cycle_constants_are_the_rtl_latencies():
+    """golden/sequencer.py may not import rtl/, so its constants are copies: this binds them."""
+    from golden import sequencer as gs
+    from rtl.banked_memory import BankedMemory
+    from rtl.operand_reader import OperandReader
+    from rtl.result_writer import ResultWriter
+    from rtl.systolic_array import SystolicArray
+    from rtl.sequencer import Sequencer
+    cfg = preset("default")
+    reader = OperandReader(cfg, cfg.rows, BankedMemory.read_latency)
+    writer = ResultWriter(cfg, BankedMemory.write_latency)
+    array = SystolicArray(cfg)
+    for dut in (reader, writer, array):
+        Fragment.get(dut, None)  # elaborated, so Amaranth does not warn it was never used
+    got = {"CHECK_CYCLES": Sequencer.check_cycles, "READER_LATENCY": reader.latency,
+           "WRITER_LATENCY": writer.latency, "ARRAY_MUX_STAGES": array.mux_stages,
+           "FETCH_CYCLES": 1 + BankedMemory.read_latency}
+    for name, value in got.items():
+        assert getattr(gs, name) == value, f"golden {name}={getattr(gs, name)}, rtl says {value}"
