@@ -93,7 +93,7 @@ class Sequencer(wiring.Component):
             operands.append(op)
         zero_err, shift_err = Signal(), Signal()
         overlap_err = Signal()
-        first_err = Signal(ErrorCode)
+        first_err, checks_pass = Signal(ErrorCode), Signal()
         period_m1 = Signal(dim)
 
         # ISSUE counters: step s of the tile at (i0, j0); m_rem/n_rem = rows/columns from i0/j0
@@ -179,9 +179,9 @@ class Sequencer(wiring.Component):
                                              (c["range_err"], ErrorCode.C_RANGE),
                                              (overlap_err, ErrorCode.OVERLAP))):
                         code = Mux(flag, err, code)
-                    m.d.sync += first_err.eq(code)
+                    m.d.sync += [first_err.eq(code), checks_pass.eq(code == ErrorCode.NONE)]
                 with m.If(step[self.check_cycles - 1]):
-                    with m.If(first_err != ErrorCode.NONE):
+                    with m.If(~checks_pass):
                         fail(first_err)
                     with m.Else():
                         m.d.sync += [s.eq(0), i0.eq(0), j0.eq(0), m_rem.eq(cmd.m), n_rem.eq(cmd.n),

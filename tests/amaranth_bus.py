@@ -43,9 +43,10 @@ class SimBus:
                 raise AssertionError(f"cycle {self.cycle}: not done after {self.max_cycles} cycles")
 
 
-def simulate(dut, cfg, body):
-    """Simulate ``dut`` with ``body(driver, bus)`` as the testbench; returns body's result."""
-    sim = Simulator(dut)
+def simulate(dut, cfg, body, top=None):
+    """Simulate ``dut`` with ``body(driver, bus)`` as the testbench; returns body's result.
+    ``top``, when given, is what is simulated (a wrapper around ``dut``, e.g. one adding a reset)."""
+    sim = Simulator(top if top is not None else dut)
     sim.add_clock(1e-8)
     out = {}
 

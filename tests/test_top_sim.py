@@ -4,13 +4,15 @@ Every output bit, status bit, counter and busy-cycle count must equal the golden
 """
 
 import pytest
+import torch
+from amaranth.hdl import Module, ResetInserter, Signal
 
-from amaranth_bus import run_scenarios, simulate
-from golden.scenario import error_scenarios, random_gemm_scenario
+from amaranth_bus import run_scenario, run_scenarios, simulate
+from golden.scenario import Scenario, error_scenarios, random_gemm_scenario
 from rtl.top import Accelerator
 from skiptrain.config import Config, preset
 from skiptrain.hostmap import Csr, Ctrl, HostMap
-from skiptrain.isa import Command
+from skiptrain.isa import Command, OutMode
 from skiptrain.layout import Region as MatrixRegion
 
 CONFIGS = {
@@ -81,3 +83,78 @@ def test_host_access_while_busy_is_refused():
         assert ident == hm.id_value(), f"ID: got {ident:#x}, expected {hm.id_value():#x}"
 
     simulate(Accelerator(cfg), cfg, body)
+
+
+def test_reset_while_busy_returns_to_idle_and_runs_again():
+    """A reset in the middle of a GEMM: the accelerator is idle at once, with clear status and
+    counters, and the next program on the same instance is bit- and cycle-exact."""
+    cfg = preset("tiny")
+    V = cfg.banks
+    A, B, C = MatrixRegion.packed(0, 8, 40, V), MatrixRegion.packed(200, 40, 8, V), MatrixRegion.packed(400, 8, 8, V)
+    dut, rst = Accelerator(cfg), Signal()
+    top = Module()
+    top.submodules.accelerator = ResetInserter(rst)(dut)
+
+    async def body(drv, bus):
+        await drv.load_program([Command.gemm(8, 40, 8, A, B, C), Command()])
+        await drv.start()
+        for _ in range(60):
+            await bus.tick()
+        assert bus.ctx.get(dut.busy), f"cycle {bus.cycle}: expected busy 60 cycles after START"
+        bus.ctx.set(rst, 1)
+        await bus.tick()
+        bus.ctx.set(rst, 0)
+        await bus.tick()
+        got = (bus.ctx.get(dut.busy), bus.ctx.get(dut.done), bus.ctx.get(dut.error))
+        assert got == (0, 0, 0), f"cycle {bus.cycle}: busy, done, error after reset = {got}, expected 0, 0, 0"
+        st = await drv.status()
+        assert (st["busy"], st["done"], st["error"], st["host_error"]) == (0, 0, 0, 0), \
+            f"cycle {bus.cycle}: status after reset {st}"
+        counters = await drv.counters()
+        assert not any(counters.values()), f"cycle {bus.cycle}: counters after reset {counters}"
+        errors = []
+        for seed in range(2):
+            errors += await run_scenario(drv, random_gemm_scenario(cfg, seed, n_commands=2, max_dim=9))
+        return errors
+
+    errors = simulate(dut, cfg, body, top=top)
+    assert not errors, "\n".join(errors[:20])
+
+
+def test_saturation_flag_is_sticky_until_clear():
+    """A saturating program sets SATURATED; a later program that does not saturate, started
+    without CLEAR, leaves it set; START with CLEAR clears it."""
+    cfg = preset("tiny")
+    V = cfg.banks
+    A, B = MatrixRegion.packed(0, 2, 4, V), MatrixRegion.packed(20, 4, 2, V)
+    C = MatrixRegion.packed(40, 2, 2, V)
+    big = Scenario(cfg, name="saturates")
+    big.inputs = [("spad", A, torch.full((2, 4), cfg.data_max)), ("spad", B, torch.full((4, 2), cfg.data_max))]
+    big.commands = [Command.gemm(2, 4, 2, A, B, C, out_mode=OutMode.QUANT, shift=0), Command()]
+    big.outputs = [("spad", C)]
+    small = Scenario(cfg, name="does not saturate")
+    small.inputs = [("spad", A, torch.ones(2, 4, dtype=torch.int64)), ("spad", B, torch.ones(4, 2, dtype=torch.int64))]
+    small.commands = big.commands
+    small.outputs = big.outputs
+    assert big.expected()[1].saturated and not small.expected()[1].saturated, \
+        "the scenarios lost their point: the first must saturate, the second must not"
+
+    async def body(drv, bus):
+        errors = await run_scenario(drv, big)
+        assert (await drv.status())["saturated"] == 1, f"cycle {bus.cycle}: SATURATED not set"
+        init = small.initial()
+        await drv.write_lines("spad", init.image("spad").numpy(), small.lines("spad"))
+        await drv.start(clear=False)
+        await bus.wait_done()
+        st = await drv.status()
+        assert st["saturated"] == 1, f"cycle {bus.cycle}: SATURATED dropped without CLEAR: {st}"
+        got = (await drv.read_lines("spad", [C.base]))[C.base][:2]
+        assert got == [4, 4], f"cycle {bus.cycle}: C row 0 = {got}, expected [4, 4]"
+        await drv.start(clear=True)
+        await bus.wait_done()
+        st = await drv.status()
+        assert st["saturated"] == 0 and st["done"] == 1, f"cycle {bus.cycle}: after START|CLEAR {st}"
+        return errors
+
+    errors = simulate(Accelerator(cfg), cfg, body)
+    assert not errors, "\n".join(errors[:20])
