@@ -24,7 +24,7 @@ class OperandReader(wiring.Component):
     ``lanes*ld`` per new tile offset. Lanes past ``limit`` (ragged tile edges) and steps that
     are not valid read as zero.
 
-    Pipeline (``latency`` = 5 + memory_latency): issue -> base update -> lane addresses ->
+    Pipeline (``latency`` = 6 + memory_latency): issue registered -> base update -> lane addresses ->
     bank addresses (rotated into bank order and registered here, so only a register drives
     the long routes to the block RAMs) -> memory read (``memory_latency`` cycles, its input
     register included) -> bank data captured (the route back is as long) -> lane data.
@@ -50,44 +50,56 @@ class OperandReader(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return 5 + self._memory_latency
+        return 6 + self._memory_latency
 
     def elaborate(self, platform):
         cfg, lanes = self._cfg, self._lanes
         V, bb, saw = cfg.banks, cfg.bank_bits, cfg.spad_addr_width
         m = Module()
 
+        # Everything from the sequencer is registered on arrival, as it comes from across the
+        # die: the command fields (constant while a command runs, so this costs no cycle) and
+        # the issue stream (stage 0, one cycle of latency).
+        base, ld, limit = Signal.like(self.base), Signal.like(self.ld), Signal.like(self.limit)
+        lane_is_row = Signal()
+        m.d.sync += [base.eq(self.base), ld.eq(self.ld), limit.eq(self.limit),
+                     lane_is_row.eq(self.lane_is_row)]
+        valid, first, last = Signal(name="valid0"), Signal(name="first0"), Signal(name="last0")
+        k, l0 = Signal.like(self.k, name="k0"), Signal.like(self.l0, name="l00")
+        m.d.sync += [valid.eq(self.valid), first.eq(self.first), last.eq(self.last),
+                     k.eq(self.k), l0.eq(self.l0)]
+
         # per-command constants, registered so the shift-adds stay off the issue path
         lane_off = [Signal(saw, name=f"lane_off{l}") for l in range(lanes)]
         lanes_ld = Signal(saw)
-        m.d.sync += [o.eq(const_mul(self.ld, l)) for l, o in enumerate(lane_off)]
-        m.d.sync += lanes_ld.eq(const_mul(self.ld, lanes))
+        m.d.sync += [o.eq(const_mul(ld, l)) for l, o in enumerate(lane_off)]
+        m.d.sync += lanes_ld.eq(const_mul(ld, lanes))
 
         # stage 1: ob = base + outer0 * ld, outer0 = k (lane_is_row=0) or l0 (lane_is_row=1)
         ob = Signal(saw)
-        l0_prev = Signal.like(self.l0)
+        l0_prev = Signal.like(l0)
         v1, first1, last1 = Signal(), Signal(), Signal()
-        k1, l01 = Signal.like(self.k), Signal.like(self.l0)
+        k1, l01 = Signal.like(k), Signal.like(l0)
         rem1 = Signal(cfg.dim_width + 1)  # lanes left before the edge: lane l is valid if l < rem1
         row_inner1 = [Signal(saw, name=f"row_inner{l}") for l in range(lanes)]
         col_inner1 = [Signal(saw, name=f"col_inner{l}") for l in range(lanes)]
-        m.d.sync += [v1.eq(self.valid), first1.eq(self.first & self.valid),
-                     last1.eq(self.last & self.valid), k1.eq(self.k), l01.eq(self.l0),
-                     rem1.eq(self.limit - self.l0)]
+        m.d.sync += [v1.eq(valid), first1.eq(first & valid),
+                     last1.eq(last & valid), k1.eq(k), l01.eq(l0),
+                     rem1.eq(limit - l0)]
         # the word offsets within a row, one adder each, so stage 2 is a single addition
         for l in range(lanes):
-            m.d.sync += [row_inner1[l].eq(lane_off[l] + (self.k >> bb)),
-                         col_inner1[l].eq((self.l0 + l) >> bb)]
-        with m.If(self.valid):
-            with m.If(self.lane_is_row):
-                with m.If(self.first):
-                    m.d.sync += l0_prev.eq(self.l0)
-                    with m.If(self.l0 == 0):
-                        m.d.sync += ob.eq(self.base)
-                    with m.Elif(self.l0 != l0_prev):
+            m.d.sync += [row_inner1[l].eq(lane_off[l] + (k >> bb)),
+                         col_inner1[l].eq((l0 + l) >> bb)]
+        with m.If(valid):
+            with m.If(lane_is_row):
+                with m.If(first):
+                    m.d.sync += l0_prev.eq(l0)
+                    with m.If(l0 == 0):
+                        m.d.sync += ob.eq(base)
+                    with m.Elif(l0 != l0_prev):
                         m.d.sync += ob.eq(ob + lanes_ld)
             with m.Else():
-                m.d.sync += ob.eq(Mux(self.first, self.base, ob + self.ld))
+                m.d.sync += ob.eq(Mux(first, base, ob + ld))
 
         # stage 2: lane word addresses, lane validity, bank rotation
         word2 = [Signal(saw, name=f"word{l}") for l in range(lanes)]
@@ -95,7 +107,7 @@ class OperandReader(wiring.Component):
         rot2 = Signal(bb)
         flags2 = Signal(2)
         for l in range(lanes):
-            m.d.sync += [word2[l].eq(ob + Mux(self.lane_is_row, row_inner1[l], col_inner1[l])),
+            m.d.sync += [word2[l].eq(ob + Mux(lane_is_row, row_inner1[l], col_inner1[l])),
                          ok2[l].eq(v1 & (rem1 > l))]
         m.d.sync += [rot2.eq(l01 + k1), flags2.eq(Cat(first1, last1))]
 

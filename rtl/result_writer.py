@@ -55,6 +55,14 @@ class ResultWriter(wiring.Component):
         dim, aw = cfg.dim_width, cfg.addr_width
         m = Module()
 
+        # The command comes from the sequencer, across the die: registered on arrival, with
+        # ``start`` delayed alike (rows come many cycles after it, so this costs nothing).
+        start, quant = Signal(), Signal()
+        base, ld = Signal.like(self.base), Signal.like(self.ld)
+        m_dim, n_dim, shift = Signal.like(self.m), Signal.like(self.n), Signal.like(self.shift)
+        m.d.sync += [start.eq(self.start), quant.eq(self.quant), base.eq(self.base), ld.eq(self.ld),
+                     m_dim.eq(self.m), n_dim.eq(self.n), shift.eq(self.shift)]
+
         # the row arrives from the far side of the array: capture it before any logic
         row_valid = Signal()
         row_data = Signal.like(self.row_data)
@@ -67,26 +75,26 @@ class ResultWriter(wiring.Component):
         m_rem, n_rem = Signal(dim + 1), Signal(dim + 1)
         tile_base, row_base = Signal(aw), Signal(aw)
         rows_ld = Signal(aw)
-        m.d.sync += rows_ld.eq(const_mul(self.ld, R))
+        m.d.sync += rows_ld.eq(const_mul(ld, R))
         last_row = Signal()
         m.d.comb += last_row.eq((i == R - 1) & (n_rem <= C) & (m_rem <= R))
-        with m.If(self.start):
-            m.d.sync += [i.eq(0), i0.eq(0), j0.eq(0), m_rem.eq(self.m), n_rem.eq(self.n),
-                         tile_base.eq(self.base), row_base.eq(self.base)]
+        with m.If(start):
+            m.d.sync += [i.eq(0), i0.eq(0), j0.eq(0), m_rem.eq(m_dim), n_rem.eq(n_dim),
+                         tile_base.eq(base), row_base.eq(base)]
         with m.Elif(row_valid):
             with m.If(i == R - 1):
                 m.d.sync += i.eq(0)
                 with m.If(n_rem <= C):
-                    m.d.sync += [j0.eq(0), n_rem.eq(self.n), i0.eq(i0 + R), m_rem.eq(m_rem - R),
+                    m.d.sync += [j0.eq(0), n_rem.eq(n_dim), i0.eq(i0 + R), m_rem.eq(m_rem - R),
                                  tile_base.eq(tile_base + rows_ld), row_base.eq(tile_base + rows_ld)]
                 with m.Else():
                     m.d.sync += [j0.eq(j0 + C), n_rem.eq(n_rem - C), row_base.eq(tile_base)]
             with m.Else():
-                m.d.sync += [i.eq(i + 1), row_base.eq(row_base + self.ld)]
+                m.d.sync += [i.eq(i + 1), row_base.eq(row_base + ld)]
 
         m.submodules.requantizer = rq = Requantizer(cfg, C)
         m.d.comb += [rq.value.eq(row_data), rq.valid.eq(row_valid),
-                     rq.quant.eq(self.quant), rq.shift.eq(self.shift)]
+                     rq.quant.eq(quant), rq.shift.eq(shift)]
 
         # row metadata, delayed to meet the requantizer output
         meta = data.StructLayout({"row_ok": 1, "lanes_ok": C, "last": 1, "rot": bb,
@@ -122,7 +130,7 @@ class ResultWriter(wiring.Component):
         bank_data = [Signal(signed(cfg.acc_width), name=f"bank_data{b}") for b in range(V)]
         bank_en = Signal(V)
         to_spad = Signal()
-        m.d.sync += to_spad.eq(self.quant)
+        m.d.sync += to_spad.eq(quant)
         for b in range(V):
             lane = (b - rot)[:bb]
             m.d.sync += [bank_addr[b].eq(words[lane]), bank_data[b].eq(values[lane]),
