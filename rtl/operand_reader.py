@@ -101,33 +101,42 @@ class OperandReader(wiring.Component):
             with m.Else():
                 m.d.sync += ob.eq(Mux(first, base, ob + ld))
 
-        # stage 2: lane word addresses, lane validity, bank rotation
+        # stage 2: lane word addresses, lane validity, and per bank the lane it serves,
+        # (b - rot) mod V with rot = l0 + k: one select register per bank rather than one rot
+        # register driving every bank's multiplexer across the die
         word2 = [Signal(saw, name=f"word{l}") for l in range(lanes)]
         ok2 = Signal(lanes)
+        bank_sel2 = [Signal(bb, name=f"bank_sel{b}") for b in range(V)]
         rot2 = Signal(bb)
         flags2 = Signal(2)
         for l in range(lanes):
             m.d.sync += [word2[l].eq(ob + Mux(lane_is_row, row_inner1[l], col_inner1[l])),
                          ok2[l].eq(v1 & (rem1 > l))]
+        m.d.sync += [s.eq(b - l01 - k1) for b, s in enumerate(bank_sel2)]
         m.d.sync += [rot2.eq(l01 + k1), flags2.eq(Cat(first1, last1))]
 
-        # stage 3: bank b serves lane (b - rot) mod V
+        # stage 3: bank b's address
         words = Array(word2 + [0] * (V - lanes))
         for b in range(V):
-            m.d.sync += self.port.addr[b].eq(words[(b - rot2)[:bb]])
+            m.d.sync += self.port.addr[b].eq(words[bank_sel2[b]])
+        # wait for the data; the last stage turns rot into one select register per lane
         ok3, rot3, flags3 = ok2, rot2, flags2
-        for stage in range(2 + self._memory_latency):
+        for stage in range(1 + self._memory_latency):
             d_ok, d_rot, d_flags = Signal(lanes, name=f"ok_d{stage}"), Signal(bb, name=f"rot_d{stage}"), \
                 Signal(2, name=f"flags_d{stage}")
             m.d.sync += [d_ok.eq(ok3), d_rot.eq(rot3), d_flags.eq(flags3)]
             ok3, rot3, flags3 = d_ok, d_rot, d_flags
+        lane_sel = [Signal(bb, name=f"lane_sel{l}") for l in range(lanes)]
+        ok4, flags4 = Signal(lanes), Signal(2)
+        m.d.sync += [s.eq(l + rot3) for l, s in enumerate(lane_sel)]
+        m.d.sync += [ok4.eq(ok3), flags4.eq(flags3)]
 
         # capture the bank data first, then route: lane l takes bank (l + rot) mod V
         captured = [Signal.like(self.port.data[b], name=f"bank_data{b}") for b in range(V)]
         m.d.sync += [c.eq(self.port.data[b]) for b, c in enumerate(captured)]
         banks = Array(captured)
         for l in range(lanes):
-            m.d.sync += self.data[l].eq(Mux(ok3[l], banks[(l + rot3)[:bb]], 0))
-        m.d.sync += [self.out_first.eq(flags3[0]), self.out_last.eq(flags3[1])]
+            m.d.sync += self.data[l].eq(Mux(ok4[l], banks[lane_sel[l]], 0))
+        m.d.sync += [self.out_first.eq(flags4[0]), self.out_last.eq(flags4[1])]
         return m
 

@@ -114,11 +114,15 @@ class ResultWriter(wiring.Component):
         word = [Signal(aw, name=f"word{j}") for j in range(C)]
         en = Signal(C)
         value = [Signal(signed(cfg.acc_width), name=f"value{j}") for j in range(C)]
-        rot, last = Signal(bb), Signal()
+        # per bank the lane it takes, (b - rot) mod V: one select register per bank, so no single
+        # register drives the multiplexers of every bank
+        bank_sel = [Signal(bb, name=f"bank_sel{b}") for b in range(V)]
+        last = Signal()
         for j in range(C):
             m.d.sync += [word[j].eq(cur.row_base + ((cur.j0 + j) >> bb)),
                          en[j].eq(cur.row_ok & cur.lanes_ok[j]), value[j].eq(rq.out[j])]
-        m.d.sync += [rot.eq(cur.rot), last.eq(cur.last),
+        m.d.sync += [sel.eq(b - cur.rot) for b, sel in enumerate(bank_sel)]
+        m.d.sync += [last.eq(cur.last),
                      self.saturated.eq((rq.saturated & cur.lanes_ok).any() & cur.row_ok)]
 
         # stage 4: bank b takes lane (b - rot) mod V. One set of bank-ordered registers serves
@@ -132,7 +136,7 @@ class ResultWriter(wiring.Component):
         to_spad = Signal()
         m.d.sync += to_spad.eq(quant)
         for b in range(V):
-            lane = (b - rot)[:bb]
+            lane = bank_sel[b]
             m.d.sync += [bank_addr[b].eq(words[lane]), bank_data[b].eq(values[lane]),
                          bank_en[b].eq(ens[lane])]
             m.d.comb += [self.spad.addr[b].eq(bank_addr[b]), self.spad.data[b].eq(bank_data[b]),
