@@ -95,6 +95,9 @@ class Sequencer(wiring.Component):
         overlap_err = Signal()
         first_err, checks_pass = Signal(ErrorCode), Signal()
         period_m1 = Signal(dim)
+        # ``at_end``: step s is the tile's last (s == period - 1), kept one step ahead so the
+        # state and the ISSUE counters are enabled by a flip-flop, not a comparator
+        period_m2, period_is_one, at_end = Signal(dim), Signal(), Signal()
 
         # ISSUE counters: step s of the tile at (i0, j0); m_rem/n_rem = rows/columns from i0/j0
         # on, so "last tile row/column" and the valid lanes compare registers with constants
@@ -150,6 +153,7 @@ class Sequencer(wiring.Component):
                                  period_m1.eq(Mux(cmd.k > max(R, C), cmd.k, max(R, C)) - 1)]
                     m.d.sync += [op["colw"].eq((op["cols"] - 1) >> bb) for op in operands]
                 with m.If(step[1]):
+                    m.d.sync += [period_m2.eq(period_m1 - 1), period_is_one.eq(period_m1 == 0)]
                     for op in operands:
                         m.d.sync += [op["base_colw"].eq(op["base"] + op["colw"]),
                                      op["stride_err"].eq(op["ld"] <= op["colw"])]
@@ -184,7 +188,8 @@ class Sequencer(wiring.Component):
                     with m.If(~checks_pass):
                         fail(first_err)
                     with m.Else():
-                        m.d.sync += [s.eq(0), i0.eq(0), j0.eq(0), m_rem.eq(cmd.m), n_rem.eq(cmd.n),
+                        m.d.sync += [s.eq(0), at_end.eq(period_is_one),
+                                     i0.eq(0), j0.eq(0), m_rem.eq(cmd.m), n_rem.eq(cmd.n),
                                      last_row.eq(cmd.m <= R), last_col.eq(cmd.n <= C),
                                      single_col.eq(cmd.n <= C)]
                         m.next = "ISSUE"
@@ -198,8 +203,8 @@ class Sequencer(wiring.Component):
                              step_valid.eq(valid),
                              rows_valid.eq(Mux(m_rem > R, R, m_rem)),
                              cols_valid.eq(Mux(n_rem > C, C, n_rem))]
-                with m.If(s == period_m1):
-                    m.d.sync += s.eq(0)
+                with m.If(at_end):
+                    m.d.sync += [s.eq(0), at_end.eq(period_is_one)]
                     with m.If(last_col):
                         m.d.sync += [j0.eq(0), n_rem.eq(cmd.n), last_col.eq(single_col)]
                         with m.If(last_row):
@@ -210,7 +215,7 @@ class Sequencer(wiring.Component):
                     with m.Else():
                         m.d.sync += [j0.eq(j0 + C), n_rem.eq(n_rem - C), last_col.eq(n_rem <= 2 * C)]
                 with m.Else():
-                    m.d.sync += s.eq(s + 1)
+                    m.d.sync += [s.eq(s + 1), at_end.eq(s == period_m2)]
             with m.State("DRAIN"):
                 m.d.comb += [self.in_command.eq(1)]
                 with m.If(self.writer_done):

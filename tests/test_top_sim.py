@@ -158,3 +158,12 @@ def test_saturation_flag_is_sticky_until_clear():
 
     errors = simulate(Accelerator(cfg), cfg, body)
     assert not errors, "\n".join(errors[:20])
+
+
+def test_one_by_one_array_with_period_one():
+    """A 1x1 array with K = 1 has a tile period of 1: every cycle ends a tile."""
+    cfg = Config(rows=1, cols=1, spad_depth=512, acc_depth=128, prog_depth=16)
+    shapes = [(1, 1, 1), (2, 1, 3), (3, 2, 1)]
+    scenarios = [random_gemm_scenario(cfg, seed, n_commands=len(shapes), shapes=shapes) for seed in range(2)]
+    errors = run_scenarios(Accelerator(cfg), cfg, scenarios)
+    assert not errors, "\n".join(errors[:20])
