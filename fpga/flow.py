@@ -6,8 +6,8 @@ It writes everything it runs and everything the tools say into ``out_dir`` (the 
 RTLIL with its config as JSON beside it, the Yosys script and log, the netlist, one nextpnr
 log and report per seed) and returns the report of :mod:`fpga.report`.
 
-Tools run one after another, never in parallel: the machines this runs on are shared, and
-nextpnr's WebAssembly build is single-threaded anyway.
+Tools run one after another unless asked (``jobs``): nextpnr's WebAssembly build is
+single-threaded, so seeds can be placed and routed side by side, one per free core.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -144,7 +145,7 @@ def _seed_key(netlist: Path, args: list[str], versions: str) -> str:
     return h.hexdigest()
 
 
-def run_flow(make_top: Callable, cfg, tgt: Target, out_dir, *, seeds=(1, 2, 3),
+def run_flow(make_top: Callable, cfg, tgt: Target, out_dir, *, seeds=(1, 2, 3), jobs: int = 1,
              expected_dsps: int | None = None, design: str | None = None,
              progress: Callable[[str], None] = lambda msg: None) -> dict:
     """Synthesise ``make_top(cfg')`` for ``tgt`` and place and route it once per seed.
@@ -155,10 +156,13 @@ def run_flow(make_top: Callable, cfg, tgt: Target, out_dir, *, seeds=(1, 2, 3),
     fewest DSPs a netlist that kept all its multipliers can have; the report's ``dsp_check``
     says whether it did. When nextpnr finds the design bigger than the part, the report says
     so (``fits`` false, ``does_not_fit``, no Fmax) and keeps the synthesis numbers; any other
-    tool failure raises :class:`FlowError`.
+    tool failure raises :class:`FlowError`. ``jobs`` seeds are placed and routed at once (each
+    nextpnr is single-threaded, so up to one per core; the default 1 leaves the machine usable).
     """
     from amaranth.back import rtlil
 
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs={jobs!r}: must be an integer >= 1")
     seeds = list(seeds)
     if not seeds or any(not isinstance(s, int) or s < 0 for s in seeds):
         raise ValueError(f"seeds={seeds!r}: must be one or more non-negative integers")
@@ -196,9 +200,9 @@ def run_flow(make_top: Callable, cfg, tgt: Target, out_dir, *, seeds=(1, 2, 3),
     versions_key = f"{versions[tgt.nextpnr]} {versions['nextpnr']}"
     fmax_per_seed, reports, overfull = {}, {}, None
     runtime["nextpnr_per_seed"] = {}
+    pending = {}
     for seed in seeds:
         log = out / f"nextpnr_seed{seed}.log"
-        progress(f"nextpnr: {tgt.nextpnr} seed {seed} of {seeds} (log: {log})")
         report_file = out / f"nextpnr_seed{seed}.json"
         argv = [_tool(tgt.nextpnr), *tgt.nextpnr_args, "--json", "netlist.json",
                 "--report", report_file.name, "--seed", str(seed), "--timing-allow-fail",
@@ -219,21 +223,37 @@ def run_flow(make_top: Callable, cfg, tgt: Target, out_dir, *, seeds=(1, 2, 3),
             continue
         report_file.unlink(missing_ok=True)
         stamp.unlink(missing_ok=True)
-        try:
-            elapsed = _run(f"nextpnr seed {seed}", argv, out, log)
-        except FlowError:
-            overfull = _overfull(log)
-            if overfull is None:
-                raise
-            # Too big for the part: every seed would fail the same way, and the synthesis
-            # numbers are still worth reporting.
-            progress(f"nextpnr: the design does not fit {tgt.device}: {overfull['message']}")
-            break
-        runtime["nextpnr_per_seed"][str(seed)] = round(elapsed, 2)
+        pending[seed] = (argv, log, report_file, stamp, key)
+
+    def place_and_route(seed):
+        argv, log, report_file, stamp, key = pending[seed]
+        progress(f"nextpnr: {tgt.nextpnr} seed {seed} of {seeds} (log: {log})")
+        elapsed = _run(f"nextpnr seed {seed}", argv, out, log)
         stamp.write_text(json.dumps({"key": key, "elapsed_s": round(elapsed, 2)}) + "\n")
-        reports[seed] = json.loads(report_file.read_text())
-        fmax_per_seed[str(seed)] = fmax_of(reports[seed])
-        progress(f"nextpnr: seed {seed}: {fmax_per_seed[str(seed)]:.1f} MHz in {elapsed:.0f} s")
+        progress(f"nextpnr: seed {seed}: {fmax_of(json.loads(report_file.read_text())):.1f} MHz "
+                 f"in {elapsed:.0f} s")
+        return elapsed
+
+    failures = {}
+    with ThreadPoolExecutor(max_workers=min(jobs, max(1, len(pending)))) as pool:
+        futures = {seed: pool.submit(place_and_route, seed) for seed in pending}
+        for seed, fut in futures.items():
+            try:
+                elapsed = fut.result()
+            except FlowError as e:
+                failures[seed] = e
+                continue
+            runtime["nextpnr_per_seed"][str(seed)] = round(elapsed, 2)
+            reports[seed] = json.loads(pending[seed][2].read_text())
+            fmax_per_seed[str(seed)] = fmax_of(reports[seed])
+    for seed, error in failures.items():
+        overfull = _overfull(pending[seed][1])
+        if overfull is None:
+            raise error
+    if overfull is not None:
+        # Too big for the part: every seed fails the same way, and the synthesis numbers are
+        # still worth reporting.
+        progress(f"nextpnr: the design does not fit {tgt.device}: {overfull['message']}")
     runtime["total"] = round(time.monotonic() - t_start, 2)
 
     totals = {k: sum(cells.get(c, 0) for c in types) for k, types in tgt.cells.items()}

@@ -34,6 +34,9 @@ def register(subparsers):
     p.add_argument("--seeds", default="3", metavar="N",
                    help=f"place and route with seeds 1..N and report the median Fmax "
                         f"(1..{MAX_SEEDS}; default 3)")
+    p.add_argument("--jobs", default="1", metavar="N",
+                   help="place and route up to N seeds at once, one per core (nextpnr is "
+                        "single-threaded; default 1)")
     p.add_argument("--out", metavar="DIR",
                    help="folder for the netlist, scripts and tool logs (default "
                         "build/synth/PRESET_TARGET); a seed that already ran there on the "
@@ -55,6 +58,18 @@ def _seeds(text: str) -> list[int]:
         raise CliError(f"--seeds={text!r}: must be an integer in 1..{MAX_SEEDS} "
                        "(place and route runs with seeds 1..N)")
     return list(range(1, n + 1))
+
+
+def _jobs(text: str) -> int:
+    from skiptrain.cli import CliError
+
+    try:
+        n = int(text)
+    except ValueError:
+        n = None
+    if n is None or n < 1:
+        raise CliError(f"--jobs={text!r}: must be an integer >= 1 (seeds placed and routed at once)")
+    return n
 
 
 def _factory(spec: str):
@@ -84,6 +99,7 @@ def run(args) -> int:
     except (FitError, ConfigError) as e:
         raise CliError(str(e)) from None
     seeds = _seeds(args.seeds)
+    jobs = _jobs(args.jobs)
     try:
         check_fits(cfg.replace(multiplier=tgt.multiplier, memory=tgt.memory), tgt, args.preset)
     except FitError as e:
@@ -98,7 +114,7 @@ def run(args) -> int:
         print(f"[synth] {msg}", file=sys.stderr, flush=True)
 
     try:
-        report = run_flow(make_top, cfg, tgt, out, seeds=seeds, design=args.top,
+        report = run_flow(make_top, cfg, tgt, out, seeds=seeds, jobs=jobs, design=args.top,
                           progress=progress)
     except FlowError as e:
         print(f"skiptrain synth: {e}", file=sys.stderr)
