@@ -76,21 +76,29 @@ class ResultWriter(wiring.Component):
         tile_base, row_base = Signal(aw), Signal(aw)
         rows_ld = Signal(aw)
         m.d.sync += rows_ld.eq(const_mul(ld, R))
+        # "row i is the tile's last" (i_last), "this is the last tile column" (col_last) and
+        # "the last tile row" (row_last), kept one row ahead in flip-flops so the counters'
+        # enables see no comparator
+        i_last, col_last, row_last, single_col = Signal(), Signal(), Signal(), Signal()
         last_row = Signal()
-        m.d.comb += last_row.eq((i == R - 1) & (n_rem <= C) & (m_rem <= R))
+        m.d.comb += last_row.eq(i_last & col_last & row_last)
         with m.If(start):
             m.d.sync += [i.eq(0), i0.eq(0), j0.eq(0), m_rem.eq(m_dim), n_rem.eq(n_dim),
-                         tile_base.eq(base), row_base.eq(base)]
+                         tile_base.eq(base), row_base.eq(base),
+                         i_last.eq(R == 1), col_last.eq(n_dim <= C), single_col.eq(n_dim <= C),
+                         row_last.eq(m_dim <= R)]
         with m.Elif(row_valid):
-            with m.If(i == R - 1):
-                m.d.sync += i.eq(0)
-                with m.If(n_rem <= C):
+            with m.If(i_last):
+                m.d.sync += [i.eq(0), i_last.eq(R == 1)]
+                with m.If(col_last):
                     m.d.sync += [j0.eq(0), n_rem.eq(n_dim), i0.eq(i0 + R), m_rem.eq(m_rem - R),
-                                 tile_base.eq(tile_base + rows_ld), row_base.eq(tile_base + rows_ld)]
+                                 tile_base.eq(tile_base + rows_ld), row_base.eq(tile_base + rows_ld),
+                                 col_last.eq(single_col), row_last.eq(m_rem <= 2 * R)]
                 with m.Else():
-                    m.d.sync += [j0.eq(j0 + C), n_rem.eq(n_rem - C), row_base.eq(tile_base)]
+                    m.d.sync += [j0.eq(j0 + C), n_rem.eq(n_rem - C), row_base.eq(tile_base),
+                                 col_last.eq(n_rem <= 2 * C)]
             with m.Else():
-                m.d.sync += [i.eq(i + 1), row_base.eq(row_base + ld)]
+                m.d.sync += [i.eq(i + 1), row_base.eq(row_base + ld), i_last.eq(i == R - 2)]
 
         m.submodules.requantizer = rq = Requantizer(cfg, C)
         m.d.comb += [rq.value.eq(row_data), rq.valid.eq(row_valid),
