@@ -94,7 +94,7 @@ class Sequencer(wiring.Component):
         zero_err, shift_err = Signal(), Signal()
         overlap_err = Signal()
         first_err, checks_pass = Signal(ErrorCode), Signal()
-        period_m1 = Signal(dim)
+        period, k_m1 = Signal(dim), Signal(dim)
         # ``at_end``: step s is the tile's last (s == period - 1), kept one step ahead so the
         # state and the ISSUE counters are enabled by a flip-flop, not a comparator
         period_m2, period_is_one, at_end = Signal(dim), Signal(), Signal()
@@ -150,10 +150,10 @@ class Sequencer(wiring.Component):
                         fail(ErrorCode.BAD_OPCODE)
                     m.d.sync += [zero_err.eq((cmd.m == 0) | (cmd.k == 0) | (cmd.n == 0)),
                                  shift_err.eq(cmd.shift > cfg.acc_width - 1),
-                                 period_m1.eq(Mux(cmd.k > max(R, C), cmd.k, max(R, C)) - 1)]
+                                 period.eq(Mux(cmd.k > max(R, C), cmd.k, max(R, C)))]
                     m.d.sync += [op["colw"].eq((op["cols"] - 1) >> bb) for op in operands]
                 with m.If(step[1]):
-                    m.d.sync += [period_m2.eq(period_m1 - 1), period_is_one.eq(period_m1 == 0)]
+                    m.d.sync += [period_m2.eq(period - 2), period_is_one.eq(period == 1), k_m1.eq(cmd.k - 1)]
                     for op in operands:
                         m.d.sync += [op["base_colw"].eq(op["base"] + op["colw"]),
                                      op["stride_err"].eq(op["ld"] <= op["colw"])]
@@ -197,7 +197,7 @@ class Sequencer(wiring.Component):
                 m.d.comb += [self.in_command.eq(1)]
                 valid = s < cmd.k
                 m.d.sync += [self.issue.valid.eq(valid), self.issue.first.eq(s == 0),
-                             self.issue.last.eq(s == cmd.k - 1), self.issue.k.eq(s),
+                             self.issue.last.eq(s == k_m1), self.issue.k.eq(s),
                              self.issue.i0.eq(i0), self.issue.j0.eq(j0),
                              self.tile.eq(s == 0), self.bubble.eq(~valid),
                              step_valid.eq(valid),
