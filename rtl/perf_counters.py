@@ -1,6 +1,6 @@
 """Performance counters: cycles, commands, tiles, bubbles, and cycles and MACs per training phase."""
 
-from amaranth.hdl import Module, Mux, unsigned
+from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -15,6 +15,10 @@ assert [p.name.lower() for p in Phase] == list(PHASE_NAMES)
 
 class PerfCounters(wiring.Component):
     """Free-running event counters, cleared by ``clear``; they wrap at counter_width bits.
+
+    The events are registered on arrival (they come from the sequencer, possibly from across
+    the die), so every count lags its event by one cycle more than ``clear`` does; the host
+    reads a counter no earlier than a cycle after ``done``, when all events are counted.
 
     ``cycles`` counts every busy cycle; per phase, ``phase_cycles`` counts the CHECK, ISSUE and
     DRAIN cycles of GEMM commands and ``phase_macs`` the useful multiply-accumulates
@@ -32,13 +36,17 @@ class PerfCounters(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        busy, in_command, tile, bubble, cmd_done = Signal(), Signal(), Signal(), Signal(), Signal()
+        phase, macs = Signal.like(self.phase), Signal.like(self.macs)
+        m.d.sync += [busy.eq(self.busy), in_command.eq(self.in_command), tile.eq(self.tile),
+                     bubble.eq(self.bubble), cmd_done.eq(self.cmd_done), phase.eq(self.phase),
+                     macs.eq(self.macs)]
         c = {name: self.count[n] for n, name in enumerate(COUNTERS)}
-        incs = {"cycles": self.busy, "commands": self.cmd_done, "tiles": self.tile,
-                "bubbles": self.bubble}
+        incs = {"cycles": busy, "commands": cmd_done, "tiles": tile, "bubbles": bubble}
         for p in Phase:
-            active = self.phase == p
-            incs[f"phase_cycles_{p.name.lower()}"] = self.in_command & active
-            incs[f"phase_macs_{p.name.lower()}"] = Mux(active, self.macs, 0)
+            active = phase == p
+            incs[f"phase_cycles_{p.name.lower()}"] = in_command & active
+            incs[f"phase_macs_{p.name.lower()}"] = Mux(active, macs, 0)
         with m.If(self.clear):
             m.d.sync += [v.eq(0) for v in c.values()]
         with m.Else():

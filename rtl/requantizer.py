@@ -30,6 +30,13 @@ class Requantizer(wiring.Component):
 
     latency = 2
 
+    @property
+    def settle_cycles(self) -> int:
+        """Cycles after ``shift`` or ``quant`` change before values may enter: the per-command
+        constants are copied once per lane down a register chain (copies fed by one register
+        would be merged by Yosys into one flip-flop driving every lane's shifter)."""
+        return self._lanes
+
     def __init__(self, cfg: Config, lanes: int):
         self._cfg, self._lanes = cfg, lanes
         aw = cfg.acc_width
@@ -43,25 +50,28 @@ class Requantizer(wiring.Component):
     def elaborate(self, platform):
         cfg, aw = self._cfg, self._cfg.acc_width
         m = Module()
-        # constants of the command (shift and mode are fixed while a command runs)
-        below_half = Signal(aw)        # mask of the bits below the half bit
-        shift_m1 = Signal.like(self.shift)
-        rounding = Signal()
-        m.d.sync += [below_half.eq(((Const(1, aw + 1) << self.shift) - 1) >> 1),
-                     shift_m1.eq(self.shift - 1),
-                     rounding.eq(self.quant & (self.shift != 0))]
+        # constants of the command (shift and mode are fixed while a command runs), one copy
+        # per lane: lane 0's computed, lane l's copied from lane l-1's
+        consts = data.StructLayout({"below_half": aw,  # mask of the bits below the half bit
+                                    "shift_m1": self.shift.shape(), "rounding": 1, "quant": 1})
+        lane_consts = [Signal(consts, name=f"consts{l}") for l in range(self._lanes)]
+        m.d.sync += [lane_consts[0].below_half.eq(((Const(1, aw + 1) << self.shift) - 1) >> 1),
+                     lane_consts[0].shift_m1.eq(self.shift - 1),
+                     lane_consts[0].rounding.eq(self.quant & (self.shift != 0)),
+                     lane_consts[0].quant.eq(self.quant)]
+        m.d.sync += [lane_consts[l].eq(lane_consts[l - 1]) for l in range(1, self._lanes)]
 
         q1 = [Signal(signed(aw), name=f"q{l}") for l in range(self._lanes)]
         half1 = Signal(self._lanes)
         sticky1 = Signal(self._lanes)
-        v1, quant1 = Signal(), Signal()
-        m.d.sync += [v1.eq(self.valid), quant1.eq(self.quant)]
+        v1 = Signal()
+        m.d.sync += v1.eq(self.valid)
         for l in range(self._lanes):
-            x = self.value[l]
-            t = x >> shift_m1
-            m.d.sync += [q1[l].eq(Mux(rounding, t >> 1, x)),
-                         half1[l].eq(rounding & t[0]),
-                         sticky1[l].eq((x.as_unsigned() & below_half) != 0)]
+            x, k = self.value[l], lane_consts[l]
+            t = x >> k.shift_m1
+            m.d.sync += [q1[l].eq(Mux(k.rounding, t >> 1, x)),
+                         half1[l].eq(k.rounding & t[0]),
+                         sticky1[l].eq((x.as_unsigned() & k.below_half) != 0)]
 
         # Saturation without a carry chain: q fits the operand format iff its bits from
         # data_width-1 up are all equal; rounding (at most +1) can only push q = data_max over.
@@ -78,7 +88,8 @@ class Requantizer(wiring.Component):
             under = ~fits & sign
             rounded = Signal(signed(dw + 1), name=f"rounded{l}")
             m.d.comb += rounded.eq(q[:dw].as_signed() + up)
-            m.d.sync += [self.out[l].eq(Mux(quant1, Mux(over, hi, Mux(under, lo, rounded)), q)),
-                         self.saturated[l].eq(quant1 & (over | under))]
+            quant = lane_consts[l].quant
+            m.d.sync += [self.out[l].eq(Mux(quant, Mux(over, hi, Mux(under, lo, rounded)), q)),
+                         self.saturated[l].eq(quant & (over | under))]
         m.d.sync += self.out_valid.eq(v1)
         return m

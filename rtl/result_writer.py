@@ -19,12 +19,14 @@ class ResultWriter(wiring.Component):
     carrying addresses through the array. Element (r, c) of C goes to word
     c_base + r*c_ld + c // V of bank (r + c) mod V; rows past M and lanes past N are not
     written. ``quant`` selects the scratchpad (requantized) or the accumulator memory (full).
-    ``done`` pulses in the cycle the last row of the command lands in memory (the memories
-    register their inputs: ``memory_write_latency`` cycles after the write port).
+    ``done`` pulses one cycle after the last row of the command lands in memory (the memories
+    register their inputs: ``memory_write_latency`` cycles after the write port); the extra
+    register lets ``done`` cross the die to the sequencer without logic on the way.
 
-    Pipeline (``latency`` = 5 + memory_write_latency from a row at the input to ``done``): the
+    Pipeline (``latency`` = 6 + memory_write_latency from a row at the input to ``done``): the
     row captured (it comes from across the array) -> row counters -> requantizer (2) -> lane
-    addresses -> bank routing into the write port registers -> the memory's input register.
+    addresses -> bank routing into the write port registers -> the memory's input register
+    -> ``done`` registered once more.
     """
 
     def __init__(self, cfg: Config, memory_write_latency: int = 1):
@@ -47,7 +49,13 @@ class ResultWriter(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return 5 + self._memory_write_latency
+        return 6 + self._memory_write_latency
+
+    @property
+    def settle_cycles(self) -> int:
+        """Cycles from ``start`` until rows may arrive: the command registered here, then the
+        requantizer's per-lane constants."""
+        return 1 + self._cfg.cols
 
     def elaborate(self, platform):
         cfg = self._cfg
@@ -101,6 +109,7 @@ class ResultWriter(wiring.Component):
                 m.d.sync += [i.eq(i + 1), row_base.eq(row_base + ld), i_last.eq(i == R - 2)]
 
         m.submodules.requantizer = rq = Requantizer(cfg, C)
+        assert self.settle_cycles == 1 + rq.settle_cycles
         m.d.comb += [rq.value.eq(row_data), rq.valid.eq(row_valid),
                      rq.quant.eq(quant), rq.shift.eq(shift)]
 
@@ -152,7 +161,7 @@ class ResultWriter(wiring.Component):
                          self.acc.addr[b].eq(bank_addr[b]), self.acc.data[b].eq(bank_data[b]),
                          self.acc.en[b].eq(bank_en[b] & ~to_spad)]
         done = last
-        for stage in range(1 + self._memory_write_latency):
+        for stage in range(2 + self._memory_write_latency):
             d = Signal(name=f"done_d{stage}")
             m.d.sync += d.eq(done)
             done = d

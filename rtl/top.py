@@ -71,6 +71,12 @@ class Accelerator(wiring.Component):
         m.submodules.array = array = SystolicArray(cfg)
         m.submodules.writer = writer = ResultWriter(cfg, spad.write_latency)
         m.submodules.counters = counters = PerfCounters(cfg)
+        # the writer takes a command's constants at cmd_start; its first row comes after CHECK,
+        # the issue register, the reader and the array
+        first_row = Sequencer.check_cycles + 1 + ra.latency + array.row_out_latency
+        assert first_row > writer.settle_cycles, \
+            f"rows may reach the writer {first_row} cycles after cmd_start, before its " \
+            f"{writer.settle_cycles} cycles of settling"
 
         busy = seq.busy
         idle = ~busy
@@ -163,21 +169,36 @@ class Accelerator(wiring.Component):
                       Csr.ID: Const(hm.id_value(), 64)}
         for n, name in enumerate(COUNTERS):
             csr_values[Csr.CYCLES + n] = counters.count[n]
-        csr_q = Signal(hm.data_width)
-        with m.Switch(index):
-            for idx, value in csr_values.items():
-                with m.Case(idx):
-                    m.d.sync += csr_q.eq(value)
+        # CSR read multiplexer in two registered stages (groups of four by the low index bits,
+        # then the group): the counters' registers are spread out, and the read latency has
+        # the cycles to spare
+        groups = {}
+        for idx, value in csr_values.items():
+            groups.setdefault(int(idx) >> 2, {})[int(idx) & 3] = value
+        group_q = {g: Signal(hm.data_width, name=f"csr_group{g}") for g in groups}
+        for g, members in groups.items():
+            with m.Switch(index[:2]):
+                for low, value in members.items():
+                    with m.Case(low):
+                        m.d.sync += group_q[g].eq(value)
+                with m.Default():
+                    m.d.sync += group_q[g].eq(0)
+        index_hi = Signal(len(index) - 2)
+        m.d.sync += index_hi.eq(index[2:])
+        csr_q2, csr_q3, csr_q4 = Signal(hm.data_width), Signal(hm.data_width), Signal(hm.data_width)
+        with m.Switch(index_hi):
+            for g in groups:
+                with m.Case(g):
+                    m.d.sync += csr_q2.eq(group_q[g])
             with m.Default():
-                m.d.sync += csr_q.eq(0)
+                m.d.sync += csr_q2.eq(0)
         # the request waits beside the memories: 3 cycles of memory read, 1 of capture
         r_en_q, region_q, refused_q = host.r_en, region, rd_mem & busy
         for stage in range(4):
             r_en_d, region_d, refused_d = Signal(), Signal(Region), Signal()
             m.d.sync += [r_en_d.eq(r_en_q), region_d.eq(region_q), refused_d.eq(refused_q)]
             r_en_q, region_q, refused_q = r_en_d, region_d, refused_d
-        csr_q2, csr_q3, csr_q4 = Signal.like(csr_q), Signal.like(csr_q), Signal.like(csr_q)
-        m.d.sync += [csr_q2.eq(csr_q), csr_q3.eq(csr_q2), csr_q4.eq(csr_q3)]
+        m.d.sync += [csr_q3.eq(csr_q2), csr_q4.eq(csr_q3)]
         captured = {}
         for name, port, width in (("spad", spad.read[0], dw), ("acc", accm.read[0], aw),
                                   ("prog", prog.read[0], command_width(cfg))):

@@ -157,7 +157,8 @@ def test_requantizer_matches_golden():
         for shift, vals, quant in cases:
             ctx.set(dut.shift, shift)
             ctx.set(dut.quant, quant)
-            await ctx.tick()  # the per-command constants settle, as in a real command
+            for _ in range(dut.settle_cycles):  # the per-command constants settle, as in a command
+                await ctx.tick()
             for lane, v in enumerate(vals):
                 ctx.set(dut.value[lane], v)
             ctx.set(dut.valid, 1)
