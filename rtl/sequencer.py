@@ -9,6 +9,9 @@ from skiptrain.config import Config
 from .command import ErrorCode, Opcode, OutMode, command_layout, issue_layout
 
 
+_STATES = ("IDLE", "FETCH", "WAIT", "DECODE", "CHECK", "ISSUE", "DRAIN")
+
+
 class Sequencer(wiring.Component):
     """Runs a program of commands from program memory until HALT or an error.
 
@@ -116,111 +119,121 @@ class Sequencer(wiring.Component):
         m.d.sync += [self.macs.eq(Mux(step_valid, mul_small(rows_valid, cols_valid, C), 0)),
                      step_valid.eq(0)]
 
+        # The state is one-hot, one flip-flop per state, and each state's next value is its own
+        # small sum of products: decoding a binary state and chaining the transitions of
+        # every state made the enables of the ISSUE counters the slowest logic of the design.
+        state = Signal(len(_STATES), init=1)  # IDLE
+        at = {name: state[n] for n, name in enumerate(_STATES)}
+        leave_at_halt = at["CHECK"] & step[0] & (cmd.opcode != Opcode.GEMM)  # HALT or a bad opcode
+        decide = at["CHECK"] & step[self.check_cycles - 1]
+        tiles_done = at["ISSUE"] & at_end & last_col & last_row
+        fetch_ok = at["FETCH"] & ~pc[-1]
+        wait_over = at["WAIT"] & (wait == 1)
+        one_wait = self._prog_latency == 1
+        nxt = {
+            "IDLE": (at["IDLE"] & ~self.start) | (at["FETCH"] & pc[-1]) | leave_at_halt
+                    | (decide & ~checks_pass),
+            "FETCH": (at["IDLE"] & self.start) | (at["DRAIN"] & self.writer_done),
+            "WAIT": (fetch_ok & (not one_wait)) | (at["WAIT"] & ~wait_over),
+            "DECODE": wait_over | (fetch_ok & one_wait),
+            "CHECK": at["DECODE"] | (at["CHECK"] & ~leave_at_halt & ~decide),
+            "ISSUE": (decide & checks_pass) | (at["ISSUE"] & ~tiles_done),
+            "DRAIN": tiles_done | (at["DRAIN"] & ~self.writer_done),
+        }
+        m.d.sync += [state[n].eq(nxt[name]) for n, name in enumerate(_STATES)]
+        m.d.comb += self.in_command.eq((at["CHECK"] & (cmd.opcode == Opcode.GEMM)) | at["ISSUE"]
+                                       | at["DRAIN"])
+
         def fail(code):
             m.d.sync += [self.error.eq(1), self.error_code.eq(code), self.done.eq(1), self.busy.eq(0)]
-            m.next = "IDLE"
 
-        with m.FSM(name="state"):
-            with m.State("IDLE"):
-                with m.If(self.start):
-                    m.d.sync += [pc.eq(self.start_pc), self.busy.eq(1), self.done.eq(0), self.error.eq(0),
-                                 self.error_code.eq(ErrorCode.NONE)]
-                    m.next = "FETCH"
-            with m.State("FETCH"):
-                with m.If(pc[-1]):
-                    fail(ErrorCode.PROG_END)
-                with m.Else():
-                    m.d.sync += wait.eq(self._prog_latency - 1)
-                    m.next = "WAIT" if self._prog_latency > 1 else "DECODE"
-            with m.State("WAIT"):
-                m.d.sync += wait.eq(wait - 1)
-                with m.If(wait == 1):
-                    m.next = "DECODE"
-            with m.State("DECODE"):
-                m.d.sync += [cmd.eq(self.prog_data), step.eq(1), self.cmd_start.eq(1)]
-                m.next = "CHECK"
-            with m.State("CHECK"):
-                m.d.comb += [self.in_command.eq(cmd.opcode == Opcode.GEMM)]
-                m.d.sync += step.eq(step << 1)
-                with m.If(step[0]):
-                    with m.If(cmd.opcode == Opcode.HALT):
-                        m.d.sync += [self.done.eq(1), self.busy.eq(0)]
-                        m.next = "IDLE"
-                    with m.Elif(cmd.opcode != Opcode.GEMM):
-                        fail(ErrorCode.BAD_OPCODE)
-                    m.d.sync += [zero_err.eq((cmd.m == 0) | (cmd.k == 0) | (cmd.n == 0)),
-                                 shift_err.eq(cmd.shift > cfg.acc_width - 1),
-                                 period.eq(Mux(cmd.k > max(R, C), cmd.k, max(R, C)))]
-                    m.d.sync += [op["colw"].eq((op["cols"] - 1) >> bb) for op in operands]
-                with m.If(step[1]):
-                    m.d.sync += [period_m2.eq(period - 2), period_is_one.eq(period == 1), k_m1.eq(cmd.k - 1)]
-                    for op in operands:
-                        m.d.sync += [op["base_colw"].eq(op["base"] + op["colw"]),
-                                     op["stride_err"].eq(op["ld"] <= op["colw"])]
-                for n, op in enumerate(operands):
-                    # operand n enters the multiplier at step n; its product is there at n + 2
-                    with m.If(step[n]):
-                        m.d.sync += [mul_a.eq(op["rows"] - 1), mul_b.eq(op["ld"])]
-                    with m.If(step[n + 2]):
-                        m.d.sync += op["last"].eq(op["base_colw"] + prod)
-                    with m.If(step[5]):
-                        m.d.sync += op["range_err"].eq(op["last"] >= op["depth"])
-                a, b, c = operands
+        with m.If(at["IDLE"]):
+            with m.If(self.start):
+                m.d.sync += [pc.eq(self.start_pc), self.busy.eq(1), self.done.eq(0), self.error.eq(0),
+                             self.error_code.eq(ErrorCode.NONE)]
+        with m.If(at["FETCH"]):
+            with m.If(pc[-1]):
+                fail(ErrorCode.PROG_END)
+            with m.Else():
+                m.d.sync += wait.eq(self._prog_latency - 1)
+        with m.If(at["WAIT"]):
+            m.d.sync += wait.eq(wait - 1)
+        with m.If(at["DECODE"]):
+            m.d.sync += [cmd.eq(self.prog_data), step.eq(1), self.cmd_start.eq(1)]
+        with m.If(at["CHECK"]):
+            m.d.sync += step.eq(step << 1)
+            with m.If(step[0]):
+                with m.If(cmd.opcode == Opcode.HALT):
+                    m.d.sync += [self.done.eq(1), self.busy.eq(0)]
+                with m.Elif(cmd.opcode != Opcode.GEMM):
+                    fail(ErrorCode.BAD_OPCODE)
+                m.d.sync += [zero_err.eq((cmd.m == 0) | (cmd.k == 0) | (cmd.n == 0)),
+                             shift_err.eq(cmd.shift > cfg.acc_width - 1),
+                             period.eq(Mux(cmd.k > max(R, C), cmd.k, max(R, C)))]
+                m.d.sync += [op["colw"].eq((op["cols"] - 1) >> bb) for op in operands]
+            with m.If(step[1]):
+                m.d.sync += [period_m2.eq(period - 2), period_is_one.eq(period == 1), k_m1.eq(cmd.k - 1)]
+                for op in operands:
+                    m.d.sync += [op["base_colw"].eq(op["base"] + op["colw"]),
+                                 op["stride_err"].eq(op["ld"] <= op["colw"])]
+            for n, op in enumerate(operands):
+                # operand n enters the multiplier at step n; its product is there at n + 2
+                with m.If(step[n]):
+                    m.d.sync += [mul_a.eq(op["rows"] - 1), mul_b.eq(op["ld"])]
+                with m.If(step[n + 2]):
+                    m.d.sync += op["last"].eq(op["base_colw"] + prod)
                 with m.If(step[5]):
-                    m.d.sync += overlap_err.eq(quant & (
-                        ((cmd.c_base <= a["last"]) & (cmd.a_base <= c["last"])) |
-                        ((cmd.c_base <= b["last"]) & (cmd.b_base <= c["last"]))))
-                with m.If(step[6]):
-                    # the priority encoder of the nine checks, in the order golden/sequencer.py's
-                    # check() tests them, registered so the state decision sees one code
-                    code = ErrorCode.NONE
-                    for flag, err in reversed(((zero_err, ErrorCode.ZERO_DIM), (shift_err, ErrorCode.BAD_SHIFT),
-                                             (a["stride_err"], ErrorCode.A_STRIDE),
-                                             (a["range_err"], ErrorCode.A_RANGE),
-                                             (b["stride_err"], ErrorCode.B_STRIDE),
-                                             (b["range_err"], ErrorCode.B_RANGE),
-                                             (c["stride_err"], ErrorCode.C_STRIDE),
-                                             (c["range_err"], ErrorCode.C_RANGE),
-                                             (overlap_err, ErrorCode.OVERLAP))):
-                        code = Mux(flag, err, code)
-                    m.d.sync += [first_err.eq(code), checks_pass.eq(code == ErrorCode.NONE)]
-                with m.If(step[self.check_cycles - 1]):
-                    with m.If(~checks_pass):
-                        fail(first_err)
-                    with m.Else():
-                        m.d.sync += [s.eq(0), at_end.eq(period_is_one),
-                                     i0.eq(0), j0.eq(0), m_rem.eq(cmd.m), n_rem.eq(cmd.n),
-                                     last_row.eq(cmd.m <= R), last_col.eq(cmd.n <= C),
-                                     single_col.eq(cmd.n <= C)]
-                        m.next = "ISSUE"
-            with m.State("ISSUE"):
-                m.d.comb += [self.in_command.eq(1)]
-                valid = s < cmd.k
-                m.d.sync += [self.issue.valid.eq(valid), self.issue.first.eq(s == 0),
-                             self.issue.last.eq(s == k_m1), self.issue.k.eq(s),
-                             self.issue.i0.eq(i0), self.issue.j0.eq(j0),
-                             self.tile.eq(s == 0), self.bubble.eq(~valid),
-                             step_valid.eq(valid),
-                             rows_valid.eq(Mux(m_rem > R, R, m_rem)),
-                             cols_valid.eq(Mux(n_rem > C, C, n_rem))]
-                with m.If(at_end):
-                    m.d.sync += [s.eq(0), at_end.eq(period_is_one)]
-                    with m.If(last_col):
-                        m.d.sync += [j0.eq(0), n_rem.eq(cmd.n), last_col.eq(single_col)]
-                        with m.If(last_row):
-                            m.next = "DRAIN"
-                        with m.Else():
-                            m.d.sync += [i0.eq(i0 + R), m_rem.eq(m_rem - R),
-                                         last_row.eq(m_rem <= 2 * R)]
-                    with m.Else():
-                        m.d.sync += [j0.eq(j0 + C), n_rem.eq(n_rem - C), last_col.eq(n_rem <= 2 * C)]
+                    m.d.sync += op["range_err"].eq(op["last"] >= op["depth"])
+            a, b, c = operands
+            with m.If(step[5]):
+                m.d.sync += overlap_err.eq(quant & (
+                    ((cmd.c_base <= a["last"]) & (cmd.a_base <= c["last"])) |
+                    ((cmd.c_base <= b["last"]) & (cmd.b_base <= c["last"]))))
+            with m.If(step[6]):
+                # the priority encoder of the nine checks, in the order golden/sequencer.py's
+                # check() tests them, registered so the state decision sees one code
+                code = ErrorCode.NONE
+                for flag, err in reversed(((zero_err, ErrorCode.ZERO_DIM), (shift_err, ErrorCode.BAD_SHIFT),
+                                         (a["stride_err"], ErrorCode.A_STRIDE),
+                                         (a["range_err"], ErrorCode.A_RANGE),
+                                         (b["stride_err"], ErrorCode.B_STRIDE),
+                                         (b["range_err"], ErrorCode.B_RANGE),
+                                         (c["stride_err"], ErrorCode.C_STRIDE),
+                                         (c["range_err"], ErrorCode.C_RANGE),
+                                         (overlap_err, ErrorCode.OVERLAP))):
+                    code = Mux(flag, err, code)
+                m.d.sync += [first_err.eq(code), checks_pass.eq(code == ErrorCode.NONE)]
+            with m.If(step[self.check_cycles - 1]):
+                with m.If(~checks_pass):
+                    fail(first_err)
                 with m.Else():
-                    m.d.sync += [s.eq(s + 1), at_end.eq(s == period_m2)]
-            with m.State("DRAIN"):
-                m.d.comb += [self.in_command.eq(1)]
-                with m.If(self.writer_done):
-                    m.d.sync += [pc.eq(pc + 1), self.cmd_done.eq(1)]
-                    m.next = "FETCH"
+                    m.d.sync += [s.eq(0), at_end.eq(period_is_one),
+                                 i0.eq(0), j0.eq(0), m_rem.eq(cmd.m), n_rem.eq(cmd.n),
+                                 last_row.eq(cmd.m <= R), last_col.eq(cmd.n <= C),
+                                 single_col.eq(cmd.n <= C)]
+        with m.If(at["ISSUE"]):
+            valid = s < cmd.k
+            m.d.sync += [self.issue.valid.eq(valid), self.issue.first.eq(s == 0),
+                         self.issue.last.eq(s == k_m1), self.issue.k.eq(s),
+                         self.issue.i0.eq(i0), self.issue.j0.eq(j0),
+                         self.tile.eq(s == 0), self.bubble.eq(~valid),
+                         step_valid.eq(valid),
+                         rows_valid.eq(Mux(m_rem > R, R, m_rem)),
+                         cols_valid.eq(Mux(n_rem > C, C, n_rem))]
+            with m.If(at_end):
+                m.d.sync += [s.eq(0), at_end.eq(period_is_one)]
+                with m.If(last_col):
+                    m.d.sync += [j0.eq(0), n_rem.eq(cmd.n), last_col.eq(single_col)]
+                    with m.If(~last_row):
+                        m.d.sync += [i0.eq(i0 + R), m_rem.eq(m_rem - R),
+                                     last_row.eq(m_rem <= 2 * R)]
+                with m.Else():
+                    m.d.sync += [j0.eq(j0 + C), n_rem.eq(n_rem - C), last_col.eq(n_rem <= 2 * C)]
+            with m.Else():
+                m.d.sync += [s.eq(s + 1), at_end.eq(s == period_m2)]
+        with m.If(at["DRAIN"]):
+            with m.If(self.writer_done):
+                m.d.sync += [pc.eq(pc + 1), self.cmd_done.eq(1)]
         return m
 
 
