@@ -77,13 +77,19 @@ def _overfull(log: Path) -> dict | None:
     return {"utilization": util, "message": message}
 
 
-def yosys_script(tgt: Target, netlist: str = "netlist.json", stat: str = "stat.json") -> str:
+def yosys_script(tgt: Target, netlist: str = "netlist.json", stat: str = "stat.json",
+                 keep_hierarchy=()) -> str:
     """The Yosys script for ``tgt``: synthesis split around ``splitnets``, because Yosys 0.70's
     ABC aborts on many Amaranth designs when multi-bit wires reach ``map_luts`` whole
-    (YosysHQ/yosys issues 4349 and 4451; see /work/shared/toolchain.md)."""
+    (YosysHQ/yosys issues 4349 and 4451; see /work/shared/toolchain.md).
+
+    ``keep_hierarchy``: module name patterns (Amaranth names them by their path, e.g.
+    ``top.array.pe_*``) that are not flattened, so Yosys cannot merge equal flip-flops across
+    their instances."""
     synth = " ".join(tgt.synth)
     return "\n".join([
         "read_rtlil top.il",
+        *(f"setattr -mod -set keep_hierarchy 1 {pattern}" for pattern in keep_hierarchy),
         f"{synth} -top top -run begin:map_luts",
         "splitnets",
         f"{synth} -top top -run map_luts:",
@@ -187,7 +193,11 @@ def run_flow(make_top: Callable, cfg, tgt: Target, out_dir, *, seeds=(1, 2, 3), 
     cfg.to_json(out / "config.json")
     runtime["elaborate"] = round(time.monotonic() - t0, 2)
 
-    (out / "synth.ys").write_text(yosys_script(tgt))
+    # Designs name the submodules to keep whole (``synthesis_keep_hierarchy``, paths below
+    # the design); the iCE40 wrapper puts the design one level down, as ``core``.
+    prefix = "top.core." if tgt.wrap else "top."
+    keep = [prefix + p for p in getattr(core, "synthesis_keep_hierarchy", ())] if tgt.keep_hierarchy else []
+    (out / "synth.ys").write_text(yosys_script(tgt, keep_hierarchy=keep))
     for stale in ("stat.json", "netlist.json"):
         (out / stale).unlink(missing_ok=True)
     progress(f"yosys: {' '.join(tgt.synth)} (log: {out / 'yosys.log'})")

@@ -39,6 +39,9 @@ class Target:
     memory_bits:
         The most bits the part can store in any form Yosys maps memories to (block RAM,
         distributed RAM, flip-flops), for :func:`check_fits`.
+    keep_hierarchy:
+        Whether the design's ``synthesis_keep_hierarchy`` submodules stay unflattened (for
+        speed, at some area: equal flip-flops in different instances are not merged).
     """
 
     name: str
@@ -53,6 +56,7 @@ class Target:
     cells: dict[str, tuple[str, ...]]
     capacity: dict[str, int]
     memory_bits: int
+    keep_hierarchy: bool = True
 
 
 TARGETS: dict[str, Target] = {
@@ -95,6 +99,8 @@ TARGETS: dict[str, Target] = {
         multiplier="behavioral",
         memory="inferred",
         wrap=True,
+        # The UP5K is nearly full with the tiny preset: area beats the routes saved.
+        keep_hierarchy=False,
         cells={
             "luts": ("SB_LUT4",),
             "ffs": ("SB_DFF", "SB_DFFE", "SB_DFFSR", "SB_DFFR", "SB_DFFSS", "SB_DFFS",

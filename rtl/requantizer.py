@@ -30,12 +30,16 @@ class Requantizer(wiring.Component):
 
     latency = 2
 
+    #: lanes that share one copy of the per-command constants
+    lanes_per_copy = 2
+
     @property
     def settle_cycles(self) -> int:
         """Cycles after ``shift`` or ``quant`` change before values may enter: the per-command
-        constants are copied once per lane down a register chain (copies fed by one register
-        would be merged by Yosys into one flip-flop driving every lane's shifter)."""
-        return self._lanes
+        constants are copied once per ``lanes_per_copy`` lanes down a register chain (copies
+        fed by one register would be merged by Yosys into one flip-flop driving every lane's
+        shifter)."""
+        return -(-self._lanes // self.lanes_per_copy)
 
     def __init__(self, cfg: Config, lanes: int):
         self._cfg, self._lanes = cfg, lanes
@@ -54,12 +58,13 @@ class Requantizer(wiring.Component):
         # per lane: lane 0's computed, lane l's copied from lane l-1's
         consts = data.StructLayout({"below_half": aw,  # mask of the bits below the half bit
                                     "shift_m1": self.shift.shape(), "rounding": 1, "quant": 1})
-        lane_consts = [Signal(consts, name=f"consts{l}") for l in range(self._lanes)]
-        m.d.sync += [lane_consts[0].below_half.eq(((Const(1, aw + 1) << self.shift) - 1) >> 1),
-                     lane_consts[0].shift_m1.eq(self.shift - 1),
-                     lane_consts[0].rounding.eq(self.quant & (self.shift != 0)),
-                     lane_consts[0].quant.eq(self.quant)]
-        m.d.sync += [lane_consts[l].eq(lane_consts[l - 1]) for l in range(1, self._lanes)]
+        copies = [Signal(consts, name=f"consts{n}") for n in range(self.settle_cycles)]
+        m.d.sync += [copies[0].below_half.eq(((Const(1, aw + 1) << self.shift) - 1) >> 1),
+                     copies[0].shift_m1.eq(self.shift - 1),
+                     copies[0].rounding.eq(self.quant & (self.shift != 0)),
+                     copies[0].quant.eq(self.quant)]
+        m.d.sync += [copies[n].eq(copies[n - 1]) for n in range(1, len(copies))]
+        lane_consts = [copies[l // self.lanes_per_copy] for l in range(self._lanes)]
 
         q1 = [Signal(signed(aw), name=f"q{l}") for l in range(self._lanes)]
         half1 = Signal(self._lanes)

@@ -55,7 +55,7 @@ class ResultWriter(wiring.Component):
     def settle_cycles(self) -> int:
         """Cycles from ``start`` until rows may arrive: the command registered here, then the
         requantizer's per-lane constants."""
-        return 1 + self._cfg.cols
+        return 1 + -(-self._cfg.cols // Requantizer.lanes_per_copy)
 
     def elaborate(self, platform):
         cfg = self._cfg

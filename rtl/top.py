@@ -51,6 +51,11 @@ class Accelerator(wiring.Component):
 
     read_latency = hostmap.READ_LATENCY
 
+    #: Submodules synthesis keeps whole (see fpga.flow): flattened, Yosys merges the equal
+    #: flag flip-flops of a whole anti-diagonal of PEs into one, which then drives the
+    #: accumulators of up to min(R, C) PEs across the die.
+    synthesis_keep_hierarchy = ("array.pe_*",)
+
     def elaborate(self, platform):
         cfg = self.cfg
         hm = HostMap(cfg)
@@ -169,57 +174,56 @@ class Accelerator(wiring.Component):
                       Csr.ID: Const(hm.id_value(), 64)}
         for n, name in enumerate(COUNTERS):
             csr_values[Csr.CYCLES + n] = counters.count[n]
-        # CSR read multiplexer in two registered stages (groups of four by the low index bits,
-        # then the group): the counters' registers are spread out, and the read latency has
-        # the cycles to spare
+        # CSR reads: the index waits two cycles, then the multiplexer runs in two registered
+        # stages (groups of four by the low index bits, then the group), as the counters'
+        # registers are spread out; the registers sample the CSRs two cycles after the request
+        index_d1, index_d2 = Signal.like(index), Signal.like(index)
+        m.d.sync += [index_d1.eq(index), index_d2.eq(index_d1)]
         groups = {}
         for idx, value in csr_values.items():
             groups.setdefault(int(idx) >> 2, {})[int(idx) & 3] = value
         group_q = {g: Signal(hm.data_width, name=f"csr_group{g}") for g in groups}
         for g, members in groups.items():
-            with m.Switch(index[:2]):
+            with m.Switch(index_d2[:2]):
                 for low, value in members.items():
                     with m.Case(low):
                         m.d.sync += group_q[g].eq(value)
                 with m.Default():
                     m.d.sync += group_q[g].eq(0)
         index_hi = Signal(len(index) - 2)
-        m.d.sync += index_hi.eq(index[2:])
-        csr_q2, csr_q3, csr_q4 = Signal(hm.data_width), Signal(hm.data_width), Signal(hm.data_width)
+        m.d.sync += index_hi.eq(index_d2[2:])
+        csr_q4 = Signal(hm.data_width)
         with m.Switch(index_hi):
             for g in groups:
                 with m.Case(g):
-                    m.d.sync += csr_q2.eq(group_q[g])
+                    m.d.sync += csr_q4.eq(group_q[g])
             with m.Default():
-                m.d.sync += csr_q2.eq(0)
+                m.d.sync += csr_q4.eq(0)
         # the request waits beside the memories: 3 cycles of memory read, 1 of capture
         r_en_q, region_q, refused_q = host.r_en, region, rd_mem & busy
+        region_at = []
         for stage in range(4):
             r_en_d, region_d, refused_d = Signal(), Signal(Region), Signal()
             m.d.sync += [r_en_d.eq(r_en_q), region_d.eq(region_q), refused_d.eq(refused_q)]
             r_en_q, region_q, refused_q = r_en_d, region_d, refused_d
-        m.d.sync += [csr_q3.eq(csr_q2), csr_q4.eq(csr_q3)]
-        captured = {}
-        for name, port, width in (("spad", spad.read[0], dw), ("acc", accm.read[0], aw),
-                                  ("prog", prog.read[0], command_width(cfg))):
-            lanes = 1 if name == "prog" else V
-            captured[name] = Signal(lanes * width, name=f"host_{name}_data")
-            m.d.sync += captured[name].eq(Cat(port.data[b].as_unsigned()[:width] for b in range(lanes)))
+            region_at.append(region_d)
         assert spad.read_latency == accm.read_latency == prog.read_latency == 3 and self.read_latency == 5
+        # one capture register for the three memories (the region is known by then)
+        lines = {Region.SPAD: (spad.read[0], dw, V), Region.ACC: (accm.read[0], aw, V),
+                 Region.PROG: (prog.read[0], command_width(cfg), 1)}
+        captured = Signal(max(width * lanes for _, width, lanes in lines.values()), name="host_mem_data")
+        with m.Switch(region_at[2]):
+            for reg, (port, width, lanes) in lines.items():
+                with m.Case(reg):
+                    m.d.sync += captured.eq(Cat(port.data[b].as_unsigned()[:width] for b in range(lanes)))
 
         m.d.sync += host.r_valid.eq(r_en_q)
         with m.If(refused_q):
             m.d.sync += host.r_data.eq(0)
+        with m.Elif(region_q == Region.CSR):
+            m.d.sync += host.r_data.eq(csr_q4)
         with m.Else():
-            with m.Switch(region_q):
-                with m.Case(Region.CSR):
-                    m.d.sync += host.r_data.eq(csr_q4)
-                with m.Case(Region.PROG):
-                    m.d.sync += host.r_data.eq(captured["prog"])
-                with m.Case(Region.SPAD):
-                    m.d.sync += host.r_data.eq(captured["spad"])
-                with m.Case(Region.ACC):
-                    m.d.sync += host.r_data.eq(captured["acc"])
+            m.d.sync += host.r_data.eq(captured)
         return m
 
 

@@ -102,6 +102,9 @@ def test_yosys_script_splits_synthesis():
         assert lines[i + 1] == "splitnets", lines
         assert lines[i + 2] == f"{synth} -top top -run map_luts:", lines
     assert "-dsp" in TARGETS["ice40"].synth
+    lines = yosys_script(TARGETS["ecp5"], keep_hierarchy=["top.array.pe_*"]).splitlines()
+    assert lines.index("setattr -mod -set keep_hierarchy 1 top.array.pe_*") < lines.index(
+        "synth_ecp5 -top top -run begin:map_luts"), lines
 
 
 # ---- the iCE40 wrapper (Amaranth simulator) -------------------------------------------------
