@@ -225,7 +225,7 @@ class Config:
 #: Named presets. ``tiny`` keeps tests and iCE40 builds fast; ``default`` is the 8x8 array.
 PRESETS: dict[str, Config] = {
     "tiny": Config(rows=2, cols=2, data_width=8, frac_bits=4, acc_width=24, spad_depth=512,
-                   acc_depth=256, prog_depth=16, dim_width=10, counter_width=32, name="tiny"),
+                   acc_depth=256, prog_depth=16, dim_width=8, counter_width=32, name="tiny"),
     "small": Config(rows=4, cols=4, spad_depth=1024, acc_depth=256, prog_depth=32, name="small"),
     "default": Config(name="default"),
 }
