@@ -21,9 +21,9 @@ from skiptrain.isa import Command, ErrorCode, Opcode, OutMode
 from skiptrain.layout import words_per_row
 
 FETCH_CYCLES = 4     # FETCH, 2 x WAIT (program memory read latency 3), DECODE
-CHECK_CYCLES = 8     # rtl Sequencer.check_cycles
+CHECK_CYCLES = 10    # rtl Sequencer.check_cycles
 READER_LATENCY = 9   # rtl OperandReader.latency (6 + the scratchpad read latency 3)
-WRITER_LATENCY = 7   # rtl ResultWriter.latency (6 + the memories' input register)
+WRITER_LATENCY = 8   # rtl ResultWriter.latency (7 + the memories' input register)
 ISSUE_REGISTER = 1   # the sequencer registers its issue outputs
 ARRAY_MUX_STAGES = 2 # rtl SystolicArray.mux_stages (row multiplexer)
 

@@ -44,6 +44,8 @@ class Multiplier(wiring.Component):
     ----------
     cfg : skiptrain.config.Config
         Reads ``data_width``, ``multiplier`` and ``multiplier_latency``.
+    width : int, optional
+        Operand width instead of ``cfg.data_width`` (the sequencer's extent multiplier).
 
     Members
     -------
@@ -53,9 +55,9 @@ class Multiplier(wiring.Component):
         ``a * b`` from :attr:`latency` cycles earlier; exact (the full-width product).
     """
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, width: int | None = None):
         try:
-            width, kind = self._check(cfg)
+            width, kind = self._check(cfg, width)
         except ConfigError:
             # A component that failed its checks was never built; without this Amaranth
             # would also warn, at garbage collection, that it was never elaborated.
@@ -70,14 +72,16 @@ class Multiplier(wiring.Component):
         })
 
     @staticmethod
-    def _check(cfg) -> tuple[int, str]:
-        width, kind, latency = cfg.data_width, cfg.multiplier, cfg.multiplier_latency
+    def _check(cfg, width=None) -> tuple[int, str]:
+        kind, latency = cfg.multiplier, cfg.multiplier_latency
+        name = "data_width" if width is None else "width"
+        width = cfg.data_width if width is None else width
         if kind not in ("behavioral", "ecp5"):
             raise ConfigError(f"multiplier={kind!r}: must be one of ('behavioral', 'ecp5')")
         if not isinstance(width, int) or width < 2:
-            raise ConfigError(f"data_width={width!r}: must be an integer >= 2")
+            raise ConfigError(f"{name}={width!r}: must be an integer >= 2")
         if kind == "ecp5" and width > _DSP_WIDTH:
-            raise ConfigError(f"data_width={width!r}: must be at most {_DSP_WIDTH} with "
+            raise ConfigError(f"{name}={width!r}: must be at most {_DSP_WIDTH} with "
                               f"multiplier='ecp5' (MULT18X18D is {_DSP_WIDTH}x{_DSP_WIDTH})")
         if latency != _STAGES:
             raise ConfigError(f"multiplier_latency={latency!r}: must be {_STAGES}, the depth "

@@ -1,6 +1,6 @@
 """Requantization of accumulators to the operand format: shift, round half to even, saturate."""
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -8,15 +8,16 @@ from skiptrain.config import Config
 
 
 class Requantizer(wiring.Component):
-    """``lanes`` accumulators in, ``lanes`` results out, ``latency`` = 2 cycles later.
+    """``lanes`` accumulators in, ``lanes`` results out, ``latency`` = 3 cycles later.
 
     With ``quant`` = 1 each value becomes round_half_even(value / 2**shift) saturated to
     [data_min, data_max], and ``saturated`` marks the lanes that were clamped. With ``quant``
     = 0 the values pass unchanged (full-accumulator write-back), with the same latency.
 
-    Rounding without a divider: t = value >> (shift - 1) keeps the half bit in t[0]; the bits
-    below it are tested with a mask computed once per command; round up when the half bit is
-    set and either a lower bit is set or the truncated value is odd.
+    Rounding without a divider: q = value >> shift in two registered steps (by the multiple of
+    8 in ``shift``, then by the rest: one 40-bit barrel shifter in one cycle was too deep), the
+    half bit (bit shift-1) beside it, and the bits below that tested with a mask computed once
+    per command; round up when the half bit is set and either a lower bit is set or q is odd.
 
     Members
     -------
@@ -28,7 +29,7 @@ class Requantizer(wiring.Component):
     saturated : Out(lanes)
     """
 
-    latency = 2
+    latency = 3
 
     #: lanes that share one copy of the per-command constants
     lanes_per_copy = 2
@@ -55,28 +56,41 @@ class Requantizer(wiring.Component):
         cfg, aw = self._cfg, self._cfg.acc_width
         m = Module()
         # constants of the command (shift and mode are fixed while a command runs), one copy
-        # per lane: lane 0's computed, lane l's copied from lane l-1's
+        # per lanes_per_copy lanes: the first computed, each next copied from the one before.
+        # In ACC mode (quant = 0) both shift amounts are 0, so the value passes unchanged.
+        n_coarse = ((aw - 1) >> 3) + 1
         consts = data.StructLayout({"below_half": aw,  # mask of the bits below the half bit
-                                    "shift_m1": self.shift.shape(), "rounding": 1, "quant": 1})
+                                    "coarse": range(n_coarse), "fine": 3, "rounding": 1, "quant": 1})
         copies = [Signal(consts, name=f"consts{n}") for n in range(self.settle_cycles)]
         m.d.sync += [copies[0].below_half.eq(((Const(1, aw + 1) << self.shift) - 1) >> 1),
-                     copies[0].shift_m1.eq(self.shift - 1),
+                     copies[0].coarse.eq(Mux(self.quant, self.shift >> 3, 0)),
+                     copies[0].fine.eq(Mux(self.quant, self.shift[:3], 0)),
                      copies[0].rounding.eq(self.quant & (self.shift != 0)),
                      copies[0].quant.eq(self.quant)]
         m.d.sync += [copies[n].eq(copies[n - 1]) for n in range(1, len(copies))]
         lane_consts = [copies[l // self.lanes_per_copy] for l in range(self._lanes)]
 
+        # stage 1: shift by 8 * coarse; keep the bit just below the cut, and the sticky bits
+        xa = [Signal(signed(aw), name=f"xa{l}") for l in range(self._lanes)]
+        below_a, sticky_a = Signal(self._lanes), Signal(self._lanes)
+        va = Signal()
+        m.d.sync += va.eq(self.valid)
+        for l in range(self._lanes):
+            x, k = self.value[l], lane_consts[l]
+            m.d.sync += [xa[l].eq(Array([x >> (8 * i) for i in range(n_coarse)])[k.coarse]),
+                         below_a[l].eq(Array([Const(0, 1)] + [x[8 * i - 1] for i in range(1, n_coarse)])[k.coarse]),
+                         sticky_a[l].eq((x.as_unsigned() & k.below_half) != 0)]
+
+        # stage 2: shift by fine; the half bit is bit fine-1 of xa (or the bit below the cut)
         q1 = [Signal(signed(aw), name=f"q{l}") for l in range(self._lanes)]
         half1 = Signal(self._lanes)
         sticky1 = Signal(self._lanes)
         v1 = Signal()
-        m.d.sync += v1.eq(self.valid)
+        m.d.sync += [v1.eq(va), sticky1.eq(sticky_a)]
         for l in range(self._lanes):
-            x, k = self.value[l], lane_consts[l]
-            t = x >> k.shift_m1
-            m.d.sync += [q1[l].eq(Mux(k.rounding, t >> 1, x)),
-                         half1[l].eq(k.rounding & t[0]),
-                         sticky1[l].eq((x.as_unsigned() & k.below_half) != 0)]
+            k = lane_consts[l]
+            halves = Array([below_a[l]] + [xa[l][i] for i in range(7)])
+            m.d.sync += [q1[l].eq(xa[l] >> k.fine), half1[l].eq(k.rounding & halves[k.fine])]
 
         # Saturation without a carry chain: q fits the operand format iff its bits from
         # data_width-1 up are all equal; rounding (at most +1) can only push q = data_max over.

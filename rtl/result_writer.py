@@ -23,8 +23,8 @@ class ResultWriter(wiring.Component):
     register their inputs: ``memory_write_latency`` cycles after the write port); the extra
     register lets ``done`` cross the die to the sequencer without logic on the way.
 
-    Pipeline (``latency`` = 6 + memory_write_latency from a row at the input to ``done``): the
-    row captured (it comes from across the array) -> row counters -> requantizer (2) -> lane
+    Pipeline (``latency`` = 7 + memory_write_latency from a row at the input to ``done``): the
+    row captured (it comes from across the array) -> row counters -> requantizer (3) -> lane
     addresses -> bank routing into the write port registers -> the memory's input register
     -> ``done`` registered once more.
     """
@@ -49,7 +49,7 @@ class ResultWriter(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return 6 + self._memory_write_latency
+        return 4 + Requantizer.latency + self._memory_write_latency
 
     @property
     def settle_cycles(self) -> int:

@@ -7,6 +7,7 @@ from amaranth.lib.wiring import In, Out
 from skiptrain.config import Config
 
 from .command import ErrorCode, Opcode, OutMode, command_layout, issue_layout
+from .multiplier import Multiplier
 
 
 _STATES = ("IDLE", "FETCH", "WAIT", "DECODE", "CHECK", "ISSUE", "DRAIN")
@@ -27,9 +28,10 @@ class Sequencer(wiring.Component):
     The cycle count of every program is thus a closed formula (golden/sequencer.py).
     """
 
-    #: cycles in CHECK for a GEMM (operand extents through one multiplier, flags, the first
-    #: failing check encoded, decision)
-    check_cycles = 8
+    #: cycles in CHECK for a GEMM: operand extents through one pipelined multiplier (three
+    #: operands, a register, the multiplier's 3 stages), the flags, the first failing check
+    #: encoded, the decision
+    check_cycles = 10
 
     def __init__(self, cfg: Config, prog_latency: int = 2):
         if prog_latency < 1:
@@ -73,8 +75,18 @@ class Sequencer(wiring.Component):
         # at that code. ``step`` is one-hot, so "step n" is one flip-flop, not a comparator.
         step = Signal(self.check_cycles)
         mul_a, mul_b = Signal(dim), Signal(cfg.addr_width)
-        prod = Signal(dim + cfg.addr_width)
-        m.d.sync += prod.eq(mul_a * mul_b)
+        # the pipelined multiplier of the PEs (on ECP5 a registered MULT18X18D), signed and
+        # one bit wider than the unsigned operands; too wide for one DSP, Yosys builds it
+        width = max(dim, cfg.addr_width) + 1
+        mul_cfg = cfg if cfg.multiplier != "ecp5" or width <= 18 else cfg.replace(multiplier="behavioral")
+        m.submodules.extent_multiplier = mul = Multiplier(mul_cfg, width=width)
+        m.d.comb += [mul.a.eq(mul_a), mul.b.eq(mul_b)]
+        prod = mul.p[:dim + cfg.addr_width]
+        # operand n enters mul_a/mul_b at step n, the multiplier at n + 1, its product is
+        # there at n + 1 + latency; then the flags, the encoded first error, the decision
+        product_step = 1 + mul.latency
+        flags_step = 2 + product_step + 1
+        assert self.check_cycles == flags_step + 3, (self.check_cycles, flags_step)
         ext_w = dim + cfg.addr_width + 2
 
         def stored(trans, rows, cols):
@@ -177,19 +189,18 @@ class Sequencer(wiring.Component):
                     m.d.sync += [op["base_colw"].eq(op["base"] + op["colw"]),
                                  op["stride_err"].eq(op["ld"] <= op["colw"])]
             for n, op in enumerate(operands):
-                # operand n enters the multiplier at step n; its product is there at n + 2
                 with m.If(step[n]):
                     m.d.sync += [mul_a.eq(op["rows"] - 1), mul_b.eq(op["ld"])]
-                with m.If(step[n + 2]):
+                with m.If(step[n + product_step]):
                     m.d.sync += op["last"].eq(op["base_colw"] + prod)
-                with m.If(step[5]):
+                with m.If(step[flags_step]):
                     m.d.sync += op["range_err"].eq(op["last"] >= op["depth"])
             a, b, c = operands
-            with m.If(step[5]):
+            with m.If(step[flags_step]):
                 m.d.sync += overlap_err.eq(quant & (
                     ((cmd.c_base <= a["last"]) & (cmd.a_base <= c["last"])) |
                     ((cmd.c_base <= b["last"]) & (cmd.b_base <= c["last"]))))
-            with m.If(step[6]):
+            with m.If(step[flags_step + 1]):
                 # the priority encoder of the nine checks, in the order golden/sequencer.py's
                 # check() tests them, registered so the state decision sees one code
                 code = ErrorCode.NONE
