@@ -61,12 +61,11 @@ class OperandReader(wiring.Component):
         # die: the command fields (constant while a command runs, so this costs no cycle) and
         # the issue stream (stage 0, one cycle of latency).
         base, ld, limit = Signal.like(self.base), Signal.like(self.ld), Signal.like(self.limit)
-        # (``ld`` itself only feeds the per-command products below and, with one lane, ob)
         lane_is_row = Signal()
         m.d.sync += [base.eq(self.base), ld.eq(self.ld), limit.eq(self.limit),
                      lane_is_row.eq(self.lane_is_row)]
         valid, first, last = Signal(name="valid0"), Signal(name="first0"), Signal(name="last0")
-        k, l0 = Signal.like(self.k, name="k0"), Signal.like(self.l0, name="l00")
+        k, l0 = Signal.like(self.k, name="k0"), Signal.like(self.l0, name="l0_in")
         m.d.sync += [valid.eq(self.valid), first.eq(self.first), last.eq(self.last),
                      k.eq(self.k), l0.eq(self.l0)]
 
@@ -100,7 +99,8 @@ class OperandReader(wiring.Component):
                     with m.Elif(l0 != l0_prev):
                         m.d.sync += ob.eq(ob + lanes_ld)
             with m.Else():
-                m.d.sync += ob.eq(Mux(first, base, ob + (lane_off[1] if lanes > 1 else ld)))  # lane_off[1] = ld
+                # lane_off[1] is ld itself: one register fewer per reader
+                m.d.sync += ob.eq(Mux(first, base, ob + (lane_off[1] if lanes > 1 else ld)))
 
         # stage 2: lane word addresses, lane validity, and per bank the lane it serves,
         # (b - rot) mod V with rot = l0 + k: one select register per bank rather than one rot

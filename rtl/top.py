@@ -192,13 +192,13 @@ class Accelerator(wiring.Component):
                     m.d.sync += group_q[g].eq(0)
         index_hi = Signal(len(index) - 2)
         m.d.sync += index_hi.eq(index_d2[2:])
-        csr_q4 = Signal(hm.data_width)
+        csr_data = Signal(hm.data_width)
         with m.Switch(index_hi):
             for g in groups:
                 with m.Case(g):
-                    m.d.sync += csr_q4.eq(group_q[g])
+                    m.d.sync += csr_data.eq(group_q[g])
             with m.Default():
-                m.d.sync += csr_q4.eq(0)
+                m.d.sync += csr_data.eq(0)
         # the request waits beside the memories: 3 cycles of memory read, 1 of capture
         r_en_q, region_q, refused_q = host.r_en, region, rd_mem & busy
         region_at = []
@@ -221,7 +221,7 @@ class Accelerator(wiring.Component):
         with m.If(refused_q):
             m.d.sync += host.r_data.eq(0)
         with m.Elif(region_q == Region.CSR):
-            m.d.sync += host.r_data.eq(csr_q4)
+            m.d.sync += host.r_data.eq(csr_data)
         with m.Else():
             m.d.sync += host.r_data.eq(captured)
         return m
