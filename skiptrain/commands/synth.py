@@ -111,7 +111,9 @@ def run(args) -> int:
     from fpga.report import to_table, write_report
 
     def progress(msg: str):
-        print(f"[synth] {msg}", file=sys.stderr, flush=True)
+        # one write per line: with --jobs, seeds report from several threads
+        sys.stderr.write(f"[synth] {msg}\n")
+        sys.stderr.flush()
 
     try:
         report = run_flow(make_top, cfg, tgt, out, seeds=seeds, jobs=jobs, design=args.top,
