@@ -106,7 +106,7 @@ class Config:
             v = getattr(self, f)
             self._check(f, _is_pow2(v) and 2 <= v <= 1 << 20, "must be a power of two in 2..2**20")
         self._check("dim_width", 4 <= self.dim_width <= 24, "must be in 4..24")
-        self._check("counter_width", 32 <= self.counter_width <= 64, "must be in 32..64")
+        self._check("counter_width", 24 <= self.counter_width <= 64, "must be in 24..64")
         self._check("multiplier", self.multiplier in MULTIPLIERS, f"must be one of {MULTIPLIERS}")
         self._check("memory", self.memory in MEMORIES, f"must be one of {MEMORIES}")
         if self.multiplier == "ecp5":
@@ -225,7 +225,7 @@ class Config:
 #: Named presets. ``tiny`` keeps tests and iCE40 builds fast; ``default`` is the 8x8 array.
 PRESETS: dict[str, Config] = {
     "tiny": Config(rows=2, cols=2, data_width=8, frac_bits=4, acc_width=24, spad_depth=512,
-                   acc_depth=256, prog_depth=16, dim_width=8, counter_width=32, name="tiny"),
+                   acc_depth=256, prog_depth=16, dim_width=8, counter_width=24, name="tiny"),
     "small": Config(rows=4, cols=4, spad_depth=1024, acc_depth=256, prog_depth=32, name="small"),
     "default": Config(name="default"),
 }
