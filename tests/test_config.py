@@ -17,6 +17,7 @@ from skiptrain.layout import Region, locate, words_per_row
     ({"data_width": 1}, "data_width=1: must be in 2..32"),
     ({"frac_bits": 16}, "frac_bits=16: must be in 0..data_width-1 = 0..15"),
     ({"acc_width": 39}, "acc_width=39: must be in 2*data_width+8..64 = 40..64"),
+    ({"counter_width": 23}, "counter_width=23: must be in 24..64"),
     ({"spad_depth": 1000}, "spad_depth=1000: must be a power of two"),
     ({"acc_depth": 1}, "acc_depth=1: must be a power of two"),
     ({"prog_depth": 3}, "prog_depth=3: must be a power of two"),
