@@ -13,13 +13,14 @@ import torch
 
 from skiptrain.config import Config
 from skiptrain.hostmap import COUNTERS, PHASE_NAMES
-from skiptrain.isa import Command, ErrorCode, Opcode, OutMode, decode, encode
+from skiptrain.isa import Command, Epilogue, ErrorCode, Opcode, OutMode, decode, encode
 from skiptrain.layout import Region
 
+from .loss_unit import loss_cycles, loss_error
 from .operand_reader import read_operand
-from .requantizer import requantize, wrap
+from .requantizer import requantize, round_half_even, wrap
 from .result_writer import write_result
-from .sequencer import CHECK_CYCLES, FETCH_CYCLES, check, gemm_cycles, tiling
+from .sequencer import CHECK_CYCLES, FETCH_CYCLES, check, effective_shift, gemm_cycles, tiling
 from .systolic_array import gemm
 
 
@@ -48,6 +49,7 @@ class Accelerator:
         self.prog = [0] * cfg.prog_depth
         self.counters = {name: 0 for name in COUNTERS}
         self.saturated = False
+        self.lr_shift = 0  #: the LR_SHIFT register
 
     # ---- host side --------------------------------------------------------------------------
     def image(self, memory: str) -> torch.Tensor:
@@ -89,17 +91,30 @@ class Accelerator:
                 break
             cnt["cycles"] += FETCH_CYCLES - 1  # the rest of the program memory read, DECODE
             cmd = decode(self.prog[pc], cfg)
-            if cmd.opcode != Opcode.GEMM:
+            if cmd.opcode not in (Opcode.GEMM, Opcode.LOSS):
                 cnt["cycles"] += 1  # the one CHECK cycle that reads the opcode
                 if cmd.opcode != Opcode.HALT:
                     error = ErrorCode.BAD_OPCODE
                 break
-            phase = PHASE_NAMES[cmd.phase]
-            error = check(cmd, cfg)
+            phase_counter = ("loss_cycles" if cmd.opcode == Opcode.LOSS
+                             else f"phase_cycles_{PHASE_NAMES[cmd.phase]}")
+            error = check(cmd, cfg, self.lr_shift)
             if error != ErrorCode.NONE:
                 cnt["cycles"] += CHECK_CYCLES
-                cnt[f"phase_cycles_{phase}"] += CHECK_CYCLES
+                cnt[phase_counter] += CHECK_CYCLES
                 break
+            if cmd.opcode == Opcode.LOSS:
+                bad_group = self._loss(cmd)
+                cyc = CHECK_CYCLES + loss_cycles(cmd.m, cmd.n, cfg, bad_group)
+                cnt["cycles"] += cyc
+                cnt["loss_cycles"] += cyc
+                if bad_group is not None:
+                    error = ErrorCode.BAD_LABEL
+                    break
+                cnt["commands"] += 1
+                pc += 1
+                continue
+            phase = PHASE_NAMES[cmd.phase]
             self._gemm(cmd)
             cyc = gemm_cycles(cmd, cfg)
             t = tiling(cmd, cfg)
@@ -121,9 +136,41 @@ class Accelerator:
         a = read_operand(self.spad, cmd.a_base, cmd.a_ld, *cmd.a_shape(), bool(cmd.trans_a))
         b = read_operand(self.spad, cmd.b_base, cmd.b_ld, *cmd.b_shape(), bool(cmd.trans_b))
         acc = gemm(a, b, cfg)
-        if cmd.out_mode == OutMode.QUANT:
-            values, sat = requantize(acc, cmd.shift, cfg)
-            self.saturated |= bool(sat.any())
-            write_result(self.spad, cmd.c_base, cmd.c_ld, values)
-        else:
+        if cmd.out_mode != OutMode.QUANT:
             write_result(self.acc, cmd.c_base, cmd.c_ld, acc)
+            return
+        aux = Region(cmd.aux_base, cmd.m, cmd.n, cmd.c_ld)
+        shift = effective_shift(cmd, self.lr_shift)
+        if cmd.epilogue == Epilogue.UPDATE:
+            # master weights in aux: w - round(dW / 2**shift), saturated at acc_width bits; the
+            # operand copy round(w / 2**frac_bits), saturated, into C
+            step = round_half_even(acc, shift)
+            w = aux.load(self.acc) - step
+            lo, hi = -(1 << (cfg.acc_width - 1)), (1 << (cfg.acc_width - 1)) - 1
+            w_sat = w.clamp(lo, hi)
+            values, sat = requantize(w_sat, cfg.frac_bits, cfg)
+            self.saturated |= bool((w_sat != w).any()) or bool(sat.any())
+            write_result(self.acc, aux.base, aux.ld, w_sat)
+            write_result(self.spad, cmd.c_base, cmd.c_ld, values)
+            return
+        values, sat = requantize(acc, shift, cfg)
+        self.saturated |= bool(sat.any())
+        if cmd.epilogue == Epilogue.RELU:
+            values = values.clamp(min=0)
+            write_result(self.acc, aux.base, aux.ld, values)
+        elif cmd.epilogue == Epilogue.MASK:
+            values = torch.where(aux.load(self.acc) > 0, values, 0)
+        write_result(self.spad, cmd.c_base, cmd.c_ld, values)
+
+    def _loss(self, cmd: Command) -> int | None:
+        """Run a LOSS command; the first bad group, or None."""
+        cfg = self.cfg
+        z = Region(cmd.a_base, cmd.m, cmd.n, cmd.a_ld).load(self.spad)
+        labels = Region(cmd.b_base, 1, cmd.n, cmd.b_ld).load(self.spad)
+        res = loss_error(z, labels, cmd.shift, cfg)
+        if res.columns:
+            write_result(self.spad, cmd.c_base, cmd.c_ld, res.dy[:, :res.columns])
+        self.saturated |= res.saturated
+        self.counters["correct"] += res.correct
+        return res.bad_group
+

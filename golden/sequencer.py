@@ -3,7 +3,9 @@
 Cycle accounting of one run (every busy cycle, as the CYCLES counter counts them):
 
 - every command: FETCH 1 + 2 more cycles of program memory read + DECODE 1;
-- HALT and unknown opcodes: 1 CHECK cycle; a GEMM: ``CHECK_CYCLES``, ending there on an error;
+- HALT and unknown opcodes: 1 CHECK cycle; a GEMM or LOSS: ``CHECK_CYCLES``, ending there on
+  an error;
+- a LOSS: :func:`golden.loss_unit.loss_cycles` in the loss unit;
 - a GEMM's ISSUE: one cycle per step, ``period = max(K, R, C)`` steps per output tile;
 - its DRAIN: from the last issue cycle until the result writer reports the last row written:
   the last valid step goes through the issue register (1), the operand reader
@@ -17,13 +19,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from skiptrain.config import Config
-from skiptrain.isa import Command, ErrorCode, Opcode, OutMode
+from skiptrain.isa import Command, Epilogue, ErrorCode, Opcode, OutMode
 from skiptrain.layout import words_per_row
+from skiptrain.numerics import MAX_CLASSES
 
 FETCH_CYCLES = 4     # FETCH, 2 x WAIT (program memory read latency 3), DECODE
 CHECK_CYCLES = 10    # rtl Sequencer.check_cycles
 READER_LATENCY = 9   # rtl OperandReader.latency (6 + the scratchpad read latency 3)
-WRITER_LATENCY = 8   # rtl ResultWriter.latency (7 + the memories' input register)
+WRITER_LATENCY = 13  # rtl ResultWriter.latency (12 + the memories' input register)
 ISSUE_REGISTER = 1   # the sequencer registers its issue outputs
 ARRAY_MUX_STAGES = 2 # rtl SystolicArray.mux_stages (row multiplexer)
 
@@ -33,15 +36,28 @@ def extent(base: int, ld: int, rows: int, cols: int, cfg: Config) -> int:
     return base + (rows - 1) * ld + (cols - 1) // cfg.banks
 
 
-def check(cmd: Command, cfg: Config) -> ErrorCode:
-    """The error a GEMM command stops with, in the RTL's priority order (NONE if it runs)."""
-    if cmd.opcode not in (Opcode.HALT, Opcode.GEMM):
+def effective_shift(cmd: Command, lr_shift: int) -> int:
+    """The shift the writer applies: an UPDATE epilogue adds the LR_SHIFT register."""
+    if cmd.opcode == Opcode.GEMM and cmd.epilogue == Epilogue.UPDATE:
+        return cmd.shift + lr_shift
+    return cmd.shift
+
+
+def check(cmd: Command, cfg: Config, lr_shift: int = 0) -> ErrorCode:
+    """The error a GEMM or LOSS command stops with, in the RTL's priority order (NONE if it runs)."""
+    if cmd.opcode not in (Opcode.HALT, Opcode.GEMM, Opcode.LOSS):
         return ErrorCode.BAD_OPCODE
-    if cmd.m == 0 or cmd.k == 0 or cmd.n == 0:
+    loss = cmd.opcode == Opcode.LOSS
+    if cmd.m == 0 or (cmd.k == 0 and not loss) or cmd.n == 0:
         return ErrorCode.ZERO_DIM
-    if cmd.shift > cfg.acc_width - 1:
+    if loss and cmd.m > MAX_CLASSES:
+        return ErrorCode.LOSS_CLASSES
+    if effective_shift(cmd, lr_shift) > cfg.acc_width - 1:
         return ErrorCode.BAD_SHIFT
-    c_depth = cfg.spad_depth if cmd.out_mode == OutMode.QUANT else cfg.acc_depth
+    quant = cmd.out_mode == OutMode.QUANT or loss
+    if cmd.epilogue != Epilogue.NONE and (loss or not quant):
+        return ErrorCode.BAD_EPILOGUE
+    c_depth = cfg.spad_depth if quant else cfg.acc_depth
     last = {}
     for name, (rows, cols), base, ld, depth, stride_err, range_err in (
             ("a", cmd.a_shape(), cmd.a_base, cmd.a_ld, cfg.spad_depth, ErrorCode.A_STRIDE, ErrorCode.A_RANGE),
@@ -52,7 +68,9 @@ def check(cmd: Command, cfg: Config) -> ErrorCode:
         last[name] = extent(base, ld, rows, cols, cfg)
         if last[name] >= depth:
             return range_err
-    if cmd.out_mode == OutMode.QUANT:
+    if cmd.epilogue != Epilogue.NONE and extent(cmd.aux_base, cmd.c_ld, cmd.m, cmd.n, cfg) >= cfg.acc_depth:
+        return ErrorCode.AUX_RANGE
+    if quant:
         for x, x_base in (("a", cmd.a_base), ("b", cmd.b_base)):
             if cmd.c_base <= last[x] and x_base <= last["c"]:
                 return ErrorCode.OVERLAP

@@ -14,6 +14,7 @@ from skiptrain.config import Config
 class Opcode(enum.Enum, shape=2):
     HALT = isa.Opcode.HALT.value
     GEMM = isa.Opcode.GEMM.value
+    LOSS = isa.Opcode.LOSS.value
 
 
 class Phase(enum.Enum, shape=2):
@@ -26,6 +27,13 @@ class Phase(enum.Enum, shape=2):
 class OutMode(enum.Enum, shape=1):
     QUANT = isa.OutMode.QUANT.value
     ACC = isa.OutMode.ACC.value
+
+
+class Epilogue(enum.Enum, shape=2):
+    NONE = isa.Epilogue.NONE.value
+    RELU = isa.Epilogue.RELU.value
+    MASK = isa.Epilogue.MASK.value
+    UPDATE = isa.Epilogue.UPDATE.value
 
 
 class ErrorCode(enum.Enum, shape=8):
@@ -41,8 +49,15 @@ class ErrorCode(enum.Enum, shape=8):
     C_RANGE = isa.ErrorCode.C_RANGE.value
     OVERLAP = isa.ErrorCode.OVERLAP.value
     PROG_END = isa.ErrorCode.PROG_END.value
+    BAD_LABEL = isa.ErrorCode.BAD_LABEL.value
+    AUX_RANGE = isa.ErrorCode.AUX_RANGE.value
+    BAD_EPILOGUE = isa.ErrorCode.BAD_EPILOGUE.value
+    LOSS_CLASSES = isa.ErrorCode.LOSS_CLASSES.value
 
-_ENUMS = {"opcode": Opcode, "phase": Phase, "out_mode": OutMode}
+_ENUMS = {"opcode": Opcode, "phase": Phase, "out_mode": OutMode, "epilogue": Epilogue}
+
+assert [e.name for e in ErrorCode] == [e.name for e in isa.ErrorCode]
+assert [e.name for e in Epilogue] == [e.name for e in isa.Epilogue]
 
 
 def command_layout(cfg: Config) -> data.StructLayout:

@@ -20,7 +20,9 @@ class PerfCounters(wiring.Component):
     the die), so every count lags its event by one cycle more than ``clear`` does; the host
     reads a counter no earlier than a cycle after ``done``, when all events are counted.
 
-    ``cycles`` counts every busy cycle; per phase, ``phase_cycles`` counts the CHECK, ISSUE and
+    ``cycles`` counts every busy cycle; ``commands`` the GEMM and LOSS commands completed;
+    ``loss_cycles`` the CHECK and run cycles of LOSS commands, ``correct`` the samples whose
+    argmax equals their label (LOSS commands); per phase, ``phase_cycles`` counts the CHECK, ISSUE and
     DRAIN cycles of GEMM commands and ``phase_macs`` the useful multiply-accumulates
     (M*K*N per command, ragged tile edges excluded).
     """
@@ -29,7 +31,8 @@ class PerfCounters(wiring.Component):
         self._cfg = cfg
         super().__init__({
             "clear": In(1), "busy": In(1), "in_command": In(1), "phase": In(Phase),
-            "tile": In(1), "bubble": In(1), "cmd_done": In(1),
+            "tile": In(1), "bubble": In(1), "cmd_done": In(1), "in_loss": In(1),
+            "correct": In(range(cfg.banks + 1)),
             "macs": In(range(cfg.rows * cfg.cols + 1)),
             "count": Out(data.ArrayLayout(unsigned(cfg.counter_width), len(COUNTERS))),
         })
@@ -38,11 +41,14 @@ class PerfCounters(wiring.Component):
         m = Module()
         busy, in_command, tile, bubble, cmd_done = Signal(), Signal(), Signal(), Signal(), Signal()
         phase, macs = Signal.like(self.phase), Signal.like(self.macs)
+        in_loss, correct = Signal(), Signal.like(self.correct)
+        m.d.sync += [in_loss.eq(self.in_loss), correct.eq(self.correct)]
         m.d.sync += [busy.eq(self.busy), in_command.eq(self.in_command), tile.eq(self.tile),
                      bubble.eq(self.bubble), cmd_done.eq(self.cmd_done), phase.eq(self.phase),
                      macs.eq(self.macs)]
         c = {name: self.count[n] for n, name in enumerate(COUNTERS)}
-        incs = {"cycles": busy, "commands": cmd_done, "tiles": tile, "bubbles": bubble}
+        incs = {"cycles": busy, "commands": cmd_done, "tiles": tile, "bubbles": bubble,
+                "loss_cycles": in_loss, "correct": correct}
         for p in Phase:
             active = phase == p
             incs[f"phase_cycles_{p.name.lower()}"] = in_command & active

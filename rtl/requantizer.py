@@ -11,8 +11,12 @@ class Requantizer(wiring.Component):
     """``lanes`` accumulators in, ``lanes`` results out, ``latency`` = 3 cycles later.
 
     With ``quant`` = 1 each value becomes round_half_even(value / 2**shift) saturated to
-    [data_min, data_max], and ``saturated`` marks the lanes that were clamped. With ``quant``
-    = 0 the values pass unchanged (full-accumulator write-back), with the same latency.
+    [data_min, data_max], and ``saturated`` marks the lanes that were clamped; with ``relu``
+    as well, negative results become 0 (after saturation; the flag still tells of a clamp).
+    With ``quant`` = 1 and ``saturate`` = 0 the rounded value keeps the accumulator's width
+    (the weight update's step; it cannot overflow: shifting by s >= 1 leaves
+    acc_width - s + 1 bits). With ``quant`` = 0 the values pass unchanged (full-accumulator
+    write-back), with the same latency.
 
     Rounding without a divider: q = value >> shift in two registered steps (by the multiple of
     8 in ``shift``, then by the rest: one 40-bit barrel shifter in one cycle was too deep), the
@@ -22,7 +26,7 @@ class Requantizer(wiring.Component):
     Members
     -------
     value : In(ArrayLayout(signed(acc_width), lanes))
-    valid, quant : In(1)
+    valid, quant, saturate, relu : In(1)
     shift : In(unsigned(shift_width))
     out : Out(ArrayLayout(signed(acc_width), lanes))
     out_valid : Out(1)
@@ -47,7 +51,8 @@ class Requantizer(wiring.Component):
         aw = cfg.acc_width
         super().__init__({
             "value": In(data.ArrayLayout(signed(aw), lanes)),
-            "valid": In(1), "quant": In(1), "shift": In(unsigned(cfg.shift_width)),
+            "valid": In(1), "quant": In(1), "saturate": In(1), "relu": In(1),
+            "shift": In(unsigned(cfg.shift_width)),
             "out": Out(data.ArrayLayout(signed(aw), lanes)),
             "out_valid": Out(1), "saturated": Out(lanes),
         })
@@ -60,13 +65,15 @@ class Requantizer(wiring.Component):
         # In ACC mode (quant = 0) both shift amounts are 0, so the value passes unchanged.
         n_coarse = ((aw - 1) >> 3) + 1
         consts = data.StructLayout({"below_half": aw,  # mask of the bits below the half bit
-                                    "coarse": range(n_coarse), "fine": 3, "rounding": 1, "quant": 1})
+                                    "coarse": range(n_coarse), "fine": 3, "rounding": 1, "quant": 1,
+                                    "saturate": 1, "relu": 1})
         copies = [Signal(consts, name=f"consts{n}") for n in range(self.settle_cycles)]
         m.d.sync += [copies[0].below_half.eq(((Const(1, aw + 1) << self.shift) - 1) >> 1),
                      copies[0].coarse.eq(Mux(self.quant, self.shift >> 3, 0)),
                      copies[0].fine.eq(Mux(self.quant, self.shift[:3], 0)),
                      copies[0].rounding.eq(self.quant & (self.shift != 0)),
-                     copies[0].quant.eq(self.quant)]
+                     copies[0].quant.eq(self.quant), copies[0].saturate.eq(self.saturate),
+                     copies[0].relu.eq(self.relu)]
         m.d.sync += [copies[n].eq(copies[n - 1]) for n in range(1, len(copies))]
         lane_consts = [copies[l // self.lanes_per_copy] for l in range(self._lanes)]
 
@@ -105,10 +112,20 @@ class Requantizer(wiring.Component):
             is_max = fits & ~sign & (q[:dw - 1] == (1 << (dw - 1)) - 1)
             over = (~fits & ~sign) | (is_max & up)
             under = ~fits & sign
+            # q = data_min - 1 with a round-up lands exactly on data_min: written as data_min
+            # (like every q below range) but not a saturation (the exact result was in
+            # [data_min - 0.5, data_min), which rounds half to even into range)
+            is_min_m1 = ((q[dw:] == (1 << (aw - dw)) - 1) & ~q[dw - 1]
+                         & (q[:dw - 1] == (1 << (dw - 1)) - 1))
+            under_flag = under & ~(is_min_m1 & up)
             rounded = Signal(signed(dw + 1), name=f"rounded{l}")
             m.d.comb += rounded.eq(q[:dw].as_signed() + up)
-            quant = lane_consts[l].quant
-            m.d.sync += [self.out[l].eq(Mux(quant, Mux(over, hi, Mux(under, lo, rounded)), q)),
-                         self.saturated[l].eq(quant & (over | under))]
+            k = lane_consts[l]
+            clamped = Mux(over, hi, Mux(under, lo, rounded))
+            relu_zero = k.relu & (under | (~over & rounded[dw]))
+            wide = Signal(signed(aw), name=f"wide{l}")
+            m.d.comb += wide.eq(q + up)
+            m.d.sync += [self.out[l].eq(Mux(k.quant, Mux(k.saturate, Mux(relu_zero, 0, clamped), wide), q)),
+                         self.saturated[l].eq(k.quant & k.saturate & (over | under_flag))]
         m.d.sync += self.out_valid.eq(v1)
         return m

@@ -1,13 +1,14 @@
 """Write-back of result rows: requantization, address generation, bank routing."""
 
-from amaranth.hdl import Array, Module, Signal, signed, unsigned
+from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from skiptrain.config import Config
 
 from .arith import const_mul
-from .banked_memory import write_port_signature
+from .banked_memory import read_port_signature, write_port_signature
+from .command import Epilogue
 from .requantizer import Requantizer
 
 
@@ -23,15 +24,27 @@ class ResultWriter(wiring.Component):
     register their inputs: ``memory_write_latency`` cycles after the write port); the extra
     register lets ``done`` cross the die to the sequencer without logic on the way.
 
-    Pipeline (``latency`` = 7 + memory_write_latency from a row at the input to ``done``): the
-    row captured (it comes from across the array) -> row counters -> requantizer (3) -> lane
-    addresses -> bank routing into the write port registers -> the memory's input register
-    -> ``done`` registered once more.
+    The epilogue (:class:`~skiptrain.isa.Epilogue`) rides along: element (r, c) of the *aux*
+    matrix (accumulator memory, word aux_base + r*c_ld + c // V, the same bank as C's) is read
+    while the element is on its way (``acc_rd``), combined with it, and written back in place:
+    RELU stores the ReLU'd values in aux too, MASK zeroes C where aux <= 0, UPDATE subtracts the
+    rounded value from aux (saturating at acc_width bits) and writes aux and its operand copy
+    round_half_even(aux / 2**frac_bits), saturated, to C. Every command runs through the same
+    stages, so the latency does not depend on the epilogue.
+
+    Pipeline (``latency`` = 12 + memory_write_latency from a row at the input to ``done``):
+    the row captured (it comes from across the array) -> row counters -> requantizer (3) ->
+    lane addresses -> bank routing -> aux read (``acc_read_latency`` = 3) -> combine ->
+    operand copy into the write port registers -> the memory's input register -> ``done``
+    registered once more.
     """
 
-    def __init__(self, cfg: Config, memory_write_latency: int = 1):
+    acc_read_latency = 3
+
+    def __init__(self, cfg: Config, memory_write_latency: int = 1, acc_read_latency: int = 3):
         self._cfg = cfg
         self._memory_write_latency = memory_write_latency
+        assert acc_read_latency == self.acc_read_latency
         dim, aw = cfg.dim_width, cfg.addr_width
         V, C = cfg.banks, cfg.cols
         super().__init__({
@@ -39,6 +52,8 @@ class ResultWriter(wiring.Component):
             "base": In(unsigned(aw)), "ld": In(unsigned(aw)),
             "m": In(unsigned(dim)), "n": In(unsigned(dim)),
             "quant": In(1), "shift": In(unsigned(cfg.shift_width)),
+            "epilogue": In(Epilogue), "aux_base": In(unsigned(aw)),
+            "acc_rd": Out(read_port_signature(V, cfg.acc_addr_width, signed(cfg.acc_width))),
             "row_valid": In(1),
             "row_data": In(data.ArrayLayout(signed(cfg.acc_width), C)),
             "spad": Out(write_port_signature(V, cfg.spad_addr_width, signed(cfg.data_width))),
@@ -49,7 +64,7 @@ class ResultWriter(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return 4 + Requantizer.latency + self._memory_write_latency
+        return 4 + Requantizer.latency + self.acc_read_latency + 2 + self._memory_write_latency
 
     @property
     def settle_cycles(self) -> int:
@@ -68,8 +83,10 @@ class ResultWriter(wiring.Component):
         start, quant = Signal(), Signal()
         base, ld = Signal.like(self.base), Signal.like(self.ld)
         m_dim, n_dim, shift = Signal.like(self.m), Signal.like(self.n), Signal.like(self.shift)
+        epilogue, aux_base = Signal.like(self.epilogue), Signal.like(self.aux_base)
         m.d.sync += [start.eq(self.start), quant.eq(self.quant), base.eq(self.base), ld.eq(self.ld),
-                     m_dim.eq(self.m), n_dim.eq(self.n), shift.eq(self.shift)]
+                     m_dim.eq(self.m), n_dim.eq(self.n), shift.eq(self.shift),
+                     epilogue.eq(self.epilogue), aux_base.eq(self.aux_base)]
 
         # the row arrives from the far side of the array: capture it before any logic
         row_valid = Signal()
@@ -82,6 +99,7 @@ class ResultWriter(wiring.Component):
         # rows/columns of C from i0/j0 on: validity and "last" compare registers with constants
         m_rem, n_rem = Signal(dim + 1), Signal(dim + 1)
         tile_base, row_base = Signal(aw), Signal(aw)
+        aux_tile_base, aux_row_base = Signal(aw), Signal(aw)
         rows_ld = Signal(aw)
         m.d.sync += rows_ld.eq(const_mul(ld, R))
         # "row i is the tile's last" (i_last), "this is the last tile column" (col_last) and
@@ -93,6 +111,7 @@ class ResultWriter(wiring.Component):
         with m.If(start):
             m.d.sync += [i.eq(0), i0.eq(0), j0.eq(0), m_rem.eq(m_dim), n_rem.eq(n_dim),
                          tile_base.eq(base), row_base.eq(base),
+                         aux_tile_base.eq(aux_base), aux_row_base.eq(aux_base),
                          i_last.eq(R == 1), col_last.eq(n_dim <= C), single_col.eq(n_dim <= C),
                          row_last.eq(m_dim <= R)]
         with m.Elif(row_valid):
@@ -101,25 +120,31 @@ class ResultWriter(wiring.Component):
                 with m.If(col_last):
                     m.d.sync += [j0.eq(0), n_rem.eq(n_dim), i0.eq(i0 + R), m_rem.eq(m_rem - R),
                                  tile_base.eq(tile_base + rows_ld), row_base.eq(tile_base + rows_ld),
+                                 aux_tile_base.eq(aux_tile_base + rows_ld),
+                                 aux_row_base.eq(aux_tile_base + rows_ld),
                                  col_last.eq(single_col), row_last.eq(m_rem <= 2 * R)]
                 with m.Else():
                     m.d.sync += [j0.eq(j0 + C), n_rem.eq(n_rem - C), row_base.eq(tile_base),
+                                 aux_row_base.eq(aux_tile_base),
                                  col_last.eq(n_rem <= 2 * C)]
             with m.Else():
-                m.d.sync += [i.eq(i + 1), row_base.eq(row_base + ld), i_last.eq(i == R - 2)]
+                m.d.sync += [i.eq(i + 1), row_base.eq(row_base + ld), aux_row_base.eq(aux_row_base + ld),
+                             i_last.eq(i == R - 2)]
 
         m.submodules.requantizer = rq = Requantizer(cfg, C)
         assert self.settle_cycles == 1 + rq.settle_cycles
         m.d.comb += [rq.value.eq(row_data), rq.valid.eq(row_valid),
-                     rq.quant.eq(quant), rq.shift.eq(shift)]
+                     rq.quant.eq(quant), rq.shift.eq(shift),
+                     rq.saturate.eq(epilogue != Epilogue.UPDATE), rq.relu.eq(epilogue == Epilogue.RELU)]
 
         # row metadata, delayed to meet the requantizer output
         meta = data.StructLayout({"row_ok": 1, "lanes_ok": C, "last": 1, "rot": bb,
-                                  "row_base": aw, "j0": dim + 1})
+                                  "row_base": aw, "aux_row_base": aw, "j0": dim + 1})
         cur = Signal(meta)
         m.d.comb += [cur.row_ok.eq(row_valid & (m_rem > i)),
                      cur.last.eq(row_valid & last_row),
-                     cur.rot.eq(i0 + i + j0), cur.row_base.eq(row_base), cur.j0.eq(j0)]
+                     cur.rot.eq(i0 + i + j0), cur.row_base.eq(row_base),
+                     cur.aux_row_base.eq(aux_row_base), cur.j0.eq(j0)]
         for j in range(C):
             m.d.comb += cur.lanes_ok[j].eq(n_rem > j)
         for stage in range(rq.latency):
@@ -129,6 +154,7 @@ class ResultWriter(wiring.Component):
 
         # stage 3: lane addresses and write enables
         word = [Signal(aw, name=f"word{j}") for j in range(C)]
+        aux_word = [Signal(aw, name=f"aux_word{j}") for j in range(C)]
         en = Signal(C)
         value = [Signal(signed(cfg.acc_width), name=f"value{j}") for j in range(C)]
         # per bank the lane it takes, (b - rot) mod V: one select register per bank, so no single
@@ -137,33 +163,111 @@ class ResultWriter(wiring.Component):
         last = Signal()
         for j in range(C):
             m.d.sync += [word[j].eq(cur.row_base + ((cur.j0 + j) >> bb)),
+                         aux_word[j].eq(cur.aux_row_base + ((cur.j0 + j) >> bb)),
                          en[j].eq(cur.row_ok & cur.lanes_ok[j]), value[j].eq(rq.out[j])]
         m.d.sync += [sel.eq(b - cur.rot) for b, sel in enumerate(bank_sel)]
-        m.d.sync += [last.eq(cur.last),
-                     self.saturated.eq((rq.saturated & cur.lanes_ok).any() & cur.row_ok)]
+        m.d.sync += last.eq(cur.last)
 
-        # stage 4: bank b takes lane (b - rot) mod V. One set of bank-ordered registers serves
-        # both memories (only the enables differ), so the rotation stays in one place and
-        # only register-to-register routes cross the die to the two memories.
+        # stage 4: bank b takes lane (b - rot) mod V, into one set of bank-ordered registers for
+        # both memories (only the enables differ), so the rotation stays in one place
         words, values = Array(word + [0] * (V - C)), Array(value + [0] * (V - C))
+        aux_words = Array(aux_word + [0] * (V - C))
         ens = Array(list(en) + [0] * (V - C))
         bank_addr = [Signal(aw, name=f"bank_addr{b}") for b in range(V)]
+        bank_aux = [Signal(aw, name=f"bank_aux{b}") for b in range(V)]
         bank_data = [Signal(signed(cfg.acc_width), name=f"bank_data{b}") for b in range(V)]
         bank_en = Signal(V)
-        to_spad = Signal()
-        m.d.sync += to_spad.eq(quant)
         for b in range(V):
             lane = bank_sel[b]
-            m.d.sync += [bank_addr[b].eq(words[lane]), bank_data[b].eq(values[lane]),
-                         bank_en[b].eq(ens[lane])]
-            m.d.comb += [self.spad.addr[b].eq(bank_addr[b]), self.spad.data[b].eq(bank_data[b]),
-                         self.spad.en[b].eq(bank_en[b] & to_spad),
-                         self.acc.addr[b].eq(bank_addr[b]), self.acc.data[b].eq(bank_data[b]),
-                         self.acc.en[b].eq(bank_en[b] & ~to_spad)]
+            m.d.sync += [bank_addr[b].eq(words[lane]), bank_aux[b].eq(aux_words[lane]),
+                         bank_data[b].eq(values[lane]), bank_en[b].eq(ens[lane])]
+            # the aux read goes out from these registers; its data comes acc_read_latency later
+            m.d.comb += self.acc_rd.addr[b].eq(bank_aux[b])
+
+        # while the aux word is read, the element waits beside it
+        for stage in range(self.acc_read_latency):
+            nxt_addr = [Signal(aw, name=f"bank_addr_d{stage}_{b}") for b in range(V)]
+            nxt_aux = [Signal(aw, name=f"bank_aux_d{stage}_{b}") for b in range(V)]
+            nxt_data = [Signal(signed(cfg.acc_width), name=f"bank_data_d{stage}_{b}") for b in range(V)]
+            nxt_en = Signal(V, name=f"bank_en_d{stage}")
+            m.d.sync += [nxt_en.eq(bank_en)]
+            for b in range(V):
+                m.d.sync += [nxt_addr[b].eq(bank_addr[b]), nxt_aux[b].eq(bank_aux[b]),
+                             nxt_data[b].eq(bank_data[b])]
+            bank_addr, bank_aux, bank_data, bank_en = nxt_addr, nxt_aux, nxt_data, nxt_en
+
+        # combine (E1): the epilogue's element-wise step, per bank
+        aw_ = cfg.acc_width
+        acc_min, acc_max = -(1 << (aw_ - 1)), (1 << (aw_ - 1)) - 1
+        e1_addr = [Signal(aw, name=f"e1_addr{b}") for b in range(V)]
+        e1_aux = [Signal(aw, name=f"e1_aux{b}") for b in range(V)]
+        e1_data = [Signal(signed(aw_), name=f"e1_data{b}") for b in range(V)]
+        e1_en, e1_sat = Signal(V), Signal(V)
+        is_mask, is_update = epilogue == Epilogue.MASK, epilogue == Epilogue.UPDATE
+        for b in range(V):
+            aux = self.acc_rd.data[b]
+            diff = Signal(signed(aw_ + 1), name=f"update_diff{b}")
+            m.d.comb += diff.eq(aux - bank_data[b])
+            d_over = ~diff[aw_] & diff[aw_ - 1]   # the two top bits differ: outside acc_width
+            d_under = diff[aw_] & ~diff[aw_ - 1]
+            updated = Mux(d_over, acc_max, Mux(d_under, acc_min, diff[:aw_].as_signed()))
+            m.d.sync += [e1_addr[b].eq(bank_addr[b]), e1_aux[b].eq(bank_aux[b]),
+                         e1_data[b].eq(Mux(is_update, updated,
+                                           Mux(is_mask & (aux <= 0), 0, bank_data[b]))),
+                         e1_sat[b].eq(is_update & bank_en[b] & (d_over | d_under))]
+        m.d.sync += e1_en.eq(bank_en)
+
+        # operand copy (E2) into the write-port registers: UPDATE writes the new master weight to
+        # aux and round_half_even(w / 2**frac_bits), saturated, to C; RELU writes its values to
+        # both; the others write C only
+        f, dw = cfg.frac_bits, cfg.data_width
+        to_spad = Signal()
+        aux_write = Signal()
+        m.d.sync += [to_spad.eq(quant), aux_write.eq((epilogue == Epilogue.RELU) | is_update)]
+        out_addr = [Signal(aw, name=f"out_addr{b}") for b in range(V)]
+        out_aux = [Signal(aw, name=f"out_aux{b}") for b in range(V)]
+        out_c = [Signal(signed(aw_), name=f"out_c{b}") for b in range(V)]
+        out_x = [Signal(signed(aw_), name=f"out_aux_data{b}") for b in range(V)]
+        out_en, e2_sat = Signal(V), Signal(V)
+        for b in range(V):
+            w = e1_data[b]
+            copy, sat = _round_saturate(m, w, f, dw, f"copy{b}")
+            m.d.sync += [out_addr[b].eq(e1_addr[b]), out_aux[b].eq(e1_aux[b]),
+                         out_c[b].eq(Mux(is_update, copy, w)), out_x[b].eq(w),
+                         e2_sat[b].eq(is_update & e1_en[b] & sat)]
+            m.d.comb += [self.spad.addr[b].eq(out_addr[b]), self.spad.data[b].eq(out_c[b]),
+                         self.spad.en[b].eq(out_en[b] & to_spad),
+                         self.acc.addr[b].eq(Mux(aux_write, out_aux[b], out_addr[b])),
+                         self.acc.data[b].eq(Mux(aux_write, out_x[b], out_c[b])),
+                         self.acc.en[b].eq(out_en[b] & (~to_spad | aux_write))]
+        m.d.sync += out_en.eq(e1_en)
+        lane_sat = Signal()
+        m.d.sync += lane_sat.eq((rq.saturated & cur.lanes_ok).any() & cur.row_ok)
+        m.d.comb += self.saturated.eq(lane_sat | e1_sat.any() | e2_sat.any())
+
         done = last
-        for stage in range(2 + self._memory_write_latency):
+        for stage in range(2 + self.acc_read_latency + 2 + self._memory_write_latency):
             d = Signal(name=f"done_d{stage}")
             m.d.sync += d.eq(done)
             done = d
         m.d.comb += self.done.eq(done)
         return m
+
+
+def _round_saturate(m, w, shift: int, width: int, name: str):
+    """round_half_even(w / 2**shift) saturated to ``width`` signed bits, and whether it was
+    clamped (a fixed shift: wires, a half/sticky test, one increment, the range test)."""
+    aw = len(w)
+    q = Signal(signed(aw - shift), name=f"{name}_q")
+    m.d.comb += q.eq(w >> shift)
+    if shift:
+        half = w[shift - 1]
+        sticky = w[:shift - 1].any() if shift > 1 else 0
+        up = half & (sticky | q[0])
+    else:
+        up = 0
+    r = Signal(signed(aw - shift + 1), name=f"{name}_r")
+    m.d.comb += r.eq(q + up)
+    lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
+    over, under = r > hi, r < lo
+    return Mux(over, hi, Mux(under, lo, r)), over | under

@@ -6,11 +6,13 @@ from amaranth.lib.wiring import In, Out
 
 from skiptrain.config import Config
 
-from .command import ErrorCode, Opcode, OutMode, command_layout, issue_layout
+from skiptrain.numerics import MAX_CLASSES
+
+from .command import Epilogue, ErrorCode, Opcode, OutMode, command_layout, issue_layout
 from .multiplier import Multiplier
 
 
-_STATES = ("IDLE", "FETCH", "WAIT", "DECODE", "CHECK", "ISSUE", "DRAIN")
+_STATES = ("IDLE", "FETCH", "WAIT", "DECODE", "CHECK", "ISSUE", "DRAIN", "LOSS")
 
 
 class Sequencer(wiring.Component):
@@ -21,7 +23,9 @@ class Sequencer(wiring.Component):
     (``check_cycles``) validates it with one shared multiplier for the three operand extents;
     ISSUE walks the output tiles (tile rows i0, then tile columns j0), each for
     period = max(K, R, C) steps of which the first K are valid; DRAIN waits for the result
-    writer's ``writer_done``. HALT ends after its first CHECK cycle. An invalid command ends the
+    writer's ``writer_done``. A LOSS command, once checked, hands over to the loss unit
+    (``loss_start``) and waits for its ``loss_done`` (with ``loss_error`` on a bad label).
+    HALT ends after its first CHECK cycle. An invalid command ends the
     program with ``error`` set, ``error_code`` telling why, and ``pc`` at the offending slot;
     the sequencer is then idle again and never waits on anything that cannot come.
 
@@ -48,6 +52,11 @@ class Sequencer(wiring.Component):
             "error_code": Out(ErrorCode), "pc": Out(unsigned(cfg.prog_addr_width + 1)),
             "cmd": Out(command_layout(cfg)),
             "cmd_start": Out(1),
+            # the update's effective shift: cmd.shift + lr_shift for an UPDATE epilogue
+            "lr_shift": In(unsigned(cfg.shift_width)),
+            "eff_shift": Out(unsigned(cfg.shift_width + 1)),
+            "loss_start": Out(1), "loss_done": In(1), "loss_error": In(1),
+            "in_loss": Out(1), "loss_active": Out(1),
             "issue": Out(issue_layout(cfg)),
             "writer_done": In(1),
             # events for the performance counters
@@ -92,12 +101,18 @@ class Sequencer(wiring.Component):
         def stored(trans, rows, cols):
             return Mux(trans, cols, rows), Mux(trans, rows, cols)
 
-        quant = cmd.out_mode == OutMode.QUANT
+        is_loss = cmd.opcode == Opcode.LOSS
+        quant = (cmd.out_mode == OutMode.QUANT) | is_loss
         c_depth = Mux(quant, cfg.spad_depth, cfg.acc_depth)
         operands = []
+        # LOSS: A is the logits (M x N), B the labels (1 x N), C the error (M x N)
+        a_rows, a_cols = stored(cmd.trans_a, cmd.m, cmd.k)
+        b_rows, b_cols = stored(cmd.trans_b, cmd.k, cmd.n)
         for name, (rows, cols), base, ld, depth in (
-                ("a", stored(cmd.trans_a, cmd.m, cmd.k), cmd.a_base, cmd.a_ld, cfg.spad_depth),
-                ("b", stored(cmd.trans_b, cmd.k, cmd.n), cmd.b_base, cmd.b_ld, cfg.spad_depth),
+                ("a", (Mux(is_loss, cmd.m, a_rows), Mux(is_loss, cmd.n, a_cols)),
+                 cmd.a_base, cmd.a_ld, cfg.spad_depth),
+                ("b", (Mux(is_loss, 1, b_rows), Mux(is_loss, cmd.n, b_cols)),
+                 cmd.b_base, cmd.b_ld, cfg.spad_depth),
                 ("c", (cmd.m, cmd.n), cmd.c_base, cmd.c_ld, c_depth)):
             op = {"rows": rows, "cols": cols, "base": base, "ld": ld, "depth": depth,
                   "colw": Signal(dim, name=f"{name}_colw"),
@@ -108,6 +123,10 @@ class Sequencer(wiring.Component):
             operands.append(op)
         zero_err, shift_err = Signal(), Signal()
         overlap_err = Signal()
+        classes_err, epi_err, aux_err = Signal(), Signal(), Signal()
+        has_aux = cmd.epilogue != Epilogue.NONE
+        aux_base_colw, aux_last = Signal(ext_w), Signal(ext_w)
+        eff_shift = self.eff_shift
         first_err, checks_pass = Signal(ErrorCode), Signal()
         period, k_m1 = Signal(dim), Signal(dim)
         # ``at_end``: step s is the tile's last (s == period - 1), kept one step ahead so the
@@ -136,25 +155,32 @@ class Sequencer(wiring.Component):
         # every state made the enables of the ISSUE counters the slowest logic of the design.
         state = Signal(len(_STATES), init=1)  # IDLE
         at = {name: state[n] for n, name in enumerate(_STATES)}
-        leave_at_halt = at["CHECK"] & step[0] & (cmd.opcode != Opcode.GEMM)  # HALT or a bad opcode
+        runs = (cmd.opcode == Opcode.GEMM) | is_loss
+        leave_at_halt = at["CHECK"] & step[0] & ~runs  # HALT or a bad opcode
         decide = at["CHECK"] & step[self.check_cycles - 1]
+        loss_over = at["LOSS"] & self.loss_done
         tiles_done = at["ISSUE"] & at_end & last_col & last_row
         fetch_ok = at["FETCH"] & ~pc[-1]
         wait_over = at["WAIT"] & (wait == 1)
         one_wait = self._prog_latency == 1
         nxt = {
             "IDLE": (at["IDLE"] & ~self.start) | (at["FETCH"] & pc[-1]) | leave_at_halt
-                    | (decide & ~checks_pass),
-            "FETCH": (at["IDLE"] & self.start) | (at["DRAIN"] & self.writer_done),
+                    | (decide & ~checks_pass) | (loss_over & self.loss_error),
+            "FETCH": (at["IDLE"] & self.start) | (at["DRAIN"] & self.writer_done)
+                     | (loss_over & ~self.loss_error),
             "WAIT": (fetch_ok & (not one_wait)) | (at["WAIT"] & ~wait_over),
             "DECODE": wait_over | (fetch_ok & one_wait),
             "CHECK": at["DECODE"] | (at["CHECK"] & ~leave_at_halt & ~decide),
-            "ISSUE": (decide & checks_pass) | (at["ISSUE"] & ~tiles_done),
+            "ISSUE": (decide & checks_pass & ~is_loss) | (at["ISSUE"] & ~tiles_done),
             "DRAIN": tiles_done | (at["DRAIN"] & ~self.writer_done),
+            "LOSS": (decide & checks_pass & is_loss) | (at["LOSS"] & ~self.loss_done),
         }
         m.d.sync += [state[n].eq(nxt[name]) for n, name in enumerate(_STATES)]
-        m.d.comb += self.in_command.eq((at["CHECK"] & (cmd.opcode == Opcode.GEMM)) | at["ISSUE"]
-                                       | at["DRAIN"])
+        m.d.comb += [self.in_command.eq((at["CHECK"] & (cmd.opcode == Opcode.GEMM)) | at["ISSUE"]
+                                        | at["DRAIN"]),
+                     self.in_loss.eq((at["CHECK"] & is_loss) | at["LOSS"]),
+                     self.loss_active.eq(at["LOSS"])]
+        m.d.sync += self.loss_start.eq(0)
 
         def fail(code):
             m.d.sync += [self.error.eq(1), self.error_code.eq(code), self.done.eq(1), self.busy.eq(0)]
@@ -177,26 +203,36 @@ class Sequencer(wiring.Component):
             with m.If(step[0]):
                 with m.If(cmd.opcode == Opcode.HALT):
                     m.d.sync += [self.done.eq(1), self.busy.eq(0)]
-                with m.Elif(cmd.opcode != Opcode.GEMM):
+                with m.Elif(~runs):
                     fail(ErrorCode.BAD_OPCODE)
-                m.d.sync += [zero_err.eq((cmd.m == 0) | (cmd.k == 0) | (cmd.n == 0)),
-                             shift_err.eq(cmd.shift > cfg.acc_width - 1),
+                m.d.sync += [zero_err.eq((cmd.m == 0) | ((cmd.k == 0) & ~is_loss) | (cmd.n == 0)),
+                             eff_shift.eq(cmd.shift + Mux(~is_loss & (cmd.epilogue == Epilogue.UPDATE),
+                                                          self.lr_shift, 0)),
+                             classes_err.eq(is_loss & (cmd.m > MAX_CLASSES)),
+                             epi_err.eq(has_aux & (is_loss | (cmd.out_mode == OutMode.ACC))),
                              period.eq(Mux(cmd.k > max(R, C), cmd.k, max(R, C)))]
                 m.d.sync += [op["colw"].eq((op["cols"] - 1) >> bb) for op in operands]
             with m.If(step[1]):
-                m.d.sync += [period_m2.eq(period - 2), period_is_one.eq(period == 1), k_m1.eq(cmd.k - 1)]
+                m.d.sync += [period_m2.eq(period - 2), period_is_one.eq(period == 1), k_m1.eq(cmd.k - 1),
+                             shift_err.eq(eff_shift > cfg.acc_width - 1),
+                             aux_base_colw.eq(cmd.aux_base + operands[2]["colw"])]
                 for op in operands:
                     m.d.sync += [op["base_colw"].eq(op["base"] + op["colw"]),
                                  op["stride_err"].eq(op["ld"] <= op["colw"])]
+            name_of = lambda n: "abc"[n]
             for n, op in enumerate(operands):
                 with m.If(step[n]):
                     m.d.sync += [mul_a.eq(op["rows"] - 1), mul_b.eq(op["ld"])]
                 with m.If(step[n + product_step]):
                     m.d.sync += op["last"].eq(op["base_colw"] + prod)
+                    if name_of(n) == "c":
+                        # aux has C's rows and ld: the same product
+                        m.d.sync += aux_last.eq(aux_base_colw + prod)
                 with m.If(step[flags_step]):
                     m.d.sync += op["range_err"].eq(op["last"] >= op["depth"])
             a, b, c = operands
             with m.If(step[flags_step]):
+                m.d.sync += aux_err.eq(has_aux & (aux_last >= cfg.acc_depth))
                 m.d.sync += overlap_err.eq(quant & (
                     ((cmd.c_base <= a["last"]) & (cmd.a_base <= c["last"])) |
                     ((cmd.c_base <= b["last"]) & (cmd.b_base <= c["last"]))))
@@ -204,19 +240,25 @@ class Sequencer(wiring.Component):
                 # the priority encoder of the nine checks, in the order golden/sequencer.py's
                 # check() tests them, registered so the state decision sees one code
                 code = ErrorCode.NONE
-                for flag, err in reversed(((zero_err, ErrorCode.ZERO_DIM), (shift_err, ErrorCode.BAD_SHIFT),
+                for flag, err in reversed(((zero_err, ErrorCode.ZERO_DIM),
+                                         (classes_err, ErrorCode.LOSS_CLASSES),
+                                         (shift_err, ErrorCode.BAD_SHIFT),
+                                         (epi_err, ErrorCode.BAD_EPILOGUE),
                                          (a["stride_err"], ErrorCode.A_STRIDE),
                                          (a["range_err"], ErrorCode.A_RANGE),
                                          (b["stride_err"], ErrorCode.B_STRIDE),
                                          (b["range_err"], ErrorCode.B_RANGE),
                                          (c["stride_err"], ErrorCode.C_STRIDE),
                                          (c["range_err"], ErrorCode.C_RANGE),
+                                         (aux_err, ErrorCode.AUX_RANGE),
                                          (overlap_err, ErrorCode.OVERLAP))):
                     code = Mux(flag, err, code)
                 m.d.sync += [first_err.eq(code), checks_pass.eq(code == ErrorCode.NONE)]
             with m.If(step[self.check_cycles - 1]):
                 with m.If(~checks_pass):
                     fail(first_err)
+                with m.Elif(is_loss):
+                    m.d.sync += self.loss_start.eq(1)
                 with m.Else():
                     m.d.sync += [s.eq(0), at_end.eq(period_is_one),
                                  i0.eq(0), j0.eq(0), m_rem.eq(cmd.m), n_rem.eq(cmd.n),
@@ -244,6 +286,11 @@ class Sequencer(wiring.Component):
                 m.d.sync += [s.eq(s + 1), at_end.eq(s == period_m2)]
         with m.If(at["DRAIN"]):
             with m.If(self.writer_done):
+                m.d.sync += [pc.eq(pc + 1), self.cmd_done.eq(1)]
+        with m.If(loss_over):
+            with m.If(self.loss_error):
+                fail(ErrorCode.BAD_LABEL)
+            with m.Else():
                 m.d.sync += [pc.eq(pc + 1), self.cmd_done.eq(1)]
         return m
 

@@ -12,6 +12,7 @@ from skiptrain.isa import command_width
 
 from .banked_memory import BankedMemory
 from .command import OutMode
+from .loss_unit import LossUnit
 from .operand_reader import OperandReader
 from .perf_counters import COUNTERS, PerfCounters
 from .result_writer import ResultWriter
@@ -76,6 +77,7 @@ class Accelerator(wiring.Component):
         m.submodules.array = array = SystolicArray(cfg)
         m.submodules.writer = writer = ResultWriter(cfg, spad.write_latency)
         m.submodules.counters = counters = PerfCounters(cfg)
+        m.submodules.loss = loss = LossUnit(cfg, spad.read_latency)
         # the writer takes a command's constants at cmd_start; its first row comes after CHECK,
         # the issue register, the reader and the array
         first_row = Sequencer.check_cycles + 1 + ra.latency + array.row_out_latency
@@ -94,6 +96,7 @@ class Accelerator(wiring.Component):
         rd_mem = host.r_en & (region != Region.CSR)
         ctrl_w = wr[Region.CSR] & (index == Csr.CTRL)
         start_pc_w = wr[Region.CSR] & (index == Csr.START_PC)
+        lr_w = wr[Region.CSR] & (index == Csr.LR_SHIFT)
         start = ctrl_w & host.w_data[0]
         clear = ctrl_w & host.w_data[1]
 
@@ -101,19 +104,28 @@ class Accelerator(wiring.Component):
         saturated, host_error = Signal(), Signal()
         with m.If(start_pc_w & idle):
             m.d.sync += start_pc.eq(host.w_data)
+        lr_shift = Signal(cfg.shift_width)
+        with m.If(lr_w & idle):
+            m.d.sync += lr_shift.eq(host.w_data)
         # memories and control belong to the sequencer while it runs: refuse and flag
         refused = busy & (wr[Region.PROG] | wr[Region.SPAD] | wr[Region.ACC] | rd_mem
-                          | start_pc_w | start | clear)
+                          | start_pc_w | lr_w | start | clear)
         with m.If(clear & idle):
             m.d.sync += [saturated.eq(0), host_error.eq(0)]
         with m.Else():
-            with m.If(writer.saturated):
+            with m.If(writer.saturated | loss.saturated):
                 m.d.sync += saturated.eq(1)
             with m.If(refused):
                 m.d.sync += host_error.eq(1)
 
         # ---- sequencer and program memory ----------------------------------------------------
         prog_rd, prog_wr = prog.read[0], prog.write
+        cmd = seq.cmd
+        m.d.comb += [seq.lr_shift.eq(lr_shift),
+                     seq.loss_done.eq(loss.done), seq.loss_error.eq(loss.error),
+                     loss.start.eq(seq.loss_start), loss.m.eq(cmd.m), loss.n.eq(cmd.n),
+                     loss.z_base.eq(cmd.a_base), loss.z_ld.eq(cmd.a_ld), loss.y_base.eq(cmd.b_base),
+                     loss.d_base.eq(cmd.c_base), loss.d_ld.eq(cmd.c_ld), loss.shift.eq(cmd.shift)]
         m.d.comb += [seq.start.eq(start & idle), seq.start_pc.eq(start_pc),
                      prog_rd.addr[0].eq(Mux(busy, seq.prog_addr, index)),
                      seq.prog_data.eq(prog_rd.data[0]),
@@ -129,12 +141,16 @@ class Accelerator(wiring.Component):
                          reader.limit.eq(limit), reader.valid.eq(issue.valid),
                          reader.first.eq(issue.first), reader.last.eq(issue.last),
                          reader.k.eq(issue.k), reader.l0.eq(l0)]
-        for p, reader in enumerate((ra, rb)):
+        # the loss unit has the read ports while a LOSS command runs (the readers are idle then)
+        loss_active = seq.loss_active
+        for p, (reader, loss_port) in enumerate(((ra, loss.rd_z), (rb, loss.rd_y))):
             for b in range(V):
                 # the host reads lines through port 0 while the sequencer is idle
-                addr = Mux(busy, reader.port.addr[b], index) if p == 0 else reader.port.addr[b]
+                addr = Mux(loss_active, loss_port.addr[b], reader.port.addr[b])
+                if p == 0:
+                    addr = Mux(busy, addr, index)
                 m.d.comb += spad.read[p].addr[b].eq(addr)
-            m.d.comb += reader.port.data.eq(spad.read[p].data)
+            m.d.comb += [reader.port.data.eq(spad.read[p].data), loss_port.data.eq(spad.read[p].data)]
         m.d.comb += [skew_a.i.eq(ra.data), skew_b.i.eq(rb.data)]
         for i in range(R):
             m.d.comb += skew_f.i[i].eq(Cat(ra.out_first, ra.out_last))
@@ -145,32 +161,41 @@ class Accelerator(wiring.Component):
         # ---- result path: array -> writer -> memories ----------------------------------------
         m.d.comb += [writer.start.eq(seq.cmd_start), writer.base.eq(cmd.c_base),
                      writer.ld.eq(cmd.c_ld), writer.m.eq(cmd.m), writer.n.eq(cmd.n),
-                     writer.quant.eq(cmd.out_mode == OutMode.QUANT), writer.shift.eq(cmd.shift),
+                     writer.quant.eq(cmd.out_mode == OutMode.QUANT), writer.shift.eq(seq.eff_shift),
+                     writer.epilogue.eq(cmd.epilogue), writer.aux_base.eq(cmd.aux_base),
                      writer.row_valid.eq(array.out_valid), writer.row_data.eq(array.out_data),
                      seq.writer_done.eq(writer.done)]
         dw, aw = cfg.data_width, cfg.acc_width
         for mem, port, width, reg in ((spad, writer.spad, dw, Region.SPAD),
                                       (accm, writer.acc, aw, Region.ACC)):
             for b in range(V):
+                addr, wdata, en = port.addr[b], port.data[b], port.en[b]
+                if mem is spad:  # the loss unit writes the scratchpad while a LOSS runs
+                    addr = Mux(loss_active, loss.wr.addr[b], addr)
+                    wdata = Mux(loss_active, loss.wr.data[b], wdata)
+                    en = Mux(loss_active, loss.wr.en[b], en)
                 m.d.comb += [
-                    mem.write.addr[b].eq(Mux(busy, port.addr[b], index)),
-                    mem.write.data[b].eq(Mux(busy, port.data[b], host.w_data[b * width:(b + 1) * width])),
-                    mem.write.en[b].eq(Mux(busy, port.en[b], wr[reg])),
+                    mem.write.addr[b].eq(Mux(busy, addr, index)),
+                    mem.write.data[b].eq(Mux(busy, wdata, host.w_data[b * width:(b + 1) * width])),
+                    mem.write.en[b].eq(Mux(busy, en, wr[reg])),
                 ]
+        # the accumulator memory's read port: the writer's epilogue (aux) while busy, the host else
         for b in range(V):
-            m.d.comb += accm.read[0].addr[b].eq(index)
+            m.d.comb += [accm.read[0].addr[b].eq(Mux(busy, writer.acc_rd.addr[b], index)),
+                         writer.acc_rd.data[b].eq(accm.read[0].data[b])]
 
         # ---- performance counters ------------------------------------------------------------
         m.d.comb += [counters.clear.eq(clear & idle), counters.busy.eq(busy),
                      counters.in_command.eq(seq.in_command), counters.phase.eq(cmd.phase),
                      counters.tile.eq(seq.tile), counters.bubble.eq(seq.bubble),
-                     counters.cmd_done.eq(seq.cmd_done), counters.macs.eq(seq.macs)]
+                     counters.cmd_done.eq(seq.cmd_done), counters.macs.eq(seq.macs),
+                     counters.in_loss.eq(seq.in_loss), counters.correct.eq(loss.correct)]
 
         # ---- host reads: memory data is captured near the memories' output registers before
         # the region multiplexer, so r_data comes READ_LATENCY = 5 cycles after r_en
         status = Cat(busy, seq.done, seq.error, saturated, host_error, Const(0, 3),
                      seq.error_code, seq.pc)
-        csr_values = {Csr.STATUS: status, Csr.START_PC: start_pc, Csr.PC: seq.pc,
+        csr_values = {Csr.STATUS: status, Csr.START_PC: start_pc, Csr.PC: seq.pc, Csr.LR_SHIFT: lr_shift,
                       Csr.ID: Const(hm.id_value(), 64)}
         for n, name in enumerate(COUNTERS):
             csr_values[Csr.CYCLES + n] = counters.count[n]

@@ -79,7 +79,7 @@ class Config:
     frac_bits: int = 8
     acc_width: int = 40
     spad_depth: int = 4096
-    acc_depth: int = 1024
+    acc_depth: int = 2048
     prog_depth: int = 64
     dim_width: int = 16
     counter_width: int = 48

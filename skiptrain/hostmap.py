@@ -41,6 +41,9 @@ class Csr(enum.IntEnum):
     BUBBLES = 8     #: R: issue cycles without a valid step (tile period max(K, R, C) > K)
     PHASE_CYCLES = 9   #: R: 9..12, cycles in check, issue and drain of GEMMs per Phase
     PHASE_MACS = 13    #: R: 13..16, useful MACs (M*K*N) per Phase
+    LOSS_CYCLES = 17   #: R: cycles in CHECK and run of LOSS commands
+    CORRECT = 18       #: R: samples whose argmax equals the label, over LOSS commands
+    LR_SHIFT = 20      #: RW: learning rate 2**-LR_SHIFT, added to the shift of UPDATE epilogues
 
 
 CSR_COUNT = 32
@@ -49,7 +52,8 @@ CSR_COUNT = 32
 PHASE_NAMES = ("fwd", "bwd_input", "bwd_weight", "update")
 COUNTERS = (["cycles", "commands", "tiles", "bubbles"]
             + [f"phase_cycles_{p}" for p in PHASE_NAMES]
-            + [f"phase_macs_{p}" for p in PHASE_NAMES])
+            + [f"phase_macs_{p}" for p in PHASE_NAMES]
+            + ["loss_cycles", "correct"])
 
 
 class Ctrl(enum.IntFlag):

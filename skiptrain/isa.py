@@ -14,14 +14,15 @@ from dataclasses import dataclass, fields
 
 from .config import Config
 
-__all__ = ["Opcode", "Phase", "OutMode", "ErrorCode", "Command", "command_fields",
+__all__ = ["Opcode", "Phase", "OutMode", "Epilogue", "ErrorCode", "Command", "command_fields",
            "command_width", "encode", "decode"]
 
 
 class Opcode(enum.IntEnum):
     HALT = 0   #: stop; status.done = 1
-    GEMM = 1   #: C = op(A) . op(B), written back per out_mode
-    # 2 and 3 are not assigned: they stop the program with ErrorCode.BAD_OPCODE
+    GEMM = 1   #: C = op(A) . op(B), written back per out_mode and epilogue
+    LOSS = 2   #: dY = (softmax(Z) - onehot(y)) / 2**shift per column of Z (rtl/loss_unit.py)
+    # 3 is not assigned: it stops the program with ErrorCode.BAD_OPCODE
 
 
 class Phase(enum.IntEnum):
@@ -37,6 +38,16 @@ class OutMode(enum.IntEnum):
     ACC = 1    #: full accumulators into the accumulator memory
 
 
+class Epilogue(enum.IntEnum):
+    """Element-wise work fused into a QUANT GEMM's write-back. The *aux* region is an M x N
+    matrix in the accumulator memory at ``aux_base`` with the same ``c_ld`` as C."""
+    NONE = 0    #: C = requantize(acc)
+    RELU = 1    #: C = max(0, requantize(acc)); the same values also go to aux (for MASK)
+    MASK = 2    #: C = requantize(acc) where aux > 0, else 0 (the ReLU derivative)
+    UPDATE = 3  #: aux = sat(aux - round(acc / 2**(shift + LR_SHIFT))) (master weights, in place);
+    #: C = requantize(new aux, frac_bits) (the operand copy)
+
+
 class ErrorCode(enum.IntEnum):
     NONE = 0
     BAD_OPCODE = 1  #: opcode not in Opcode
@@ -50,6 +61,10 @@ class ErrorCode(enum.IntEnum):
     C_RANGE = 9     #: C's last word is past its memory (scratchpad or accumulator memory)
     OVERLAP = 10    #: QUANT output words overlap A's or B's words
     PROG_END = 11   #: ran past the last program slot without HALT
+    BAD_LABEL = 12  #: LOSS: a label outside 0..M-1 (found per group of V samples, before its writes)
+    AUX_RANGE = 13  #: the epilogue's aux region is past the accumulator memory
+    BAD_EPILOGUE = 14  #: an epilogue with out_mode ACC, or on LOSS
+    LOSS_CLASSES = 15  #: LOSS with more than MAX_CLASSES rows
 
 
 @dataclass(frozen=True)
@@ -65,6 +80,7 @@ class Command:
     trans_a: int = 0
     trans_b: int = 0
     out_mode: int = OutMode.QUANT
+    epilogue: int = Epilogue.NONE
     shift: int = 0
     m: int = 0
     k: int = 0
@@ -75,19 +91,37 @@ class Command:
     b_ld: int = 0
     c_base: int = 0
     c_ld: int = 0
+    aux_base: int = 0
 
     @classmethod
     def gemm(cls, m, k, n, a, b, c, *, trans_a=False, trans_b=False, out_mode=OutMode.QUANT,
-             shift=0, phase=Phase.FWD) -> "Command":
-        """A GEMM on three :class:`~skiptrain.layout.Region` objects (anything with base, ld)."""
-        return cls(Opcode.GEMM, phase, int(trans_a), int(trans_b), out_mode, shift, m, k, n,
-                   a.base, a.ld, b.base, b.ld, c.base, c.ld)
+             shift=0, phase=Phase.FWD, epilogue=Epilogue.NONE, aux=None) -> "Command":
+        """A GEMM on three :class:`~skiptrain.layout.Region` objects (anything with base, ld);
+        ``aux`` (a Region in the accumulator memory, ld = C's) for the RELU, MASK, UPDATE
+        epilogues."""
+        aux_base = 0 if aux is None else aux.base
+        if aux is not None and aux.ld != c.ld:
+            raise ValueError(f"aux region ld={aux.ld}: must equal C's ld={c.ld}")
+        return cls(Opcode.GEMM, phase, int(trans_a), int(trans_b), out_mode, epilogue, shift,
+                   m, k, n, a.base, a.ld, b.base, b.ld, c.base, c.ld, aux_base)
+
+    @classmethod
+    def loss(cls, classes, batch, z, labels, dy, *, shift) -> "Command":
+        """The softmax cross-entropy error of the logits ``z`` (classes x batch, one column per
+        sample) against ``labels`` (1 x batch integers) into ``dy`` (classes x batch)."""
+        return cls(Opcode.LOSS, Phase.FWD, 0, 0, OutMode.QUANT, Epilogue.NONE, shift,
+                   classes, 1, batch, z.base, z.ld, labels.base, labels.ld, dy.base, dy.ld, 0)
 
     def a_shape(self) -> tuple[int, int]:
-        """Stored shape of A (rows, cols)."""
+        """Stored shape of A (rows, cols); for LOSS the logits, M x N."""
+        if self.opcode == Opcode.LOSS:
+            return (self.m, self.n)
         return (self.k, self.m) if self.trans_a else (self.m, self.k)
 
     def b_shape(self) -> tuple[int, int]:
+        """Stored shape of B; for LOSS the labels, 1 x N."""
+        if self.opcode == Opcode.LOSS:
+            return (1, self.n)
         return (self.n, self.k) if self.trans_b else (self.k, self.n)
 
     def c_shape(self) -> tuple[int, int]:
@@ -98,9 +132,9 @@ def command_fields(cfg: Config) -> list[tuple[str, int]]:
     """(name, width) of every command field, LSB first."""
     aw, dw = cfg.addr_width, cfg.dim_width
     return [("opcode", 2), ("phase", 2), ("trans_a", 1), ("trans_b", 1), ("out_mode", 1),
-            ("shift", cfg.shift_width), ("m", dw), ("k", dw), ("n", dw),
+            ("epilogue", 2), ("shift", cfg.shift_width), ("m", dw), ("k", dw), ("n", dw),
             ("a_base", aw), ("a_ld", aw), ("b_base", aw), ("b_ld", aw),
-            ("c_base", aw), ("c_ld", aw)]
+            ("c_base", aw), ("c_ld", aw), ("aux_base", aw)]
 
 
 def command_width(cfg: Config) -> int:

@@ -172,6 +172,16 @@ def generate(args) -> int:
 
 
 # ---- cosim ------------------------------------------------------------------------------------
+def cosim_scenarios(cfg, seeds: int, n_commands: int, max_dim: int) -> list:
+    """The programs of ``skiptrain cosim``: even seeds random GEMMs, odd seeds GEMMs aimed at
+    the requantizer's edges (golden.scenario.edge_gemm_scenario; their K is the generator's,
+    not ``max_dim``), so a run of N seeds costs about what N random programs did."""
+    from golden.scenario import edge_gemm_scenario, random_gemm_scenario
+
+    return [random_gemm_scenario(cfg, s, n_commands=n_commands, max_dim=max_dim) if s % 2 == 0
+            else edge_gemm_scenario(cfg, s, n_commands=n_commands) for s in range(seeds)]
+
+
 def cosim(args) -> int:
     from skiptrain.config import preset
 
@@ -186,16 +196,16 @@ def cosim(args) -> int:
 
     from cocotb_tests import runner
     from cocotb_tests.scenarios import scenario_entry
-    from golden.scenario import compare, random_gemm_scenario
+    from golden.scenario import compare
     from skiptrain.isa import Opcode
 
     try:
-        scs = [random_gemm_scenario(cfg, s, n_commands=n_commands, max_dim=max_dim)
-               for s in range(seeds)]
+        scs = cosim_scenarios(cfg, seeds, n_commands, max_dim)
     except ValueError as e:
         raise _err(f"{e} (--commands={n_commands}, --max-dim={max_dim}, preset {cfg.name})")
     b = runner.build(cfg, sim, waves=args.waves, log=_progress)
-    _progress(f"running {seeds} programs on {sim} ...")
+    _progress(f"running {seeds} programs on {sim} ({seeds - seeds // 2} random, "
+              f"{seeds // 2} edge-aimed) ...")
     entries = [scenario_entry(sc) for sc in scs]
     t = time.perf_counter()
     results = runner.run(b, entries, waves=args.waves)
@@ -212,16 +222,42 @@ def cosim(args) -> int:
         rows.append((sc.name, shapes, e["expected"]["cycles"], r.get("measured_cycles"),
                      "PASS" if not errors else "FAIL", errors))
     w = max(len(r[1]) for r in rows)
-    print(f"{'scenario':<22} {'GEMMs (MxKxN)':<{w}} {'golden':>8} {'rtl':>8}  result")
+    nw = max(22, max(len(r[0]) for r in rows))
+    print(f"{'scenario':<{nw}} {'GEMMs (MxKxN)':<{w}} {'golden':>8} {'rtl':>8}  result")
     for name, shapes, gold, meas, verdict, errors in rows:
-        print(f"{name:<22} {shapes:<{w}} {gold:>8} {str(meas):>8}  {verdict}")
+        print(f"{name:<{nw}} {shapes:<{w}} {gold:>8} {str(meas):>8}  {verdict}")
         for msg in errors[:10]:
             print(f"    {msg}")
     print(f"{seeds - failed}/{seeds} passed on {sim} ({cfg.name}, {cfg.rows}x{cfg.cols}); "
           f"simulation {wall:.1f} s" + (f"; build {b.build_s:.1f} s" if not b.reused else ""))
     if args.waves:
         print(f"waves: {Path(results[0]['run_dir']) / runner.WAVE_FILES[sim]}")
+    _print_edge_coverage(cfg, scs)
     return 1 if failed else 0
+
+
+def _print_edge_coverage(cfg, scs) -> None:
+    """How many QUANT results of the run fell in each edge class of the requantizer (from the
+    golden model's accumulators; a result may count in several classes), and which classes
+    the run missed."""
+    from golden.scenario import EDGE_CLASSES, edge_coverage, unreachable_edge_classes
+
+    counts = edge_coverage(scs)
+    unreachable = unreachable_edge_classes(cfg)
+    why = {"acc_wrap": f"unreachable on {cfg.name}: K <= {cfg.max_dim} full-scale products "
+                       f"cannot overflow {cfg.acc_width} bits"}
+    print(f"requantizer edge coverage ({len(scs) // 2} of {len(scs)} programs edge-aimed; "
+          "QUANT results per class, from the golden model):")
+    print(f"{'edge class':<20} {'results':>8}")
+    for name in EDGE_CLASSES:
+        note = f"  ({why[name]})" if name in unreachable else ""
+        print(f"{name:<20} {counts[name]:>8}{note}")
+    missed = [n for n in EDGE_CLASSES if not counts[n]]
+    if not missed:
+        print("every edge class covered")
+    else:
+        print("not covered: " + ", ".join(n + (" (unreachable)" if n in unreachable else "")
+                                          for n in missed))
 
 
 # ---- bench gemm -------------------------------------------------------------------------------

@@ -1,0 +1,99 @@
+"""The softmax cross-entropy error, bit-exact with rtl/loss_unit.py (vectorised over the batch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from skiptrain import numerics
+from skiptrain.config import Config
+
+from .requantizer import requantize
+
+#: rtl LossUnit: cycles of one group of V samples (3 passes of M rows and the gap for ln S),
+#: and the cycles the sequencer spends in its LOSS state besides the groups (start, drain, done)
+GAP_CYCLES = 4
+RUN_EXTRA_CYCLES = 11     # 1 (start registered) + 9 (drain) + 1 (done seen)
+ERROR_EXTRA_CYCLES = 17   # 1 + 4 (label check) + 1 (stop) + 9 (drain) + 1 (done seen) + 1
+
+
+def group_cycles(m: int) -> int:
+    return 3 * m + GAP_CYCLES
+
+
+def loss_cycles(m: int, n: int, cfg: Config, bad_group: int | None = None) -> int:
+    """Cycles the sequencer spends in LOSS (after CHECK): every group, or up to a bad label."""
+    if bad_group is not None:
+        return bad_group * group_cycles(m) + ERROR_EXTRA_CYCLES
+    return -(-n // cfg.banks) * group_cycles(m) + RUN_EXTRA_CYCLES
+
+
+@dataclass
+class LossResult:
+    dy: torch.Tensor          # M x N (only the columns of groups before a bad one are valid)
+    columns: int              # columns written: every one, or up to the first bad group
+    saturated: bool
+    correct: int              # argmax == label over the written columns
+    bad_group: int | None     # the first group of V samples with a label outside 0..M-1
+
+
+def _tables(frac_bits: int):
+    return (torch.tensor(numerics.exp_table(frac_bits), dtype=torch.int64),
+            torch.tensor(numerics.log_table(frac_bits), dtype=torch.int64))
+
+
+_TABLES: dict = {}
+
+
+def tables(frac_bits: int):
+    if frac_bits not in _TABLES:
+        _TABLES[frac_bits] = _tables(frac_bits)
+    return _TABLES[frac_bits]
+
+
+def exp_lookup(d: torch.Tensor, exp: torch.Tensor) -> torch.Tensor:
+    """EXP[d] for d >= 0, 0 past the table (as the RTL's ``past`` flag)."""
+    inside = d < len(exp)
+    return torch.where(inside, exp[torch.where(inside, d, 0)], 0)
+
+
+def log_sum(s: torch.Tensor, log: torch.Tensor) -> torch.Tensor:
+    """LOG[log_index(S)] per element, vectorised: the leading one and the mantissa after it."""
+    mb = numerics.LOG_MANT_BITS
+    bl = torch.floor(torch.log2(s.to(torch.float64))).to(torch.int64) + 1  # exact: s < 2**53
+    e = bl - numerics.EXP_FRAC - 1
+    mant = torch.bitwise_and(torch.bitwise_right_shift(s, bl - 1 - mb), (1 << mb) - 1)
+    return log[(e << mb) | mant]
+
+
+def softmax_parts(z: torch.Tensor, cfg: Config):
+    """Per column of z (classes x samples): z_max, argmax (first), d = z_max - z, L = ln S."""
+    exp, log = tables(cfg.frac_bits)
+    zmax, _ = z.max(dim=0)
+    argmax = (z == zmax).to(torch.int64).argmax(dim=0)  # the first maximum, as the RTL's strict >
+    d = zmax.unsqueeze(0) - z
+    s = exp_lookup(d, exp).sum(dim=0)
+    return zmax, argmax, d, log_sum(s, log)
+
+
+def loss_error(z: torch.Tensor, labels: torch.Tensor, shift: int, cfg: Config) -> LossResult:
+    """What a LOSS command computes and writes (see rtl/loss_unit.py)."""
+    z = z.to(torch.int64)
+    labels = labels.to(torch.int64).reshape(-1)
+    M, N = z.shape
+    V = cfg.banks
+    bad = (labels < 0) | (labels >= M)
+    bad_group = None
+    columns = N
+    if bool(bad.any()):
+        bad_group = int(torch.nonzero(bad)[0, 0]) // V
+        columns = bad_group * V
+    exp, _ = tables(cfg.frac_bits)
+    _, argmax, d, L = softmax_parts(z, cfg)
+    p = exp_lookup(d + L.unsqueeze(0), exp)
+    onehot = torch.arange(M).unsqueeze(1) == labels.clamp(0, M - 1).unsqueeze(0)
+    v = p - torch.where(onehot & ~bad.unsqueeze(0), 1 << numerics.EXP_FRAC, 0)
+    dy, sat = requantize(v, shift, cfg)
+    correct = int((argmax[:columns] == labels[:columns]).sum())
+    return LossResult(dy, columns, bool(sat[:, :columns].any()), correct, bad_group)
