@@ -245,8 +245,12 @@ def _tail(path: Path, n: int = 40) -> str:
 _run_ids = itertools.count()
 
 
-def run(b: Build, entries: list[dict], *, waves: bool = False, keep: bool = False) -> list[dict]:
+def run(b: Build, entries: list[dict] | dict, *, waves: bool = False, keep: bool = False,
+        test_module: str = TEST_MODULE) -> list[dict]:
     """Run scenario entries (:func:`cocotb_tests.scenarios.scenario_entry`) in one simulation.
+
+    ``entries`` may instead be a whole file's document (a dict, e.g. a training session of
+    :mod:`cocotb_tests.training_session`) for another ``test_module``.
 
     Returns the per-scenario results the cocotb test wrote (each has ``errors``, empty when the
     run matched the golden model). Raises :class:`CosimError` if the simulation produced none.
@@ -259,7 +263,11 @@ def run(b: Build, entries: list[dict], *, waves: bool = False, keep: bool = Fals
     if test_dir.exists():
         shutil.rmtree(test_dir)
     test_dir.mkdir(parents=True)
-    scenario_file = write_file(test_dir / "scenarios.json", b.cfg, entries)
+    if isinstance(entries, dict):
+        scenario_file = test_dir / "scenarios.json"
+        scenario_file.write_text(json.dumps(entries))
+    else:
+        scenario_file = write_file(test_dir / "scenarios.json", b.cfg, entries)
     result_file = test_dir / "results.json"
     log_file = test_dir / "sim.log"
     if str(REPO_ROOT) not in sys.path:
@@ -267,7 +275,7 @@ def run(b: Build, entries: list[dict], *, waves: bool = False, keep: bool = Fals
     with _environment(b.sim):
         runner = _runner(b.sim)
         try:
-            runner.test(test_module=TEST_MODULE, hdl_toplevel=TOPLEVEL,
+            runner.test(test_module=test_module, hdl_toplevel=TOPLEVEL,
                         hdl_toplevel_lang="verilog", build_dir=b.directory, test_dir=test_dir,
                         timescale=TIMESCALE, waves=waves, log_file=log_file,
                         results_xml=str(test_dir / "results.xml"),

@@ -14,6 +14,19 @@ from .hostmap import COUNTERS, Csr, Ctrl, HostMap, Region, Status
 from .isa import Command, encode
 
 
+def lines_digest(lines: dict) -> str:
+    """SHA-256 of memory lines ({memory: {line: [values]}} or {memory: [[line, values]]}), the
+    same whoever read them (a bench compares a step's hundreds of lines with one string)."""
+    import hashlib
+    import json
+
+    norm = {}
+    for mem in sorted(lines):
+        items = lines[mem].items() if isinstance(lines[mem], dict) else lines[mem]
+        norm[mem] = sorted([int(w), [int(v) for v in vals]] for w, vals in items)
+    return hashlib.sha256(json.dumps(norm, separators=(",", ":")).encode()).hexdigest()
+
+
 class Driver:
     def __init__(self, bus, cfg: Config):
         self.bus, self.cfg, self.map = bus, cfg, HostMap(cfg)

@@ -31,7 +31,8 @@ def run(command: str, policies: list[str], options: dict | None = None, *,
         lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 0.0,
         width: int | None = None, device: str = "auto", target_acc: float | None = None,
         limit: int | None = None, threads: int | None = None, bn_replay: str = "kept",
-        match: bool = True, progress: bool = False, stdout=None) -> int:
+        match: bool = True, progress: bool = False, backend: str = "float",
+        accel_preset: str = "default", stdout=None) -> int:
     import torch
 
     from .datasets import DATASETS, Dataset, load_dataset
@@ -68,6 +69,20 @@ def run(command: str, policies: list[str], options: dict | None = None, *,
                 weight_decay=weight_decay, width=width, target_accuracy=target,
                 bn_replay=bn_replay)
     TrainConfig(**base)  # checks the hyper-parameters
+    if backend not in ("float", "accel"):
+        raise ValueError(f"backend={backend!r}: must be 'float' or 'accel'")
+    accel_cfg = None
+    if backend == "accel":
+        from skiptrain.config import ConfigError, preset
+
+        from .accel import check_accel
+        try:
+            accel_cfg = preset(accel_preset)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+        check_accel(TrainConfig(**base), policies, accel_cfg)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ValueError("backend accel runs in one process (no torch.distributed)")
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -96,7 +111,11 @@ def run(command: str, policies: list[str], options: dict | None = None, *,
         cfg = TrainConfig(seed=seed, device=str(dev), progress=progress and lead, **base)
         torch.manual_seed(seed)
         net = build_model(model, data.input_shape, data.num_classes, width)
-        result = Trainer(data, net, stack, cfg, dist).run()
+        if backend == "accel":
+            from .accel import AccelTrainer
+            result = AccelTrainer(data, net, cfg, accel_cfg, spec).run()
+        else:
+            result = Trainer(data, net, stack, cfg, dist).run()
         groups[name].runs.append(result)
         return stack
 
@@ -122,8 +141,9 @@ def run(command: str, policies: list[str], options: dict | None = None, *,
     if not lead:
         return 0
     ordered = [groups[n] for n in order]
+    where = f"accelerator ({accel_cfg.name} preset, golden model)" if backend == "accel" else f"device {dev}"
     print(f"{command}: {dataset}, {model}, {seeds} seed(s), {epochs} epochs, batch {batch_size}, "
-          f"lr {lr}, device {dev}" + (f", {dist.world} ranks" if dist.world > 1 else ""),
+          f"lr {lr}, {where}" + (f", {dist.world} ranks" if dist.world > 1 else ""),
           file=stdout)
     print(format_table(ordered, baseline="none"), file=stdout)
     out = Path(out)

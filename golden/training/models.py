@@ -22,7 +22,7 @@ __all__ = ["SkipNet", "SkipLinear", "SkipConv2d", "SkipBatchNorm2d", "MODELS", "
            "UNIT_TRAIN", "UNIT_FROZEN", "UNIT_DROPPED", "KERNEL_GAINS", "BN_MODES"]
 
 #: names accepted by :func:`build_model`
-MODELS = ("mlp", "cnn", "resnet")
+MODELS = ("mlp", "mlp1", "cnn", "resnet")
 
 #: unit states: trained, frozen (run, no G/U), dropped (replaced by identity, nothing runs)
 UNIT_TRAIN, UNIT_FROZEN, UNIT_DROPPED = "train", "frozen", "dropped"
@@ -332,6 +332,12 @@ def _mlp(input_shape, num_classes, width):
     return units
 
 
+def _mlp1(input_shape, num_classes, width):
+    c, h, w = input_shape
+    return [("fc1", _LinearUnit(c * h * w, width, image_shape=input_shape)),
+            ("fc2", _LinearUnit(width, num_classes, relu=False))]
+
+
 def _cnn(input_shape, num_classes, width):
     c = input_shape[0]
     return [("conv1", _ConvUnit(c, width)),
@@ -349,7 +355,7 @@ def _resnet(input_shape, num_classes, width):
             ("head", _Head(2 * width, num_classes))]
 
 
-_BUILDERS = {"mlp": (_mlp, 128), "cnn": (_cnn, 16), "resnet": (_resnet, 16)}
+_BUILDERS = {"mlp": (_mlp, 128), "mlp1": (_mlp1, 128), "cnn": (_cnn, 16), "resnet": (_resnet, 16)}
 
 
 def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int,
@@ -357,6 +363,8 @@ def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int,
     """A fresh model (initialised from torch's global RNG: seed it first).
 
     ``mlp``: flatten, 2 hidden layers of ``width`` (default 128) with ReLU, linear classifier.
+    ``mlp1``: flatten, 1 hidden layer of ``width`` (default 128) with ReLU, linear classifier
+    (the digits 64-128-10 MLP that fits the default accelerator's memories).
     ``cnn``: 3 conv 3x3 + ReLU layers (``width``, 2 ``width``, 2 ``width`` channels, default 16;
     2x2 max pool after the second), global average pool, linear classifier.
     ``resnet``: conv stem with batch norm, 3 basic residual blocks (the second halves the size

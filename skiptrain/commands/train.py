@@ -61,7 +61,7 @@ _POLICY_OPTIONS = [
 ]
 
 _DATASETS = ("digits", "cifar10", "synthetic")
-_MODELS = ("mlp", "cnn", "resnet")
+_MODELS = ("mlp", "mlp1", "cnn", "resnet")
 _METHODS = "none,conf_sample,conf_batch,wus,wus_lr,layer_freeze,layer_drop,downsample"
 
 
@@ -73,6 +73,12 @@ def _common(p: argparse.ArgumentParser) -> None:
                                       "(data_batch_1..5, test_batch); nothing is downloaded")
     g.add_argument("--limit", type=int, help="use the first N training images only")
     g.add_argument("--model", default="mlp", choices=_MODELS)
+    g.add_argument("--backend", default="float", choices=("float", "accel"),
+                   help="float: PyTorch; accel: the accelerator's exact fixed-point arithmetic "
+                        "(golden model): MLPs, plain SGD (--momentum 0), lr a power of two, "
+                        "batch a power of two, policy none")
+    g.add_argument("--accel-preset", default="default", metavar="NAME",
+                   help="backend accel: the accelerator preset (default: default)")
     g.add_argument("--width", type=int, help="model width (default: mlp 128, cnn/resnet 16)")
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, default=20, help="default 20")
@@ -148,7 +154,8 @@ def _run(command: str, policies: list[str], args) -> int:
                        batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
                        weight_decay=args.weight_decay, width=args.width, device=args.device,
                        target_acc=args.target_acc, limit=args.limit, threads=args.threads,
-                       bn_replay=args.bn_replay,
+                       bn_replay=args.bn_replay, backend=args.backend,
+                       accel_preset=args.accel_preset,
                        match=getattr(args, "match", False),
                        progress=not args.no_progress and sys.stderr.isatty())
     except ValueError as e:

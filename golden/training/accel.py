@@ -1,0 +1,183 @@
+"""The ``accel`` backend: training with the accelerator's exact arithmetic (the golden model).
+
+:class:`AccelTrainer` trains the same network from the same initialisation and the same data
+order as :class:`~golden.training.trainer.Trainer`, but every step is the accelerator's
+training program (:func:`skiptrain.program.build_mlp`) run on the golden model
+(:class:`golden.mlp.MlpOnChip`): fixed-point forward with bias and ReLU, the loss unit's
+softmax error, input and weight gradients, and the fused SGD update of the master weights,
+bit for bit as the RTL computes them. The test accuracy comes from the accelerator too (its
+inference program and CORRECT counter).
+
+What differs from the float backend, by construction of the hardware:
+
+- plain SGD, lr = 2**-k (``LR_SHIFT``), no momentum, no weight decay;
+- a batch is a power of two, and the last partial batch of an epoch is dropped (the float
+  backend trains on it);
+- MLPs only (linear layers with ReLU between them), policy ``none`` (the skip controller
+  comes with its own issue).
+
+It returns a :class:`~golden.training.trainer.RunResult`, so tables, JSON and plots are the
+float backend's; every epoch record also has ``accel``: the accelerator's cycles of the
+epoch's steps, per phase.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from skiptrain.config import Config, preset
+from skiptrain.hostmap import PHASE_NAMES
+from skiptrain.program import MlpSpec, ProgramError, lr_shift_of
+
+from ..mlp import MlpOnChip, quantize
+from .counting import COUNTERS
+from .datasets import Dataset
+from .trainer import RunResult, TrainConfig
+
+__all__ = ["AccelTrainer", "check_accel", "mlp_sizes", "CYCLE_KEYS"]
+
+#: accelerator counters summed per epoch into ``epochs[i]["accel"]``
+CYCLE_KEYS = (["cycles"] + [f"phase_cycles_{p}" for p in PHASE_NAMES]
+              + ["loss_cycles"] + [f"phase_macs_{p}" for p in PHASE_NAMES])
+
+
+def mlp_sizes(model: nn.Module) -> tuple[list[nn.Linear], tuple]:
+    """The linear layers and (inputs, hidden..., classes) of an MLP, or ValueError."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    others = [type(m).__name__ for m in model.modules()
+              if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+    if others or not linears:
+        raise ValueError(f"backend accel trains MLPs only (linear layers with ReLU); model "
+                         f"{getattr(model, 'name', type(model).__name__)!r} has {sorted(set(others))}")
+    sizes = [linears[0].in_features] + [m.out_features for m in linears]
+    return linears, tuple(sizes)
+
+
+def check_accel(config: TrainConfig, policies, accel_cfg: Config) -> int:
+    """Checks of the hyper-parameters the accelerator can run; returns LR_SHIFT."""
+    if config.momentum != 0:
+        raise ValueError(f"momentum={config.momentum}: backend accel runs plain SGD; use --momentum 0")
+    if config.weight_decay != 0:
+        raise ValueError(f"weight_decay={config.weight_decay}: backend accel has no weight decay; "
+                         "use --weight-decay 0")
+    bad = [p for p in policies if p != "none"]
+    if bad:
+        raise ValueError(f"policies {bad}: backend accel runs policy none only so far (the "
+                         "hardware skip controller is not built yet)")
+    try:
+        return lr_shift_of(config.lr, accel_cfg)
+    except ProgramError as e:
+        raise ValueError(str(e)) from None
+
+
+class AccelTrainer:
+    def __init__(self, dataset: Dataset, model: nn.Module, config: TrainConfig,
+                 accel_cfg: Config | None = None, policy_name: str = "none"):
+        self.data, self.model, self.config = dataset, model, config
+        self.cfg = accel_cfg or preset("default")
+        self.policy_name = policy_name
+        check_accel(config, [policy_name], self.cfg)
+        self.linears, self.sizes = mlp_sizes(model)
+        self.spec = MlpSpec(self.sizes, config.batch_size)
+        n_test = dataset.x_test.shape[0]
+        try:
+            self.chip = MlpOnChip(self.spec, self.cfg, config.lr,
+                                  test_batch_last=n_test % config.batch_size)
+        except ProgramError as e:
+            raise ValueError(f"backend accel: {e}") from None
+        self.chip.load_float_weights([(m.weight, m.bias) for m in self.linears])
+        names = list(getattr(model, "unit_names", []) or [])
+        self.names = names if len(names) == len(self.linears) else \
+            [f"fc{l}" for l in range(1, len(self.sizes))]
+
+    def _x(self, split: str, idx: torch.Tensor):
+        x, y = self.data.fetch(split, idx, "cpu")
+        return quantize(x.reshape(x.shape[0], -1), self.cfg.frac_bits, self.cfg), y
+
+    def _per_step_macs(self) -> np.ndarray:
+        """layers x 5 (F, B, G, U, R) of one step, counted as the float library counts them."""
+        B, s = self.spec.batch, self.sizes
+        out = np.zeros((len(s) - 1, len(COUNTERS)), dtype=np.int64)
+        for l in range(len(s) - 1):
+            macs = B * s[l] * s[l + 1]
+            out[l] = [macs, macs if l > 0 else 0, macs, s[l] * s[l + 1] + s[l + 1], 0]
+        return out
+
+    def evaluate(self) -> float:
+        n = self.data.x_test.shape[0]
+        correct = 0
+        for start in range(0, n, self.spec.batch):
+            x, y = self._x("test", torch.arange(start, min(start + self.spec.batch, n)))
+            correct += self.chip.infer(x, y).counters["correct"]
+        return correct / n
+
+    def run(self) -> RunResult:
+        cfg, chip = self.config, self.chip
+        n = self.data.x_train.shape[0]
+        B = self.spec.batch
+        steps_per_epoch = n // B
+        if steps_per_epoch == 0:
+            raise ValueError(f"backend accel: {n} training samples make no full batch of {B}")
+        order = torch.Generator().manual_seed(cfg.seed)
+        frac = float(1 << self.cfg.frac_bits)
+        per_step = self._per_step_macs()
+        epochs, step_rows, step_wall, step_ex = [], [], [], []
+        total_wall, target = 0.0, None
+        for epoch in range(cfg.epochs):
+            perm = torch.randperm(n, generator=order)
+            sums = dict(correct=0, loss=0.0, seen=0)
+            accel = {k: 0 for k in CYCLE_KEYS}
+            t_epoch = time.perf_counter()
+            for s in range(steps_per_epoch):
+                t0 = time.perf_counter()
+                x, y = self._x("train", perm[s * B:(s + 1) * B])
+                res = chip.train_step(x, y)
+                z = chip.acc.load(chip.prog.z).to(torch.float64) / frac
+                sums["loss"] += float(F.cross_entropy(z.t(), y, reduction="sum"))
+                sums["correct"] += res.counters["correct"]
+                sums["seen"] += B
+                for k in CYCLE_KEYS:
+                    accel[k] += res.counters[k]
+                step_rows.append(B)
+                step_ex.append(per_step)
+                step_wall.append(time.perf_counter() - t0)
+            wall = time.perf_counter() - t_epoch
+            total_wall += wall
+            acc = self.evaluate()
+            ex = per_step.sum(0) * steps_per_epoch
+            epochs.append({
+                "epoch": epoch, "test_accuracy": acc,
+                "train_accuracy": sums["correct"] / sums["seen"],
+                "train_loss": sums["loss"] / sums["seen"], "wall_s": wall, "lr": cfg.lr,
+                "steps": steps_per_epoch, "updates": steps_per_epoch,
+                "rows_backpropagated": sums["seen"], "low_res_steps": 0, "weight_skip_steps": 0,
+                "executed": {c: int(ex[i]) for i, c in enumerate(COUNTERS)},
+                "reference": {c: int(ex[i]) for i, c in enumerate(COUNTERS[:4])},
+                "decisions": {}, "accel": accel,
+            })
+            if target is None and cfg.target_accuracy is not None and acc >= cfg.target_accuracy:
+                done = sum(sum(e["executed"][c] for c in "FBGU") for e in epochs)
+                target = (total_wall, done, epoch)
+        steps = np.stack(step_ex) if step_ex else np.zeros((0, len(self.names), len(COUNTERS)), np.int64)
+        layer_ex = steps.sum(0)
+        layer_ref = layer_ex[:, :4].copy()
+        state = {}
+        for name, (w, b) in zip(self.names, chip.float_weights()):
+            state[f"{name}.weight"], state[f"{name}.bias"] = w.float(), b.float()
+        return RunResult(
+            policy=self.policy_name, params={}, seed=cfg.seed, dataset=self.data.name,
+            model=getattr(self.model, "name", "mlp"), config=dict(asdict(cfg), backend="accel",
+                                                                    accel_config=self.cfg.name),
+            world=1, layers=self.names, epochs=epochs, layer_executed=layer_ex,
+            layer_reference=layer_ref, step_executed=steps, step_rows=np.asarray(step_rows),
+            step_wall_s=np.asarray(step_wall), wall_s=total_wall,
+            final_accuracy=epochs[-1]["test_accuracy"] if epochs else 0.0,
+            time_to_target_s=target[0] if target else None,
+            macs_to_target=target[1] if target else None,
+            epoch_to_target=target[2] if target else None, final_state=state)
