@@ -65,7 +65,7 @@ async def run_training(dut):
         if lines_digest(lines) != exp["digest"]:
             errors.append(f"step {s}: the weight and bias lines differ from the golden model's")
         res = {"name": f"step {s}", "errors": errors, "cycles": measured,
-               "counters": hw["counters"]}
+               "counters": hw["counters"], "compute_wall_s": t2 - t1}
         if errors:
             res["lines"] = {mem: [[w, v] for w, v in ls.items()] for mem, ls in lines.items()}
         results.append(res)

@@ -123,6 +123,8 @@ def run_training(cfg: Config, sim: str, *, sizes=(64, 128, 10), batch: int = 32,
             break
     passed = sum(1 for r in results if not r["errors"])
     cycles = sum(r.get("cycles") or 0 for r in results)
+    compute_s = sum(r.get("compute_wall_s", 0.0) for r in results)
     return {"steps": steps, "passed": passed, "errors": errors, "cycles": cycles,
             "cycles_per_step": doc["steps"][0]["expected"]["cycles"] if steps else 0,
-            "golden_s": golden_s, "sim_s": sim_s, "build_s": b.build_s, "build_reused": b.reused}
+            "golden_s": golden_s, "sim_s": sim_s, "compute_s": compute_s,
+            "counters": results[-1].get("counters") if results else None, "build_s": b.build_s, "build_reused": b.reused}

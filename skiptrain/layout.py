@@ -12,6 +12,7 @@ column of op(A) and a row of op(B) in one cycle whichever of A, B is transposed.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,24 +58,27 @@ class Region:
         m = matrix if hasattr(matrix, "shape") else np.asarray(matrix)
         if tuple(m.shape) != (self.rows, self.cols):
             raise ValueError(f"matrix shape {m.shape} does not match region {self.rows}x{self.cols}")
-        b, w = self.indices(image.shape[0])
         if self.end(image.shape[0]) > image.shape[1]:
             raise ValueError(f"region words {self.base}..{self.end(image.shape[0]) - 1} "
                              f"exceed memory depth {image.shape[1]}")
-        b, w = _index_like(image, *self.indices(image.shape[0]))
-        image[b, w] = m if isinstance(m, type(image)) else _array_like(image, m)
+        flat = _flat_index(self, *image.shape, not isinstance(image, np.ndarray))
+        image.reshape(-1)[flat] = m if isinstance(m, type(image)) else _array_like(image, m)
 
     def load(self, image):
         """Read the matrix back from ``image`` (banks x depth, numpy or torch)."""
-        b, w = _index_like(image, *self.indices(image.shape[0]))
-        return image[b, w]
+        return image.reshape(-1)[_flat_index(self, *image.shape, not isinstance(image, np.ndarray))]
 
 
-def _index_like(image, b, w):
-    if isinstance(image, np.ndarray):
-        return b, w
+@functools.lru_cache(maxsize=4096)
+def _flat_index(region: Region, banks: int, depth: int, torch_index: bool):
+    """Indices into the flattened (bank-major) image of every element, rows x cols; cached,
+    since a program touches the same few regions at every step."""
+    b, w = region.indices(banks)
+    flat = b * depth + w
+    if not torch_index:
+        return flat
     import torch  # only when the caller already works in torch
-    return torch.as_tensor(b), torch.as_tensor(w)
+    return torch.as_tensor(flat, dtype=torch.int64)
 
 
 def _array_like(image, m):

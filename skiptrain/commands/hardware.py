@@ -37,12 +37,27 @@ def register(subparsers):
     p.set_defaults(func=generate)
 
     p = subparsers.add_parser(
-        "cosim", help="run random programs on the Verilog and compare with the golden model",
-        description="Co-simulate the generated Verilog (cocotb) on random GEMM programs and "
-                    "compare every line, status bit, counter and the cycle count with the "
-                    "golden model. Exit code 1 on any mismatch.")
+        "cosim", help="run random programs or training steps on the Verilog and compare with "
+                      "the golden model",
+        description="Co-simulate the generated Verilog (cocotb) and compare every line, status "
+                    "bit, counter and the cycle count with the golden model. 'cosim' (or "
+                    "'cosim gemm') runs random and edge-aimed GEMM programs; 'cosim train' runs "
+                    "training steps of the digits MLP (the program of skiptrain train --backend "
+                    "accel) and checks every weight, bias, counter and cycle count after every "
+                    "step. Exit code 1 on any mismatch.")
+    p.add_argument("what", nargs="?", default="gemm", choices=("gemm", "train"),
+                   help="gemm (default): GEMM programs; train: training steps")
     p.add_argument("--sim", required=True, metavar="SIM", help="icarus or verilator")
-    p.add_argument("--preset", default="tiny", metavar="NAME", help="config preset (default tiny)")
+    p.add_argument("--preset", default=None, metavar="NAME",
+                   help="config preset (default: tiny for gemm, default for train)")
+    g = p.add_argument_group("cosim train")
+    g.add_argument("--steps", default="10", metavar="N", help="training steps (default 10)")
+    g.add_argument("--sizes", default="64,128,10", metavar="N,N,...",
+                   help="MLP layer sizes, 64 inputs and 10 classes (default 64,128,10)")
+    g.add_argument("--batch", default="32", metavar="N", help="batch, a power of two (default 32)")
+    g.add_argument("--lr", default="0.25", metavar="LR", help="learning rate, a power of two (default 0.25)")
+    g.add_argument("--seed", dest="train_seed", default="0", metavar="N",
+                   help="initialisation and data order (default 0)")
     p.add_argument("--seeds", default="10", metavar="N",
                    help="random programs, seeds 0..N-1 (default 10)")
     p.add_argument("--commands", default="3", metavar="N", help="GEMMs per program (default 3)")
@@ -75,6 +90,118 @@ def register(subparsers):
                    help="write the results here as JSON")
     q.add_argument("--seed", default="0", metavar="N", help="operand seed (default 0)")
     q.set_defaults(func=_reports_sim_failures(bench_gemm))
+    _register_bench_train(bench_sub)
+
+
+def _register_bench_train(bench_sub) -> None:
+    q = bench_sub.add_parser(
+        "train", help="cycles of an on-chip training step by phase, utilisation, speeds",
+        description="The digits MLP's training step on the accelerator: cycles per step split "
+                    "by phase (F, loss, B, G with the fused update U), the array's utilisation "
+                    "over the whole step (MACs / (R*C*cycles)), the golden model's steps per "
+                    "second, and Verilator's (the steps are co-simulated and checked exact).")
+    q.add_argument("--preset", default="default", metavar="NAME", help="config preset (default default)")
+    q.add_argument("--sizes", default="64,128,10", metavar="N,N,...", help="MLP sizes (default 64,128,10)")
+    q.add_argument("--batch", default="32", metavar="N", help="batch (default 32)")
+    q.add_argument("--steps", default="20", metavar="N",
+                   help="steps co-simulated on Verilator (default 20); 0 skips Verilator")
+    q.add_argument("--golden-steps", default="200", metavar="N",
+                   help="steps timed on the golden model (default 200)")
+    q.add_argument("--json", required=True, metavar="FILE", dest="json_path",
+                   help="write the results here as JSON")
+    q.set_defaults(func=_reports_sim_failures(bench_train))
+
+
+def bench_train(args) -> int:
+    from skiptrain.config import preset
+    from skiptrain.program import MlpSpec, build_mlp
+
+    cfg = preset(args.preset)
+    batch = _int("--batch", args.batch, 1, cfg.max_dim)
+    steps = _int("--steps", args.steps, 0, 100_000)
+    golden_steps = _int("--golden-steps", args.golden_steps, 1, 1_000_000)
+    try:
+        sizes = tuple(int(v) for v in args.sizes.split(","))
+        if sizes[0] != 64 or sizes[-1] != 10:
+            raise ValueError
+    except ValueError:
+        raise _err(f"--sizes={args.sizes!r}: comma-separated integers from 64 inputs to 10 classes")
+    spec = MlpSpec(sizes, batch)
+    try:
+        build_mlp(spec, cfg)
+    except ValueError as e:
+        raise _err(f"{e} (preset {cfg.name})")
+    if steps:
+        _simulator_ready("verilator")
+
+    import torch
+
+    from golden.mlp import MlpOnChip, quantize
+    from golden.training.datasets import load_digits
+
+    R, C = cfg.rows, cfg.cols
+    data = load_digits()
+    chip = MlpOnChip(spec, cfg, 0.25)
+    torch.manual_seed(0)
+    chip.load_float_weights([(lin.weight, lin.bias) for lin in
+                             (torch.nn.Linear(sizes[l - 1], sizes[l]) for l in range(1, len(sizes)))])
+    n = data.x_train.shape[0]
+    xs, ys = data.x_train.reshape(n, -1), data.y_train
+    x_all = quantize(xs, cfg.frac_bits, cfg)
+    t = time.perf_counter()
+    for s in range(golden_steps):
+        lo = (s * batch) % (n - batch)
+        res = chip.train_step(x_all[lo:lo + batch], ys[lo:lo + batch])
+    golden_s = time.perf_counter() - t
+    c = res.counters
+    phases = {"F": c["phase_cycles_fwd"], "loss": c["loss_cycles"], "B": c["phase_cycles_bwd_input"],
+              "G+U": c["phase_cycles_bwd_weight"], "U (separate)": c["phase_cycles_update"]}
+    phases["fetch/decode/HALT"] = c["cycles"] - sum(phases.values())
+    macs = {p: c[f"phase_macs_{k}"] for p, k in (("F", "fwd"), ("B", "bwd_input"), ("G+U", "bwd_weight"))}
+    issued = sum(macs.values())
+    network = sum(batch * sizes[l] * sizes[l + 1] * (3 if l else 2) for l in range(len(sizes) - 1))
+    report = {"preset": cfg.name, "array": [R, C], "sizes": list(sizes), "batch": batch,
+              "cycles_per_step": c["cycles"], "phase_cycles": phases, "phase_macs": macs,
+              "issued_macs": issued, "network_macs": network,
+              "utilization": issued / (R * C * c["cycles"]),
+              "utilization_network_macs": network / (R * C * c["cycles"]),
+              "golden": {"steps": golden_steps, "wall_s": golden_s,
+                         "steps_per_s": golden_steps / golden_s},
+              "note": "issued MACs are M*K*N of the step's GEMMs (the PERF counters), the bias "
+                      "row/column included; network MACs leave the bias out and count F, B "
+                      "(not the first layer) and G of every layer"}
+    if steps:
+        from cocotb_tests.training_session import run_training
+
+        _progress(f"co-simulating {steps} steps on verilator ...")
+        r = run_training(cfg, "verilator", sizes=sizes, batch=batch, steps=steps, log=_progress)
+        if r["passed"] != steps:
+            for msg in r["errors"][:20]:
+                print(f"    {msg}", file=sys.stderr)
+            return 1
+        report["verilator"] = {"steps": steps, "compute_wall_s": r["compute_s"],
+                               "steps_per_s": steps / r["compute_s"],
+                               "cycles_per_s": r["cycles"] / r["compute_s"],
+                               "exact": True}
+        report["golden_speedup_over_verilator"] = (report["golden"]["steps_per_s"]
+                                                   / report["verilator"]["steps_per_s"])
+    Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json_path).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"training step of the {'-'.join(map(str, sizes))} MLP, batch {batch}, on {cfg.name} "
+          f"({R}x{C}): {c['cycles']} cycles")
+    print(f"{'phase':<20} {'cycles':>8} {'share':>7} {'MACs':>9}")
+    for p, cyc in phases.items():
+        print(f"{p:<20} {cyc:>8} {cyc / c['cycles']:>7.1%} {macs.get(p, 0):>9}")
+    print(f"utilisation over the step: {report['utilization']:.2%} (issued MACs {issued} / "
+          f"({R}*{C}*{c['cycles']})); network MACs only: {report['utilization_network_macs']:.2%}")
+    print(f"golden model: {report['golden']['steps_per_s']:,.0f} steps/s ({golden_steps} steps)")
+    if steps:
+        v = report["verilator"]
+        print(f"verilator: {v['steps_per_s']:,.1f} steps/s, {v['cycles_per_s']:,.0f} cycles/s "
+              f"(compute phase, {steps} steps, every one checked exact); golden model "
+              f"{report['golden_speedup_over_verilator']:,.0f}x faster per step")
+    print(f"wrote {args.json_path}")
+    return 0
 
 
 def _reports_sim_failures(func):
@@ -185,8 +312,10 @@ def cosim_scenarios(cfg, seeds: int, n_commands: int, max_dim: int) -> list:
 def cosim(args) -> int:
     from skiptrain.config import preset
 
+    if args.what == "train":
+        return cosim_train(args)
     sim = _sim(args.sim)
-    cfg = preset(args.preset)
+    cfg = preset(args.preset or "tiny")
     seeds = _int("--seeds", args.seeds, 1, 10_000)
     n_commands = _int("--commands", args.commands, 1, cfg.prog_depth - 1,
                       f"preset {cfg.name} holds {cfg.prog_depth} commands, one of them the HALT")
@@ -234,6 +363,47 @@ def cosim(args) -> int:
         print(f"waves: {Path(results[0]['run_dir']) / runner.WAVE_FILES[sim]}")
     _print_edge_coverage(cfg, scs)
     return 1 if failed else 0
+
+
+def cosim_train(args) -> int:
+    from skiptrain.config import preset
+    from skiptrain.program import MlpSpec, ProgramError, build_mlp, lr_shift_of
+
+    sim = _sim(args.sim)
+    cfg = preset(args.preset or "default")
+    steps = _int("--steps", args.steps, 1, 100_000)
+    batch = _int("--batch", args.batch, 1, cfg.max_dim)
+    seed = _int("--seed", args.train_seed, 0)
+    try:
+        sizes = tuple(int(v) for v in args.sizes.split(","))
+    except ValueError:
+        raise _err(f"--sizes={args.sizes!r}: must be comma-separated integers, e.g. 64,128,10")
+    if len(sizes) < 2 or sizes[0] != 64 or sizes[-1] != 10:
+        raise _err(f"--sizes={args.sizes!r}: the digits MLP starts with 64 inputs and ends with 10 classes")
+    try:
+        lr = float(args.lr)
+        lr_shift_of(lr, cfg)
+        build_mlp(MlpSpec(sizes, batch), cfg)
+    except ValueError as e:
+        raise _err(f"{e} (preset {cfg.name})")
+    _simulator_ready(sim)
+
+    from cocotb_tests.training_session import run_training
+
+    _progress(f"running {steps} training steps of the {'-'.join(map(str, sizes))} MLP "
+              f"(batch {batch}, lr {lr}) on {sim} ({cfg.name}, {cfg.rows}x{cfg.cols}) ...")
+    r = run_training(cfg, sim, sizes=sizes, batch=batch, steps=steps, seed=seed, lr=lr,
+                     log=_progress)
+    for msg in r["errors"][:20]:
+        print(f"    {msg}")
+    verdict = "PASS" if r["passed"] == steps else "FAIL"
+    print(f"{r['passed']}/{steps} steps bit- and cycle-exact on {sim} ({cfg.name}): every "
+          f"weight and bias line, status bit, counter and START-to-done cycle count; "
+          f"{r['cycles_per_step']} cycles per step; {verdict}")
+    print(f"simulation {r['sim_s']:.1f} s for {r['cycles']} cycles (with loading and the "
+          f"per-step read-back of every weight); golden model {r['golden_s']:.1f} s"
+          + (f"; build {r['build_s']:.1f} s" if not r["build_reused"] else ""))
+    return 0 if verdict == "PASS" else 1
 
 
 def _print_edge_coverage(cfg, scs) -> None:
