@@ -66,6 +66,7 @@ async def _load(drv: Driver, sc: dict) -> None:
         for w, values in lines:
             await drv.write_line(mem, w, values)
     await drv.load_program(sc["program"])
+    await drv.write_csr(Csr.LR_SHIFT, sc.get("lr_shift", 0))
 
 
 async def _probe_while_busy(tb: TB, drv: Driver, cfg: Config, sc: dict) -> list[str]:

@@ -27,12 +27,14 @@ class Scenario:
     outputs: list = field(default_factory=list)   # (memory, Region) to compare
     start_pc: int = 0
     name: str = ""
+    lr_shift: int = 0  #: the LR_SHIFT register the host writes before START
 
     def initial(self) -> Accelerator:
         acc = Accelerator(self.cfg)
         for memory, region, matrix in self.inputs:
             acc.store(region, matrix, memory)
         acc.load_program(self.commands)
+        acc.lr_shift = self.lr_shift
         return acc
 
     def expected(self) -> tuple[Accelerator, RunResult]:
@@ -172,7 +174,6 @@ def error_scenarios(cfg: Config) -> dict[str, tuple[Scenario, ErrorCode]]:
                      ErrorCode.C_STRIDE),
         "overlap_a": (Command.gemm(3, 5, 4, A, B, Region(A.base + 1, 3, 4, words_per_row(4, V))), ErrorCode.OVERLAP),
         "overlap_b": (Command.gemm(3, 5, 4, A, B, Region(B.end(V) - 1, 3, 4, words_per_row(4, V))), ErrorCode.OVERLAP),
-        "opcode_2": (encode(good, cfg) & ~3 | 2, ErrorCode.BAD_OPCODE),
         "opcode_3": (encode(good, cfg) & ~3 | 3, ErrorCode.BAD_OPCODE),
     }
     out = {}
@@ -252,11 +253,12 @@ def requant_edge_accumulators(cfg: Config, shift: int) -> list[int]:
 
 
 def quant_accumulators(sc: Scenario) -> list[tuple[torch.Tensor, int]]:
-    """(exact accumulators, shift) of every plain QUANT GEMM the golden run of ``sc`` executes,
-    in order: the sums before the acc_width wrap and the requantizer. The golden model itself
-    steps the memories, so a command that reads what an earlier one wrote sees it; the walk
-    stops where the run stops (HALT, an error) or at the first command that is not a GEMM."""
-    from skiptrain.isa import Opcode, decode
+    """(exact accumulators, shift) of every QUANT GEMM the golden run of ``sc`` executes, in
+    order, but those with the UPDATE epilogue (which requantize the updated master weights,
+    not the sums): the sums before the acc_width wrap and the requantizer. The
+    golden model itself steps the memories (GEMMs and LOSS commands), so a command that reads
+    what an earlier one wrote sees it; the walk stops where the run stops (HALT, an error)."""
+    from skiptrain.isa import Epilogue, Opcode, decode
 
     from .operand_reader import read_operand
     from .sequencer import check
@@ -266,10 +268,14 @@ def quant_accumulators(sc: Scenario) -> list[tuple[torch.Tensor, int]]:
     out = []
     for pc in range(sc.start_pc, cfg.prog_depth):
         cmd = decode(gold.prog[pc], cfg)
-        if cmd.opcode != Opcode.GEMM or check(cmd, cfg) != ErrorCode.NONE:
+        if cmd.opcode not in (Opcode.GEMM, Opcode.LOSS) or check(cmd, cfg, gold.lr_shift) != ErrorCode.NONE:
             break
-        # an epilogue (where the ISA has them) changes what is written: not a plain requantize
-        if cmd.out_mode == OutMode.QUANT and not getattr(cmd, "epilogue", 0):
+        if cmd.opcode == Opcode.LOSS:
+            if gold._loss(cmd) is not None:  # a bad label stops the run
+                break
+            continue
+        # RELU and MASK act after the requantizer (its values and flags are those of NONE)
+        if cmd.out_mode == OutMode.QUANT and cmd.epilogue != Epilogue.UPDATE:
             a = read_operand(gold.spad, cmd.a_base, cmd.a_ld, *cmd.a_shape(), bool(cmd.trans_a))
             b = read_operand(gold.spad, cmd.b_base, cmd.b_ld, *cmd.b_shape(), bool(cmd.trans_b))
             out.append((a.to(torch.int64) @ b.to(torch.int64), int(cmd.shift)))

@@ -30,7 +30,7 @@ __all__ = ["EXP_FRAC", "LOG_MANT_BITS", "MAX_CLASSES", "exp_table_size", "exp_ta
 
 EXP_FRAC = 16        #: fraction bits of exp values and probabilities (1.0 = 65536: 17 bits)
 EXP_RANGE = 16       #: the exp table covers d in [0, 16) (exp(-16) * 2**16 < 0.5: rounds to 0)
-LOG_MANT_BITS = 6    #: mantissa bits after the leading one of S that index the log table
+LOG_MANT_BITS = 8    #: mantissa bits after the leading one of S that index the log table
 MAX_CLASSES = 256    #: classes a LOSS command takes (S < 257 * 2**16: the log table's range)
 LOG_EXPONENTS = (MAX_CLASSES).bit_length()  #: leading-one positions 0..8 above 2**EXP_FRAC
 

@@ -4,6 +4,7 @@ from amaranth.sim import Simulator
 
 from golden.scenario import compare
 from skiptrain.driver import Driver
+from skiptrain.hostmap import Csr
 
 
 class SimBus:
@@ -66,6 +67,7 @@ async def run_scenario(drv, sc):
         # output lines too: clears what an earlier scenario left there
         await drv.write_lines(mem, init.image(mem).numpy(), sc.lines(mem))
     await drv.load_program(sc.commands)
+    await drv.write_csr(Csr.LR_SHIFT, sc.lr_shift)
     hw = await drv.run(sc.start_pc)
     lines = {mem: await drv.read_lines(mem, sc.lines(mem)) for mem in ("spad", "acc")}
     return [f"{sc.name}: {e}" for e in compare(sc, hw, lines)]

@@ -8,7 +8,8 @@ import torch
 from amaranth.hdl import Module, ResetInserter, Signal
 
 from amaranth_bus import run_scenario, run_scenarios, simulate
-from golden.scenario import Scenario, error_scenarios, random_gemm_scenario
+from golden.scenario import (SATURATION_MODES, Scenario, edge_coverage, edge_gemm_scenario,
+                             error_scenarios, random_gemm_scenario, unreachable_edge_classes)
 from rtl.top import Accelerator
 from skiptrain.config import Config, preset
 from skiptrain.hostmap import Csr, Ctrl, HostMap
@@ -26,6 +27,22 @@ CONFIGS = {
 def test_random_programs(name, seeds):
     cfg = CONFIGS[name]
     scenarios = [random_gemm_scenario(cfg, seed, n_commands=3, max_dim=11) for seed in seeds]
+    errors = run_scenarios(Accelerator(cfg), cfg, scenarios)
+    assert not errors, "\n".join(errors[:20])
+
+
+@pytest.mark.parametrize("name", ["tiny", "3x5"])
+def test_edge_programs(name):
+    """GEMMs aimed at the requantizer's edges, one program per saturation mode (a program with
+    no real saturation shows a SATURATED flag raised by a value that rounds into range); on
+    3x5 also accumulators that wrap (K = 513: one program only, it is the slow one)."""
+    cfg = CONFIGS[name]
+    scenarios = [edge_gemm_scenario(cfg, 40 + n, wrap=name != "tiny" and mode == "both",
+                                    saturation=mode)
+                 for n, mode in enumerate(SATURATION_MODES)]
+    counts = edge_coverage(scenarios)
+    missed = {c for c, k in counts.items() if not k} - unreachable_edge_classes(cfg)
+    assert not missed, f"{name}: edge classes never hit: {sorted(missed)}; counts {counts}"
     errors = run_scenarios(Accelerator(cfg), cfg, scenarios)
     assert not errors, "\n".join(errors[:20])
 

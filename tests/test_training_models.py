@@ -106,7 +106,7 @@ def test_batchnorm_replay_of_a_subset_reuses_full_batch_activations():
 
 
 def test_build_model_errors():
-    with pytest.raises(ValueError, match="unknown model 'vgg'; known: mlp, cnn, resnet"):
+    with pytest.raises(ValueError, match="unknown model 'vgg'; known: mlp, mlp1, cnn, resnet"):
         build_model("vgg", (1, 8, 8), 10)
     with pytest.raises(ValueError, match="width must be >= 1, got 0"):
         build_model("mlp", (1, 8, 8), 10, width=0)

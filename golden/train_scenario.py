@@ -1,0 +1,189 @@
+"""Programs of the training hardware with their data: epilogues, the loss unit, their errors.
+
+Like :mod:`golden.scenario` (whose :class:`~golden.scenario.Scenario` they build), for every
+tier: random GEMMs with the RELU, MASK and UPDATE epilogues over aux contents aimed at the
+edges (zero and the signs for MASK, master weights at the accumulator's limits for UPDATE, so
+both saturations happen), LOSS commands over logits aimed at the loss unit's edges (ties for
+the maximum, equal columns, the operand extremes whose differences run past the exp table, a
+difference exactly at the table's end, ragged groups of samples), and one program per error
+the training commands add.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import torch
+
+from skiptrain import numerics
+from skiptrain.config import Config
+from skiptrain.isa import Command, Epilogue, ErrorCode, OutMode, Phase
+from skiptrain.layout import Region
+
+from .scenario import Scenario, _Allocator, random_matrix
+
+
+def _aux_values(rows: int, cols: int, epilogue: int, cfg: Config, rng: random.Random):
+    g = torch.Generator().manual_seed(rng.getrandbits(31))
+    lo, hi = -(1 << (cfg.acc_width - 1)), (1 << (cfg.acc_width - 1)) - 1
+    if epilogue == Epilogue.MASK:
+        # the sign test: zero, +-1 and the extremes beside ordinary values
+        choices = torch.tensor([0, 0, 1, -1, lo, hi, cfg.data_max, cfg.data_min])
+        pick = choices[torch.randint(len(choices), (rows, cols), generator=g)]
+        plain = torch.randint(cfg.data_min, cfg.data_max + 1, (rows, cols), generator=g)
+        return torch.where(torch.rand((rows, cols), generator=g) < 0.5, pick, plain)
+    # UPDATE: master weights anywhere in acc_width bits, some at the limits (the subtraction
+    # saturates) and some whose operand copy leaves the operand range (the copy saturates)
+    big = 1 << (cfg.data_width - 1 + cfg.frac_bits)
+    choices = torch.tensor([lo, hi, lo + 1, hi - 1, big, -big - 1, big - 1, -big, 0])
+    pick = choices[torch.randint(len(choices), (rows, cols), generator=g)]
+    span = 1 << (cfg.data_width + cfg.frac_bits)
+    plain = torch.randint(-span, span, (rows, cols), generator=g)
+    return torch.where(torch.rand((rows, cols), generator=g) < 0.4, pick, plain)
+
+
+def epilogue_scenario(cfg: Config, seed: int, n_commands: int = 3, max_dim: int = 10) -> Scenario:
+    """Back-to-back QUANT GEMMs with random epilogues over edge-aimed aux contents, random
+    shifts and LR_SHIFT, transposes and strides."""
+    rng = random.Random(seed)
+    V = cfg.banks
+    spad = _Allocator(cfg.spad_depth, rng)
+    accm = _Allocator(cfg.acc_depth, rng)
+    sc = Scenario(cfg, name=f"epilogues(seed={seed})", lr_shift=rng.choice([0, 0, 1, 3]))
+    for n in range(n_commands):
+        pick = lambda: rng.choice([1, rng.randint(1, max_dim), rng.randint(1, max_dim)])
+        M, K, N = pick(), pick(), pick()
+        ta, tb = rng.random() < 0.5, rng.random() < 0.5
+        epi = list(Epilogue)[(seed + n) % len(Epilogue)]  # every epilogue within a few seeds
+        a_shape = (K, M) if ta else (M, K)
+        b_shape = (N, K) if tb else (K, N)
+        A = spad.region(*a_shape, V, slack=True)
+        B = spad.region(*b_shape, V, slack=True)
+        Cr = spad.region(M, N, V, slack=True)
+        aux = accm.region(M, N, V, slack=False) if Cr is not None else None
+        if aux is not None:
+            aux = Region(aux.base, M, N, Cr.ld)
+            accm.next = max(accm.next, aux.end(V))
+            if aux.end(V) > cfg.acc_depth:
+                aux = None
+        if None in (A, B, Cr, aux):
+            raise ValueError(f"epilogue scenario seed={seed}: command {n} ({M}x{K}x{N}) does not "
+                             "fit the memories of this config; use fewer or smaller commands")
+        extreme = rng.random() < 0.3
+        sc.inputs.append(("spad", A, random_matrix(*a_shape, cfg, rng, extreme)))
+        sc.inputs.append(("spad", B, random_matrix(*b_shape, cfg, rng, extreme)))
+        if epi in (Epilogue.MASK, Epilogue.UPDATE):
+            sc.inputs.append(("acc", aux, _aux_values(M, N, epi, cfg, rng)))
+        limit = cfg.acc_width - 1 - (sc.lr_shift if epi == Epilogue.UPDATE else 0)
+        shift = rng.choice([0, cfg.frac_bits, rng.randint(0, limit)])
+        sc.commands.append(Command.gemm(M, K, N, A, B, Cr, trans_a=ta, trans_b=tb, shift=shift,
+                                        phase=rng.choice(list(Phase)), epilogue=epi,
+                                        aux=aux if epi != Epilogue.NONE else None))
+        sc.outputs.append(("spad", Cr))
+        if epi != Epilogue.NONE:
+            sc.outputs.append(("acc", aux))
+    sc.commands.append(Command())
+    return sc
+
+
+def _logits(M: int, N: int, cfg: Config, rng: random.Random) -> torch.Tensor:
+    """Columns of every kind the loss unit must get right."""
+    g = torch.Generator().manual_seed(rng.getrandbits(31))
+    z = torch.randint(cfg.data_min, cfg.data_max + 1, (M, N), generator=g)
+    table_end = numerics.exp_table_size(cfg.frac_bits)
+    for col in range(N):
+        kind = rng.randrange(7)
+        if kind == 0:      # every class equal: a tie for the maximum everywhere
+            z[:, col] = rng.randint(cfg.data_min, cfg.data_max)
+        elif kind == 1 and M > 1:    # two classes tie for the maximum
+            i, j = rng.sample(range(M), 2)
+            z[i, col] = z[j, col] = cfg.data_max
+        elif kind == 2:    # the operand extremes: differences run past the exp table
+            z[:, col] = torch.tensor([rng.choice([cfg.data_min, cfg.data_max]) for _ in range(M)])
+        elif kind == 3 and M > 1:    # differences at the table's last entry and one past it
+            top = cfg.data_max
+            for i in range(M):
+                d = rng.choice([table_end - 1, table_end, 0, 1])
+                z[i, col] = max(top - d, cfg.data_min)
+        elif kind == 4:    # small logits around 0 (the usual case of a trained network)
+            z[:, col] = torch.randint(-(2 << cfg.frac_bits), 2 << cfg.frac_bits, (M,), generator=g)
+    return z
+
+
+def loss_scenario(cfg: Config, seed: int, n_commands: int = 2, max_classes: int = 12,
+                  max_batch: int = 20, bad_label: bool = False) -> Scenario:
+    """LOSS commands on edge-aimed logits, random shapes, strides and shifts; with
+    ``bad_label`` the last command has one label out of range in a random group."""
+    rng = random.Random(seed)
+    V = cfg.banks
+    spad = _Allocator(cfg.spad_depth, rng)
+    sc = Scenario(cfg, name=f"loss(seed={seed}{', bad label' if bad_label else ''})")
+    for n in range(n_commands):
+        M = rng.choice([1, 2, rng.randint(1, max_classes), rng.randint(2, max_classes)])
+        N = rng.choice([1, V, rng.randint(1, max_batch), rng.randint(1, max_batch)])
+        Z = spad.region(M, N, V, slack=True)
+        Y = spad.region(1, N, V, slack=True)
+        D = spad.region(M, N, V, slack=True)
+        if None in (Z, Y, D):
+            raise ValueError(f"loss scenario seed={seed}: command {n} ({M} x {N}) does not fit")
+        labels = torch.tensor([[rng.randrange(M) for _ in range(N)]])
+        if bad_label and n == n_commands - 1:
+            labels[0, rng.randrange(N)] = rng.choice([M, -1, cfg.data_max, cfg.data_min])
+        sc.inputs += [("spad", Z, _logits(M, N, cfg, rng)), ("spad", Y, labels),
+                      ("spad", D, torch.zeros((M, N), dtype=torch.int64))]
+        shift = rng.choice([0, rng.randint(0, 8), rng.randint(0, 20), numerics.EXP_FRAC - cfg.frac_bits])
+        sc.commands.append(Command.loss(M, N, Z, Y, D, shift=shift))
+        sc.outputs.append(("spad", D))
+    sc.commands.append(Command())
+    return sc
+
+
+def train_error_scenarios(cfg: Config) -> dict[str, tuple[Scenario, ErrorCode]]:
+    """One program per error of the training commands, each after a good LOSS (the error comes
+    at slot 1, with its results written), with the error it must stop with."""
+    V = cfg.banks
+    rng = random.Random(4321)
+    Z = Region.packed(0, 3, 5, V)
+    Y = Region.packed(Z.end(V), 1, 5, V)
+    D = Region.packed(Y.end(V), 3, 5, V)
+    A = Region.packed(D.end(V), 3, 4, V)
+    B = Region.packed(A.end(V), 4, 5, V)
+    C = Region.packed(B.end(V), 3, 5, V)
+    aux = Region(0, 3, 5, C.ld)
+    inputs = [("spad", Z, _logits(3, 5, cfg, rng)), ("spad", Y, torch.tensor([[0, 1, 2, 1, 0]])),
+              ("spad", A, random_matrix(3, 4, cfg, rng)), ("spad", B, random_matrix(4, 5, cfg, rng))]
+    good = Command.loss(3, 5, Z, Y, D, shift=6)
+    far = Region(cfg.acc_depth - 1, 3, 5, C.ld)
+    loss_epilogue = dataclasses.replace(good, epilogue=Epilogue.RELU)
+    bad_labels = Region.packed(C.end(V), 1, 5, V)
+    bad = {
+        "label_high": (Command.loss(3, 5, Z, bad_labels, D, shift=6),
+                       ErrorCode.BAD_LABEL),
+        "aux_range": (Command.gemm(3, 4, 5, A, B, C, epilogue=Epilogue.MASK, aux=far),
+                      ErrorCode.AUX_RANGE),
+        "epilogue_acc": (Command.gemm(3, 4, 5, A, B, Region.packed(0, 3, 5, V),
+                                      out_mode=OutMode.ACC, epilogue=Epilogue.RELU, aux=aux),
+                         ErrorCode.BAD_EPILOGUE),
+        "epilogue_loss": (loss_epilogue, ErrorCode.BAD_EPILOGUE),
+        "lr_shift": (Command.gemm(3, 4, 5, A, B, C, shift=cfg.acc_width - 2,
+                                  epilogue=Epilogue.UPDATE, aux=aux), ErrorCode.BAD_SHIFT),
+        "loss_zero": (Command.loss(0, 5, Z, Y, D, shift=6), ErrorCode.ZERO_DIM),
+        "loss_overlap": (Command.loss(3, 5, Z, Y, Region(Z.base + 1, 3, 5, Z.ld), shift=6),
+                         ErrorCode.OVERLAP),
+        "loss_range": (Command.loss(3, 5, Z, Y, Region(cfg.spad_depth - 1, 3, 5, D.ld), shift=6),
+                       ErrorCode.C_RANGE),
+    }
+    if cfg.max_dim > numerics.MAX_CLASSES:
+        big = Region(0, numerics.MAX_CLASSES + 1, 1, 1)
+        bad["loss_classes"] = (Command.loss(numerics.MAX_CLASSES + 1, 1, big, Y, D, shift=6),
+                               ErrorCode.LOSS_CLASSES)
+    out = {}
+    for name, (cmd, code) in bad.items():
+        # the last label is the class count: out of range, in the last group of samples
+        extra = [("spad", bad_labels, torch.tensor([[0, 1, 2, 1, 3]]))] if name == "label_high" else []
+        sc = Scenario(cfg, inputs=list(inputs) + extra, commands=[good, cmd, Command()],
+                      outputs=[("spad", D), ("spad", C)], name=f"error:{name}", lr_shift=3)
+        out[name] = (sc, code)
+    return out
+

@@ -1,0 +1,262 @@
+"""The training hardware: exp/log tables, the loss unit, the fused epilogues, training programs.
+
+Fast tier: the shared tables, the golden loss unit against float softmax, the program builder's
+and the accel backend's checks, a short accel training run. Amaranth-simulator tier: programs
+of epilogues and LOSS commands aimed at their edges, every training error followed by a good
+program, and whole training steps of small MLPs, each compared with the golden model in every
+line, status bit, counter and cycle.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import pytest
+import torch
+
+from amaranth_bus import run_scenarios, simulate
+from golden import loss_unit as gloss
+from golden.mlp import MlpOnChip, StepError, quantize
+from golden.scenario import random_gemm_scenario
+from golden.train_scenario import epilogue_scenario, loss_scenario, train_error_scenarios
+from rtl.loss_unit import LossUnit
+from rtl.top import Accelerator
+from skiptrain import numerics
+from skiptrain.config import Config, preset
+from skiptrain.hostmap import Csr
+from skiptrain.isa import ErrorCode
+from skiptrain.layout import Region
+from skiptrain.program import MlpSpec, ProgramError, build_mlp, lr_shift_of, words_of
+
+CONFIGS = {
+    "tiny": preset("tiny"),
+    "3x5": Config(rows=3, cols=5, spad_depth=512, acc_depth=128, prog_depth=16, name="3x5"),
+    "5x2": Config(rows=5, cols=2, spad_depth=512, acc_depth=128, prog_depth=16, name="5x2"),
+}
+
+
+# ---- the shared tables --------------------------------------------------------------------------
+@pytest.mark.parametrize("frac_bits", [0, 4, 8])
+def test_exp_table(frac_bits):
+    t = numerics.exp_table(frac_bits)
+    one = 1 << numerics.EXP_FRAC
+    assert len(t) == numerics.exp_table_size(frac_bits) == 16 << frac_bits
+    assert t[0] == one, f"EXP[0] = {t[0]}, expected {one}"
+    assert all(a >= b for a, b in zip(t, t[1:])), "the exp table must not increase"
+    for d in (1, len(t) // 3, len(t) - 1):
+        exact = math.exp(-d / (1 << frac_bits)) * one
+        assert abs(t[d] - exact) <= 0.5 + 1e-9, f"EXP[{d}] = {t[d]}, exact {exact}"
+    assert t[-1] == 0 or frac_bits == 0, "exp(-16) * 2**16 rounds to 0 at the table's end"
+
+
+def test_log_table_and_index():
+    f = 8
+    log = numerics.log_table(f)
+    one = 1 << numerics.EXP_FRAC
+    assert len(log) == numerics.LOG_EXPONENTS << numerics.LOG_MANT_BITS
+    for s in (one, one + 1, 3 * one // 2, 2 * one - 1, 2 * one, 10 * one + 12345,
+              (numerics.MAX_CLASSES + 1) * one - 1):
+        got = log[numerics.log_index(s)]
+        exact = math.log(s / one) * (1 << f)
+        # the mantissa keeps LOG_MANT_BITS bits: ln errs by at most 2**-(LOG_MANT_BITS+1)
+        bound = (1 << f) * 2.0 ** -(numerics.LOG_MANT_BITS + 1) + 0.5
+        assert abs(got - exact) <= bound, f"ln({s}/2**16) * 2**8: table {got}, exact {exact:.2f}"
+    with pytest.raises(ValueError, match="exp sum"):
+        numerics.log_index(one - 1)
+
+
+def test_round_shift_is_round_half_even():
+    for x in range(-70, 71):
+        for s in range(0, 5):
+            exact = Fraction(x, 1 << s)
+            fl = math.floor(exact)
+            rest = exact - fl
+            want = fl + 1 if rest > Fraction(1, 2) or (rest == Fraction(1, 2) and fl % 2) else fl
+            assert numerics.round_shift(x, s) == want, (x, s)
+
+
+# ---- the golden loss unit -----------------------------------------------------------------------
+def test_golden_softmax_is_close_to_float():
+    """p = EXP[d + L] (no divider) is the softmax to within the rounding of L and the table."""
+    cfg = preset("default")
+    g = torch.Generator().manual_seed(0)
+    z = torch.randint(-6 << 8, 6 << 8, (10, 64), generator=g)
+    exp, _ = gloss.tables(cfg.frac_bits)
+    _, argmax, d, L = gloss.softmax_parts(z, cfg)
+    p = gloss.exp_lookup(d + L.unsqueeze(0), exp).double() / (1 << numerics.EXP_FRAC)
+    ref = torch.softmax(z.double() / 256, dim=0)
+    # L = ln S errs by half its LSB and by half the mantissa's LSB: a relative error of p
+    rel = 2.0 ** -(numerics.LOG_MANT_BITS + 1) + 2.0 ** -(cfg.frac_bits + 1)
+    err = (p - ref).abs() - (1.01 * rel * ref + 2 ** -16)
+    assert (err <= 0).all(), f"largest excess over the bound: {float(err.max()):.2e}"
+    assert torch.equal(argmax, z.argmax(0))
+
+
+def test_golden_loss_edges():
+    cfg = preset("tiny")  # V = 2: groups of two samples
+    z = torch.tensor([[5, 5, -128, 0, 3], [5, 7, 127, 0, 3], [1, 7, 127, 0, 9]])
+    labels = torch.tensor([0, 2, 1, 0, 2])
+    r = gloss.loss_error(z, labels, 0, cfg)
+    assert r.bad_group is None and r.columns == 5
+    # argmax ties go to the first maximum: columns 0 (class 0), 1 (class 1), 2 (1), 3 (0), 4 (2)
+    assert r.correct == 4, f"correct: got {r.correct}, expected 4 (column 1's tie goes to class 1)"
+    bad = gloss.loss_error(z, torch.tensor([0, 2, 1, 3, 2]), 0, cfg)
+    assert (bad.bad_group, bad.columns) == (1, 2), (bad.bad_group, bad.columns)
+    assert bad.correct == 1, f"only the written columns count: got {bad.correct}"
+
+
+# ---- the program builder and the accel backend's checks -----------------------------------------
+def test_program_builder_rejects_with_the_rule():
+    cfg = preset("default")
+    cases = [(MlpSpec((64, 128, 10), 24), "power of two"),
+             (MlpSpec((64, 10), 32, grad_frac_bits=3), "frac_bits"),
+             (MlpSpec((64,), 32), "two or more"),
+             (MlpSpec((64, 1), 32), "classes=1"),
+             (MlpSpec((64, 128, 128, 10), 32), "does not fit the spad")]
+    for spec, rule in cases:
+        with pytest.raises(ProgramError, match=rule):
+            build_mlp(spec, cfg)
+    for lr, ok in ((0.25, 2), (1.0, 0), (0.3, None), (0.0, None), (2.0, None)):
+        if ok is None:
+            with pytest.raises(ProgramError, match="lr="):
+                lr_shift_of(lr, cfg)
+        else:
+            assert lr_shift_of(lr, cfg) == ok
+
+
+def test_program_of_digits_mlp_fits_default():
+    p = build_mlp(MlpSpec((64, 128, 10), 32), preset("default"), test_batch_last=8)
+    names = [(c.opcode, c.epilogue, c.phase) for c in p.program()]
+    assert len(p.train) == 7 and p.infer_pc == 7 and p.infer_last_pc == 11, names
+
+
+def test_accel_backend_trains_digits(tmp_path):
+    """Three epochs of the digits MLP on the accelerator's arithmetic learn (the full 20-epoch,
+    3-seed measurement is in the README, from skiptrain train --backend accel)."""
+    from golden.training import cli
+    with open(tmp_path / "log", "w") as log:
+        rc = cli.run("train", ["none"], dataset="digits", model="mlp1", seeds=1, epochs=3,
+                     lr=0.25, momentum=0.0, out=tmp_path, backend="accel", stdout=log)
+    assert rc == 0
+    import json
+    doc = json.loads((tmp_path / "results.json").read_text())
+    run = doc["policies"][0]["runs"][0]
+    acc = run["final_accuracy"]
+    assert acc >= 0.85, f"test accuracy after 3 epochs: {acc:.3f}, expected >= 0.85"
+    ep = run["epochs"][0]
+    assert ep["accel"]["cycles"] == ep["steps"] * 11979, ep["accel"]
+    assert doc["config"]["backend"] == "accel"
+
+
+@pytest.mark.parametrize("kwargs,rule", [
+    (dict(momentum=0.9, lr=0.25), "momentum"),
+    (dict(momentum=0.0, lr=0.2), "power of two"),
+    (dict(momentum=0.0, lr=0.25, model="cnn"), "MLPs only"),
+    (dict(momentum=0.0, lr=0.25, policies=["conf_sample"]), "policy none"),
+    (dict(momentum=0.0, lr=0.25, model="mlp"), "does not fit"),
+])
+def test_accel_backend_rejects(tmp_path, kwargs, rule):
+    from golden.training import cli
+    policies = kwargs.pop("policies", ["none"])
+    model = kwargs.pop("model", "mlp1")
+    with pytest.raises(ValueError, match=rule):
+        cli.run("train", policies, dataset="digits", model=model, seeds=1, epochs=1,
+                out=tmp_path, backend="accel", limit=64, **kwargs)
+
+
+# ---- Amaranth simulator: epilogues, LOSS, errors ------------------------------------------------
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_epilogue_and_loss_programs(name):
+    cfg = CONFIGS[name]
+    scs = ([epilogue_scenario(cfg, s) for s in range(4)] + [loss_scenario(cfg, s) for s in range(4)]
+           + [loss_scenario(cfg, s, bad_label=True) for s in range(2)])
+    errors = run_scenarios(Accelerator(cfg), cfg, scs)
+    assert not errors, "\n".join(errors[:20])
+
+
+@pytest.mark.parametrize("name", ["tiny", "3x5"])
+def test_training_errors_then_recovery(name):
+    cfg = CONFIGS[name]
+    scs = []
+    for err, (sc, code) in train_error_scenarios(cfg).items():
+        got = sc.expected()[1].error_code
+        assert got == code, f"{err}: golden stops with {got.name}, expected {code.name}"
+        scs += [sc, random_gemm_scenario(cfg, len(scs), n_commands=1, max_dim=5)]
+    errors = run_scenarios(Accelerator(cfg), cfg, scs)
+    assert not errors, "\n".join(errors[:20])
+
+
+def test_loss_unit_latency_constants():
+    """The golden cycle model's LOSS constants are the RTL's."""
+    assert gloss.GAP_CYCLES == LossUnit.gap_cycles
+    assert gloss.RUN_EXTRA_CYCLES == 1 + LossUnit.drain_cycles + 1
+    assert gloss.ERROR_EXTRA_CYCLES == 1 + LossUnit.label_check_delay + 1 + LossUnit.drain_cycles + 2
+
+
+# ---- Amaranth simulator: whole training steps ---------------------------------------------------
+def _steps_on_rtl(cfg, sizes, batch, steps, seed, lr):
+    """Train ``steps`` steps on the golden model and on the RTL; every line of every region of
+    the program, status, counters and cycles compared after each step."""
+    g = torch.Generator().manual_seed(seed)
+    chip = MlpOnChip(MlpSpec(sizes, batch), cfg, lr)
+    chip.load_float_weights([(torch.randn(sizes[l], sizes[l - 1], generator=g) * 0.7,
+                              torch.randn(sizes[l], generator=g) * 0.3) for l in range(1, len(sizes))])
+    p, V = chip.prog, cfg.banks
+    lines = {"spad": sorted({w for r in p.act + [p.z, p.labels] + p.err[1:] + p.w[1:]
+                             for w in words_of(r, V)}),
+             "acc": sorted({w for r in p.master[1:] + p.relu[1:] for w in words_of(r, V)})}
+    init = {m: chip.acc.image(m).clone() for m in lines}
+    batch_lines = words_of(p.x_rows(), V) + words_of(p.labels, V)
+    expected = []
+    for _ in range(steps):
+        x = quantize(torch.rand(batch, sizes[0], generator=g) * 4 - 2, cfg.frac_bits, cfg)
+        y = torch.randint(0, sizes[-1], (batch,), generator=g)
+        res = chip.train_step(x, y)
+        expected.append((res, {m: chip.acc.image(m).clone() for m in lines}))
+
+    async def body(drv, bus):
+        for m in lines:
+            await drv.write_lines(m, init[m].numpy(), lines[m])
+        await drv.load_program(p.program())
+        await drv.write_csr(Csr.LR_SHIFT, chip.acc.lr_shift)
+        for s, (res, img) in enumerate(expected):
+            await drv.write_lines("spad", img["spad"].numpy(), batch_lines)
+            start = bus.cycle
+            hw = await drv.run(p.train_pc)
+            assert hw["error"] == 0 and hw["saturated"] == int(res.saturated), f"step {s}: {hw}"
+            for k, v in res.counters.items():
+                assert hw["counters"][k] == v, f"step {s}: counter {k}: got {hw['counters'][k]}, expected {v}"
+            assert bus.cycle - start > res.cycles
+            for m in lines:
+                got = await drv.read_lines(m, lines[m])
+                for w, vals in got.items():
+                    exp = [int(v) for v in img[m][:, w]]
+                    assert vals == exp, f"step {s}: {m} line {w}: got {vals}, expected {exp}"
+        return True
+
+    assert simulate(Accelerator(cfg), cfg, body)
+    w0 = init["acc"]
+    assert not torch.equal(w0, expected[-1][1]["acc"]), "the master weights did not change"
+
+
+@pytest.mark.parametrize("name,sizes,batch", [("tiny", (3, 5, 3), 4), ("3x5", (7, 9, 4), 8),
+                                              ("5x2", (6, 10, 5), 16)])
+def test_training_steps_on_rtl(name, sizes, batch):
+    cfg = CONFIGS[name].replace(spad_depth=1024, acc_depth=512)
+    _steps_on_rtl(cfg, sizes, batch, steps=2, seed=len(sizes) + batch, lr=0.5)
+
+
+def test_training_step_16bit_deeper_mlp_on_rtl():
+    cfg = Config(rows=2, cols=2, spad_depth=1024, acc_depth=512, prog_depth=16, name="2x2")
+    _steps_on_rtl(cfg, (9, 12, 7, 10), 8, steps=2, seed=4, lr=0.125)
+
+
+def test_step_error_is_reported():
+    cfg = CONFIGS["tiny"]
+    chip = MlpOnChip(MlpSpec((3, 5, 3), 4), cfg, 0.25)
+    x = quantize(torch.zeros(4, 3), cfg.frac_bits, cfg)
+    with pytest.raises(StepError, match="BAD_LABEL at slot 2"):
+        chip.train_step(x, torch.tensor([0, 1, 2, 3]))
+    assert ErrorCode.BAD_LABEL == 12
+    assert Region is not None
