@@ -9,7 +9,7 @@ golden expectations: status, every counter, the cycle count and the final value 
 File layout (JSON)::
 
     {"config": Config.to_dict(),
-     "scenarios": [{"name", "kind": "run" | "host_probe", "reset": bool, "start_pc", "lr_shift",
+     "scenarios": [{"name", "kind": "run" | "host_probe", "reset": bool, "start_pc", "lr_shift", "stochastic", "sr_seed",
                     "program": [prog_depth words], "budget_cycles",
                     "load": {"spad": [[line, [V values]], ...], "acc": [...]},
                     "expected": {"status": {...}, "counters": {...}, "cycles",
@@ -50,7 +50,7 @@ def scenario_entry(sc, *, kind: str = "run", reset: bool = True, expected=None) 
         status["error_pc"] = int(res.pc)
     return {
         "name": sc.name, "kind": kind, "reset": bool(reset), "start_pc": int(sc.start_pc),
-        "lr_shift": int(getattr(sc, "lr_shift", 0)),
+        "lr_shift": int(sc.lr_shift), "stochastic": int(sc.stochastic), "sr_seed": int(sc.sr_seed),
         "program": [int(w) for w in init.prog],
         "budget_cycles": BUDGET_FACTOR * int(res.cycles) + BUDGET_MARGIN,
         "load": {mem: _lines(init.image(mem), lines[mem]) for mem in lines},

@@ -66,7 +66,9 @@ async def _load(drv: Driver, sc: dict) -> None:
         for w, values in lines:
             await drv.write_line(mem, w, values)
     await drv.load_program(sc["program"])
-    await drv.write_csr(Csr.LR_SHIFT, sc.get("lr_shift", 0))
+    await drv.write_csr(Csr.LR_SHIFT, sc["lr_shift"])
+    await drv.write_csr(Csr.ROUNDING, sc["stochastic"])
+    await drv.write_csr(Csr.SR_SEED, sc["sr_seed"])
 
 
 async def _probe_while_busy(tb: TB, drv: Driver, cfg: Config, sc: dict) -> list[str]:

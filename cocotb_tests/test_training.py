@@ -40,6 +40,8 @@ async def run_training(dut):
             await drv.write_line(mem, w, values)
     await drv.load_program(doc["program"])
     await drv.write_csr(Csr.LR_SHIFT, doc["lr_shift"])
+    await drv.write_csr(Csr.ROUNDING, doc["stochastic"])
+    await drv.write_csr(Csr.SR_SEED, doc["sr_seed"])
     load_s = time.perf_counter() - t0
     results = []
     compute_s = check_s = 0.0

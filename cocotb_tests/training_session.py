@@ -3,6 +3,7 @@
 The golden model runs here (the simulator process never imports torch). The document::
 
     {"config": Config.to_dict(), "program": [prog_depth words], "train_pc", "lr_shift",
+     "stochastic", "sr_seed",                                      # ROUNDING, SR_SEED
      "load": {"spad": [[line, [V values]], ...], "acc": [...]},   # weights, ones rows, ...
      "check": {"spad": [lines], "acc": [lines]},                   # every weight and bias line
      "steps": [{"batch": [[line, [V values]], ...],                # inputs and labels
@@ -34,7 +35,7 @@ def _lines(image, words) -> list:
 
 
 def training_session(cfg: Config, *, sizes=(64, 128, 10), batch: int = 32, steps: int = 10,
-                     seed: int = 0, lr: float = 0.25) -> tuple[dict, dict]:
+                     seed: int = 0, lr: float = 0.25, rounding: str = "nearest") -> tuple[dict, dict]:
     """The document for the bench, and the golden model's per-step images (for diagnosis)."""
     from golden.mlp import MlpOnChip, quantize
     from golden.training.datasets import load_digits
@@ -44,7 +45,7 @@ def training_session(cfg: Config, *, sizes=(64, 128, 10), batch: int = 32, steps
     if sizes[0] != 64 or sizes[-1] != 10:
         raise ValueError(f"sizes={sizes}: the digits MLP has 64 inputs and 10 classes")
     spec = MlpSpec(sizes, batch)
-    chip = MlpOnChip(spec, cfg, lr)
+    chip = MlpOnChip(spec, cfg, lr, rounding=rounding, seed=seed)
     # torch's initialisation of linear layers from the seed, as the training library's
     torch.manual_seed(seed)
     layers = [torch.nn.Linear(sizes[l - 1], sizes[l]) for l in range(1, len(sizes))]
@@ -57,6 +58,7 @@ def training_session(cfg: Config, *, sizes=(64, 128, 10), batch: int = 32, steps
              "acc": sorted({w for r in p.master[1:] + p.relu[1:] for w in words_of(r, V)})}
     doc = {"config": cfg.to_dict(), "program": [int(w) for w in chip.acc.prog],
            "train_pc": p.train_pc, "lr_shift": chip.acc.lr_shift,
+           "stochastic": int(chip.acc.stochastic), "sr_seed": seed,
            "load": {m: _lines(chip.acc.image(m), every[m]) for m in every},
            "check": weights, "steps": []}
     batch_words = sorted(set(words_of(p.x_rows(), V) + words_of(p.labels, V)))
@@ -99,7 +101,8 @@ def first_differences(golden: dict, step: int, hw_lines: dict, limit: int = 10) 
 
 
 def run_training(cfg: Config, sim: str, *, sizes=(64, 128, 10), batch: int = 32,
-                 steps: int = 10, seed: int = 0, lr: float = 0.25, log=print) -> dict:
+                 steps: int = 10, seed: int = 0, lr: float = 0.25, rounding: str = "nearest",
+                 log=print) -> dict:
     """Build (or reuse) the model of ``cfg`` for ``sim``, run the steps, and summarise:
     ``{"steps", "passed", "errors", "cycles", "wall": {...}}``; ``errors`` names the first
     differing lines of a failing step."""
@@ -108,7 +111,8 @@ def run_training(cfg: Config, sim: str, *, sizes=(64, 128, 10), batch: int = 32,
     from .runner import build, run
 
     t = time.perf_counter()
-    doc, golden = training_session(cfg, sizes=sizes, batch=batch, steps=steps, seed=seed, lr=lr)
+    doc, golden = training_session(cfg, sizes=sizes, batch=batch, steps=steps, seed=seed, lr=lr,
+                                   rounding=rounding)
     golden_s = time.perf_counter() - t
     b = build(cfg, sim, log=log)
     t = time.perf_counter()

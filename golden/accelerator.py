@@ -16,6 +16,7 @@ from skiptrain.hostmap import COUNTERS, PHASE_NAMES
 from skiptrain.isa import Command, Epilogue, ErrorCode, Opcode, OutMode, decode, encode
 from skiptrain.layout import Region
 
+from . import lfsr
 from .loss_unit import loss_cycles, loss_error
 from .operand_reader import read_operand
 from .requantizer import requantize, round_half_even, wrap
@@ -50,6 +51,8 @@ class Accelerator:
         self.counters = {name: 0 for name in COUNTERS}
         self.saturated = False
         self.lr_shift = 0  #: the LR_SHIFT register
+        self.stochastic = False  #: ROUNDING bit 0: stochastic rounding of the update step
+        self.lfsr = lfsr.seeded(0, cfg)  #: the writer lanes' LFSR states (reset: seed 0)
 
     # ---- host side --------------------------------------------------------------------------
     def image(self, memory: str) -> torch.Tensor:
@@ -72,6 +75,10 @@ class Accelerator:
                              f"prog_depth={self.cfg.prog_depth}")
         for n, c in enumerate(commands):
             self.prog[at + n] = encode(c, self.cfg) if isinstance(c, Command) else int(c)
+
+    def seed_lfsr(self, seed: int) -> None:
+        """The SR_SEED register written."""
+        self.lfsr = lfsr.seeded(seed, self.cfg)
 
     def clear(self) -> None:
         """The CLEAR control bit: counters and the sticky saturation flag."""
@@ -144,7 +151,11 @@ class Accelerator:
         if cmd.epilogue == Epilogue.UPDATE:
             # master weights in aux: w - round(dW / 2**shift), saturated at acc_width bits; the
             # operand copy round(w / 2**frac_bits), saturated, into C
-            step = round_half_even(acc, shift)
+            if self.stochastic:
+                noise, self.lfsr = lfsr.rounding_noise(self.lfsr, cmd.m, cmd.n, shift, cfg)
+                step = torch.bitwise_right_shift(wrap(acc + noise, cfg.acc_width), shift)
+            else:
+                step = round_half_even(acc, shift)
             w = aux.load(self.acc) - step
             lo, hi = -(1 << (cfg.acc_width - 1)), (1 << (cfg.acc_width - 1)) - 1
             w_sat = w.clamp(lo, hi)

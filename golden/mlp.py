@@ -36,12 +36,19 @@ def quantize(x: torch.Tensor, frac_bits: int, cfg: Config) -> torch.Tensor:
 
 
 class MlpOnChip:
-    def __init__(self, spec: MlpSpec, cfg: Config, lr: float, *, test_batch_last: int = 0):
+    def __init__(self, spec: MlpSpec, cfg: Config, lr: float, *, test_batch_last: int = 0,
+                 rounding: str = "nearest", seed: int = 0):
+        """``rounding``: the update step rounded half to even (``nearest``) or stochastically
+        (``stochastic``: the LFSRs seeded with ``seed``)."""
+        if rounding not in ("nearest", "stochastic"):
+            raise ValueError(f"rounding={rounding!r}: must be 'nearest' or 'stochastic'")
         self.spec, self.cfg = spec, cfg
         self.prog: MlpProgram = build_mlp(spec, cfg, test_batch_last=test_batch_last)
         self.acc = Accelerator(cfg)
         self.acc.load_program(self.prog.program())
         self.acc.lr_shift = lr_shift_of(lr, cfg)
+        self.acc.stochastic = rounding == "stochastic"
+        self.acc.seed_lfsr(seed)
         one = 1 << cfg.frac_bits
         if one > cfg.data_max:
             raise ValueError(f"frac_bits={cfg.frac_bits}: 1.0 must be representable (the bias row)")

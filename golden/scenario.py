@@ -28,6 +28,8 @@ class Scenario:
     start_pc: int = 0
     name: str = ""
     lr_shift: int = 0  #: the LR_SHIFT register the host writes before START
+    stochastic: bool = False  #: the ROUNDING register's bit 0
+    sr_seed: int = 0   #: the SR_SEED register the host writes before START (seeds the LFSRs)
 
     def initial(self) -> Accelerator:
         acc = Accelerator(self.cfg)
@@ -35,6 +37,8 @@ class Scenario:
             acc.store(region, matrix, memory)
         acc.load_program(self.commands)
         acc.lr_shift = self.lr_shift
+        acc.stochastic = self.stochastic
+        acc.seed_lfsr(self.sr_seed)
         return acc
 
     def expected(self) -> tuple[Accelerator, RunResult]:

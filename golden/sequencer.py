@@ -26,7 +26,7 @@ from skiptrain.numerics import MAX_CLASSES
 FETCH_CYCLES = 4     # FETCH, 2 x WAIT (program memory read latency 3), DECODE
 CHECK_CYCLES = 10    # rtl Sequencer.check_cycles
 READER_LATENCY = 9   # rtl OperandReader.latency (6 + the scratchpad read latency 3)
-WRITER_LATENCY = 13  # rtl ResultWriter.latency (12 + the memories' input register)
+WRITER_LATENCY = 14  # rtl ResultWriter.latency (13 + the memories' input register)
 ISSUE_REGISTER = 1   # the sequencer registers its issue outputs
 ARRAY_MUX_STAGES = 2 # rtl SystolicArray.mux_stages (row multiplexer)
 

@@ -15,7 +15,8 @@ class Requantizer(wiring.Component):
     as well, negative results become 0 (after saturation; the flag still tells of a clamp).
     With ``quant`` = 1 and ``saturate`` = 0 the rounded value keeps the accumulator's width
     (the weight update's step; it cannot overflow: shifting by s >= 1 leaves
-    acc_width - s + 1 bits). With ``quant`` = 0 the values pass unchanged (full-accumulator
+    acc_width - s + 1 bits). ``floor`` rounds down instead (stochastic rounding: the caller
+    has added the noise). With ``quant`` = 0 the values pass unchanged (full-accumulator
     write-back), with the same latency.
 
     Rounding without a divider: q = value >> shift in two registered steps (by the multiple of
@@ -26,7 +27,7 @@ class Requantizer(wiring.Component):
     Members
     -------
     value : In(ArrayLayout(signed(acc_width), lanes))
-    valid, quant, saturate, relu : In(1)
+    valid, quant, saturate, relu, floor : In(1)
     shift : In(unsigned(shift_width))
     out : Out(ArrayLayout(signed(acc_width), lanes))
     out_valid : Out(1)
@@ -51,7 +52,7 @@ class Requantizer(wiring.Component):
         aw = cfg.acc_width
         super().__init__({
             "value": In(data.ArrayLayout(signed(aw), lanes)),
-            "valid": In(1), "quant": In(1), "saturate": In(1), "relu": In(1),
+            "valid": In(1), "quant": In(1), "saturate": In(1), "relu": In(1), "floor": In(1),
             "shift": In(unsigned(cfg.shift_width)),
             "out": Out(data.ArrayLayout(signed(aw), lanes)),
             "out_valid": Out(1), "saturated": Out(lanes),
@@ -71,7 +72,7 @@ class Requantizer(wiring.Component):
         m.d.sync += [copies[0].below_half.eq(((Const(1, aw + 1) << self.shift) - 1) >> 1),
                      copies[0].coarse.eq(Mux(self.quant, self.shift >> 3, 0)),
                      copies[0].fine.eq(Mux(self.quant, self.shift[:3], 0)),
-                     copies[0].rounding.eq(self.quant & (self.shift != 0)),
+                     copies[0].rounding.eq(self.quant & (self.shift != 0) & ~self.floor),
                      copies[0].quant.eq(self.quant), copies[0].saturate.eq(self.saturate),
                      copies[0].relu.eq(self.relu)]
         m.d.sync += [copies[n].eq(copies[n - 1]) for n in range(1, len(copies))]

@@ -1,6 +1,6 @@
 """Write-back of result rows: requantization, address generation, bank routing."""
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -9,6 +9,7 @@ from skiptrain.config import Config
 from .arith import const_mul
 from .banked_memory import read_port_signature, write_port_signature
 from .command import Epilogue
+from .lfsr import Lfsr
 from .requantizer import Requantizer
 
 
@@ -32,8 +33,15 @@ class ResultWriter(wiring.Component):
     round_half_even(aux / 2**frac_bits), saturated, to C. Every command runs through the same
     stages, so the latency does not depend on the epilogue.
 
-    Pipeline (``latency`` = 12 + memory_write_latency from a row at the input to ``done``):
-    the row captured (it comes from across the array) -> row counters -> requantizer (3) ->
+    With ``stochastic`` set, UPDATE rounds its step stochastically instead of half to even: lane
+    j adds the low ``shift`` bits (at most 32) of its LFSR (:class:`~rtl.lfsr.Lfsr`) to the
+    accumulator and the requantizer floors. Every lane's LFSR steps once per row the writer
+    receives in such a command (R rows per tile, in the order the tiles come, padding rows
+    included); ``sr_load`` seeds them from ``sr_seed``.
+
+    Pipeline (``latency`` = 13 + memory_write_latency from a row at the input to ``done``):
+    the row captured (it comes from across the array) -> row counters -> the rounding noise
+    added -> requantizer (3) ->
     lane addresses -> bank routing -> aux read (``acc_read_latency`` = 3) -> combine ->
     operand copy into the write port registers -> the memory's input register -> ``done``
     registered once more.
@@ -54,6 +62,7 @@ class ResultWriter(wiring.Component):
             "quant": In(1), "shift": In(unsigned(cfg.shift_width)),
             "epilogue": In(Epilogue), "aux_base": In(unsigned(aw)),
             "acc_rd": Out(read_port_signature(V, cfg.acc_addr_width, signed(cfg.acc_width))),
+            "stochastic": In(1), "sr_seed": In(32), "sr_load": In(1),
             "row_valid": In(1),
             "row_data": In(data.ArrayLayout(signed(cfg.acc_width), C)),
             "spad": Out(write_port_signature(V, cfg.spad_addr_width, signed(cfg.data_width))),
@@ -64,7 +73,7 @@ class ResultWriter(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return 4 + Requantizer.latency + self.acc_read_latency + 2 + self._memory_write_latency
+        return 5 + Requantizer.latency + self.acc_read_latency + 2 + self._memory_write_latency
 
     @property
     def settle_cycles(self) -> int:
@@ -133,7 +142,20 @@ class ResultWriter(wiring.Component):
 
         m.submodules.requantizer = rq = Requantizer(cfg, C)
         assert self.settle_cycles == 1 + rq.settle_cycles
-        m.d.comb += [rq.value.eq(row_data), rq.valid.eq(row_valid),
+        # stochastic rounding of the update: the LFSRs' low shift bits added, then a floor
+        sr_active = Signal()
+        m.d.sync += sr_active.eq(self.stochastic & (self.epilogue == Epilogue.UPDATE))
+        noise_mask = Signal(32)
+        m.d.sync += noise_mask.eq(((Const(1, 33) << shift) - 1)[:32])
+        noised = Signal.like(row_data)
+        noised_valid = Signal()
+        m.d.sync += noised_valid.eq(row_valid)
+        for j in range(C):
+            m.submodules[f"lfsr{j}"] = lfsr = Lfsr(j)
+            m.d.comb += [lfsr.seed.eq(self.sr_seed), lfsr.load.eq(self.sr_load),
+                         lfsr.step.eq(row_valid & sr_active)]
+            m.d.sync += noised[j].eq(row_data[j] + Mux(sr_active, lfsr.value & noise_mask, 0))
+        m.d.comb += [rq.value.eq(noised), rq.valid.eq(noised_valid), rq.floor.eq(sr_active),
                      rq.quant.eq(quant), rq.shift.eq(shift),
                      rq.saturate.eq(epilogue != Epilogue.UPDATE), rq.relu.eq(epilogue == Epilogue.RELU)]
 
@@ -147,7 +169,7 @@ class ResultWriter(wiring.Component):
                      cur.aux_row_base.eq(aux_row_base), cur.j0.eq(j0)]
         for j in range(C):
             m.d.comb += cur.lanes_ok[j].eq(n_rem > j)
-        for stage in range(rq.latency):
+        for stage in range(1 + rq.latency):  # the noise stage, the requantizer
             nxt = Signal(meta, name=f"meta_d{stage}")
             m.d.sync += nxt.eq(cur)
             cur = nxt

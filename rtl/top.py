@@ -97,6 +97,8 @@ class Accelerator(wiring.Component):
         ctrl_w = wr[Region.CSR] & (index == Csr.CTRL)
         start_pc_w = wr[Region.CSR] & (index == Csr.START_PC)
         lr_w = wr[Region.CSR] & (index == Csr.LR_SHIFT)
+        rounding_w = wr[Region.CSR] & (index == Csr.ROUNDING)
+        seed_w = wr[Region.CSR] & (index == Csr.SR_SEED)
         start = ctrl_w & host.w_data[0]
         clear = ctrl_w & host.w_data[1]
 
@@ -107,9 +109,14 @@ class Accelerator(wiring.Component):
         lr_shift = Signal(cfg.shift_width)
         with m.If(lr_w & idle):
             m.d.sync += lr_shift.eq(host.w_data)
+        stochastic, sr_seed = Signal(), Signal(32)
+        with m.If(rounding_w & idle):
+            m.d.sync += stochastic.eq(host.w_data[0])
+        with m.If(seed_w & idle):
+            m.d.sync += sr_seed.eq(host.w_data[:32])
         # memories and control belong to the sequencer while it runs: refuse and flag
         refused = busy & (wr[Region.PROG] | wr[Region.SPAD] | wr[Region.ACC] | rd_mem
-                          | start_pc_w | lr_w | start | clear)
+                          | start_pc_w | lr_w | rounding_w | seed_w | start | clear)
         with m.If(clear & idle):
             m.d.sync += [saturated.eq(0), host_error.eq(0)]
         with m.Else():
@@ -163,6 +170,8 @@ class Accelerator(wiring.Component):
                      writer.ld.eq(cmd.c_ld), writer.m.eq(cmd.m), writer.n.eq(cmd.n),
                      writer.quant.eq(cmd.out_mode == OutMode.QUANT), writer.shift.eq(seq.eff_shift),
                      writer.epilogue.eq(cmd.epilogue), writer.aux_base.eq(cmd.aux_base),
+                     writer.stochastic.eq(stochastic), writer.sr_seed.eq(host.w_data[:32]),
+                     writer.sr_load.eq(seed_w & idle),
                      writer.row_valid.eq(array.out_valid), writer.row_data.eq(array.out_data),
                      seq.writer_done.eq(writer.done)]
         dw, aw = cfg.data_width, cfg.acc_width
@@ -196,6 +205,7 @@ class Accelerator(wiring.Component):
         status = Cat(busy, seq.done, seq.error, saturated, host_error, Const(0, 3),
                      seq.error_code, seq.pc)
         csr_values = {Csr.STATUS: status, Csr.START_PC: start_pc, Csr.PC: seq.pc, Csr.LR_SHIFT: lr_shift,
+                      Csr.ROUNDING: stochastic, Csr.SR_SEED: sr_seed,
                       Csr.ID: Const(hm.id_value(), 64)}
         for n, name in enumerate(COUNTERS):
             csr_values[Csr.CYCLES + n] = counters.count[n]

@@ -44,6 +44,8 @@ class Csr(enum.IntEnum):
     LOSS_CYCLES = 17   #: R: cycles in CHECK and run of LOSS commands
     CORRECT = 18       #: R: samples whose argmax equals the label, over LOSS commands
     LR_SHIFT = 20      #: RW: learning rate 2**-LR_SHIFT, added to the shift of UPDATE epilogues
+    ROUNDING = 21      #: RW: bit 0 = stochastic rounding of the UPDATE step (0: half to even)
+    SR_SEED = 22       #: RW: writing seeds the stochastic-rounding LFSRs (skiptrain.numerics.lfsr_seed)
 
 
 CSR_COUNT = 32

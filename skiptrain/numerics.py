@@ -89,3 +89,23 @@ def round_shift(x: int, shift: int) -> int:
     rem = x - (q << shift)
     half = 1 << (shift - 1)
     return q + (rem > half or (rem == half and q & 1))
+
+
+# ---- stochastic rounding --------------------------------------------------------------------------
+LFSR_WIDTH = 32
+LFSR_LANE_MIX = 0x9E3779B9  #: lane l's seed is seed ^ (LFSR_LANE_MIX * (l + 1)) mod 2**32
+
+
+def lfsr_seed(seed: int, lane: int) -> int:
+    """The state lane ``lane``'s LFSR takes when SR_SEED is written with ``seed`` (never 0)."""
+    v = (seed ^ (LFSR_LANE_MIX * (lane + 1))) & ((1 << LFSR_WIDTH) - 1)
+    return v or 1
+
+
+def lfsr_step(x: int) -> int:
+    """One xorshift32 step (rtl/lfsr.py)."""
+    mask = (1 << LFSR_WIDTH) - 1
+    x ^= (x << 13) & mask
+    x ^= x >> 17
+    x ^= (x << 5) & mask
+    return x

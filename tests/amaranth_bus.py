@@ -68,6 +68,8 @@ async def run_scenario(drv, sc):
         await drv.write_lines(mem, init.image(mem).numpy(), sc.lines(mem))
     await drv.load_program(sc.commands)
     await drv.write_csr(Csr.LR_SHIFT, sc.lr_shift)
+    await drv.write_csr(Csr.ROUNDING, int(sc.stochastic))
+    await drv.write_csr(Csr.SR_SEED, sc.sr_seed)
     hw = await drv.run(sc.start_pc)
     lines = {mem: await drv.read_lines(mem, sc.lines(mem)) for mem in ("spad", "acc")}
     return [f"{sc.name}: {e}" for e in compare(sc, hw, lines)]

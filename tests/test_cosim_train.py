@@ -32,6 +32,13 @@ def test_verilator_100_training_steps_default():
     assert r["cycles"] == 100 * r["cycles_per_step"], (r["cycles"], r["cycles_per_step"])
 
 
+def test_verilator_training_steps_stochastic_rounding():
+    _ready("verilator")
+    r = run_training(preset("default"), "verilator", steps=20, seed=5, rounding="stochastic",
+                     log=lambda *a: None)
+    assert r["errors"] == [] and r["passed"] == 20, "\n".join(r["errors"][:20])
+
+
 def test_icarus_training_steps_small():
     _ready("icarus")
     r = run_training(preset("small"), "icarus", sizes=(64, 8, 10), batch=16, steps=3,

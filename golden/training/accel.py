@@ -10,7 +10,8 @@ inference program and CORRECT counter).
 
 What differs from the float backend, by construction of the hardware:
 
-- plain SGD, lr = 2**-k (``LR_SHIFT``), no momentum, no weight decay;
+- plain SGD, lr = 2**-k (``LR_SHIFT``), no momentum, no weight decay; the update rounded half
+  to even or stochastically (``rounding``; the LFSRs seeded with the run's seed);
 - a batch is a power of two, and the last partial batch of an epoch is dropped (the float
   backend trains on it);
 - MLPs only (linear layers with ReLU between them), policy ``none`` (the skip controller
@@ -78,17 +79,20 @@ def check_accel(config: TrainConfig, policies, accel_cfg: Config) -> int:
 
 class AccelTrainer:
     def __init__(self, dataset: Dataset, model: nn.Module, config: TrainConfig,
-                 accel_cfg: Config | None = None, policy_name: str = "none"):
+                 accel_cfg: Config | None = None, policy_name: str = "none",
+                 rounding: str = "nearest"):
         self.data, self.model, self.config = dataset, model, config
         self.cfg = accel_cfg or preset("default")
         self.policy_name = policy_name
+        self.rounding = rounding
         check_accel(config, [policy_name], self.cfg)
         self.linears, self.sizes = mlp_sizes(model)
         self.spec = MlpSpec(self.sizes, config.batch_size)
         n_test = dataset.x_test.shape[0]
         try:
             self.chip = MlpOnChip(self.spec, self.cfg, config.lr,
-                                  test_batch_last=n_test % config.batch_size)
+                                  test_batch_last=n_test % config.batch_size,
+                                  rounding=rounding, seed=config.seed)
         except ProgramError as e:
             raise ValueError(f"backend accel: {e}") from None
         self.chip.load_float_weights([(m.weight, m.bias) for m in self.linears])
@@ -172,8 +176,9 @@ class AccelTrainer:
             state[f"{name}.weight"], state[f"{name}.bias"] = w.float(), b.float()
         return RunResult(
             policy=self.policy_name, params={}, seed=cfg.seed, dataset=self.data.name,
-            model=getattr(self.model, "name", "mlp"), config=dict(asdict(cfg), backend="accel",
-                                                                    accel_config=self.cfg.name),
+            model=getattr(self.model, "name", "mlp"),
+            config=dict(asdict(cfg), backend="accel", accel_config=self.cfg.name,
+                        accel_rounding=self.rounding),
             world=1, layers=self.names, epochs=epochs, layer_executed=layer_ex,
             layer_reference=layer_ref, step_executed=steps, step_rows=np.asarray(step_rows),
             step_wall_s=np.asarray(step_wall), wall_s=total_wall,

@@ -32,7 +32,7 @@ def run(command: str, policies: list[str], options: dict | None = None, *,
         width: int | None = None, device: str = "auto", target_acc: float | None = None,
         limit: int | None = None, threads: int | None = None, bn_replay: str = "kept",
         match: bool = True, progress: bool = False, backend: str = "float",
-        accel_preset: str = "default", stdout=None) -> int:
+        accel_preset: str = "default", accel_rounding: str = "nearest", stdout=None) -> int:
     import torch
 
     from .datasets import DATASETS, Dataset, load_dataset
@@ -81,6 +81,8 @@ def run(command: str, policies: list[str], options: dict | None = None, *,
         except ConfigError as e:
             raise ValueError(str(e)) from None
         check_accel(TrainConfig(**base), policies, accel_cfg)
+        if accel_rounding not in ("nearest", "stochastic"):
+            raise ValueError(f"accel_rounding={accel_rounding!r}: must be 'nearest' or 'stochastic'")
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ValueError("backend accel runs in one process (no torch.distributed)")
 
@@ -113,7 +115,7 @@ def run(command: str, policies: list[str], options: dict | None = None, *,
         net = build_model(model, data.input_shape, data.num_classes, width)
         if backend == "accel":
             from .accel import AccelTrainer
-            result = AccelTrainer(data, net, cfg, accel_cfg, spec).run()
+            result = AccelTrainer(data, net, cfg, accel_cfg, spec, accel_rounding).run()
         else:
             result = Trainer(data, net, stack, cfg, dist).run()
         groups[name].runs.append(result)

@@ -58,6 +58,8 @@ def register(subparsers):
     g.add_argument("--lr", default="0.25", metavar="LR", help="learning rate, a power of two (default 0.25)")
     g.add_argument("--seed", dest="train_seed", default="0", metavar="N",
                    help="initialisation and data order (default 0)")
+    g.add_argument("--rounding", default="nearest", choices=("nearest", "stochastic"),
+                   help="the weight update's rounding (default nearest: half to even)")
     p.add_argument("--seeds", default="10", metavar="N",
                    help="random programs, seeds 0..N-1 (default 10)")
     p.add_argument("--commands", default="3", metavar="N", help="GEMMs per program (default 3)")
@@ -391,9 +393,10 @@ def cosim_train(args) -> int:
     from cocotb_tests.training_session import run_training
 
     _progress(f"running {steps} training steps of the {'-'.join(map(str, sizes))} MLP "
-              f"(batch {batch}, lr {lr}) on {sim} ({cfg.name}, {cfg.rows}x{cfg.cols}) ...")
+              f"(batch {batch}, lr {lr}, {args.rounding} rounding) on {sim} ({cfg.name}, "
+              f"{cfg.rows}x{cfg.cols}) ...")
     r = run_training(cfg, sim, sizes=sizes, batch=batch, steps=steps, seed=seed, lr=lr,
-                     log=_progress)
+                     rounding=args.rounding, log=_progress)
     for msg in r["errors"][:20]:
         print(f"    {msg}")
     verdict = "PASS" if r["passed"] == steps else "FAIL"

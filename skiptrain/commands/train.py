@@ -79,6 +79,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "batch a power of two, policy none")
     g.add_argument("--accel-preset", default="default", metavar="NAME",
                    help="backend accel: the accelerator preset (default: default)")
+    g.add_argument("--accel-rounding", default="nearest", choices=("nearest", "stochastic"),
+                   help="backend accel: round the weight update half to even (default) or "
+                        "stochastically (on-chip LFSRs seeded with the run's seed)")
     g.add_argument("--width", type=int, help="model width (default: mlp 128, cnn/resnet 16)")
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, default=20, help="default 20")
@@ -155,7 +158,7 @@ def _run(command: str, policies: list[str], args) -> int:
                        weight_decay=args.weight_decay, width=args.width, device=args.device,
                        target_acc=args.target_acc, limit=args.limit, threads=args.threads,
                        bn_replay=args.bn_replay, backend=args.backend,
-                       accel_preset=args.accel_preset,
+                       accel_preset=args.accel_preset, accel_rounding=args.accel_rounding,
                        match=getattr(args, "match", False),
                        progress=not args.no_progress and sys.stderr.isatty())
     except ValueError as e:

@@ -1,0 +1,36 @@
+"""A 32-bit xorshift LFSR: the random bits of stochastic rounding."""
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from skiptrain.numerics import LFSR_LANE_MIX, LFSR_WIDTH, lfsr_seed
+
+
+class Lfsr(wiring.Component):
+    """Marsaglia's xorshift32 (x ^= x << 13; x ^= x >> 17; x ^= x << 5): a linear feedback shift
+    register over GF(2) with period 2**32 - 1 through every non-zero state.
+
+    ``load`` sets the state to :func:`skiptrain.numerics.lfsr_seed` (``seed``, ``lane``), which
+    is never zero, so the register cannot lock up; ``step`` advances it once. ``value`` is the
+    current state. The golden model steps :func:`skiptrain.numerics.lfsr_step` alike.
+    """
+
+    def __init__(self, lane: int):
+        self._lane = lane
+        super().__init__({"seed": In(LFSR_WIDTH), "load": In(1), "step": In(1),
+                          "value": Out(LFSR_WIDTH, init=lfsr_seed(0, lane))})
+
+    def elaborate(self, platform):
+        m = Module()
+        x = self.value
+        a = x ^ (x << 13)[:LFSR_WIDTH]
+        b = a ^ (a >> 17)
+        c = b ^ (b << 5)[:LFSR_WIDTH]
+        mixed = self.seed ^ ((LFSR_LANE_MIX * (self._lane + 1)) & ((1 << LFSR_WIDTH) - 1))
+        with m.If(self.load):
+            m.d.sync += x.eq(Mux(mixed == 0, 1, mixed))
+        with m.Elif(self.step):
+            m.d.sync += x.eq(c)
+        return m
+
