@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
-from .report import critical_path_summary, count_cells, fmax_of
+from .report import critical_path_summary, count_cells, fmax_of, module_cells
 from .targets import Target
 
 __all__ = ["FlowError", "run_flow", "source_state", "tool_versions", "yosys_script"]
@@ -289,6 +289,7 @@ def run_flow(make_top: Callable, cfg, tgt: Target, out_dir, *, seeds=(1, 2, 3), 
         "dsp_check": {"expected_min": expected_dsps, "found": totals["dsps"],
                       "ok": totals["dsps"] >= expected_dsps},
         "cells": dict(sorted(cells.items())),
+        "module_cells": module_cells(stat),
     }
     if overfull is None:
         fmax = statistics.median(fmax_per_seed.values())

@@ -29,6 +29,17 @@ def count_cells(stat: dict) -> dict[str, int]:
     return {k: int(v) for k, v in by_type.items() if k != "$scopeinfo"}
 
 
+def module_cells(stat: dict) -> dict[str, dict[str, int]]:
+    """Cell type -> count of every module kept whole by synthesis, each module's own cells
+    (one instance; its kept submodules appear as cells of their module's name)."""
+    out = {}
+    for name, mod in stat.get("modules", {}).items():
+        cells = {k: int(v) for k, v in mod.get("num_cells_by_type", {}).items()
+                 if k != "$scopeinfo"}
+        out[name.lstrip("\\")] = dict(sorted(cells.items()))
+    return dict(sorted(out.items()))
+
+
 def fmax_of(report: dict) -> float:
     """The lowest achieved Fmax over the clocks of a nextpnr ``--report`` file, in MHz."""
     clocks = report.get("fmax", {})

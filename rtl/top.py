@@ -55,7 +55,9 @@ class Accelerator(wiring.Component):
     #: Submodules synthesis keeps whole (see fpga.flow): flattened, Yosys merges the equal
     #: flag flip-flops of a whole anti-diagonal of PEs into one, which then drives the
     #: accumulators of up to min(R, C) PEs across the die.
-    synthesis_keep_hierarchy = ("array.pe_*",)
+    #: The loss unit and the result writer stay whole too, so synthesis reports the area of
+    #: the element-wise units on their own (fpga.report.module_cells).
+    synthesis_keep_hierarchy = ("array.pe_*", "loss", "writer")
 
     def elaborate(self, platform):
         cfg = self.cfg
