@@ -69,3 +69,20 @@ def test_epilogue_loss_and_error_programs_tiny(sim):
     items += [(loss_scenario(cfg, s, bad_label=s == 2), "run", True) for s in range(3)]
     items += [(sc, "run", True) for sc, _ in train_error_scenarios(cfg).values()]
     run_and_check("tiny", sim, items)
+
+
+def test_flow_cosim_train_and_accel_training_small(tmp_path):
+    """The main job's training steps on a preset whose memories hold the 64-8-10 MLP; tiny
+    holds none and says so."""
+    _ready("verilator")
+    import json
+    from skiptrain.cli import main
+    rc = main(["flow", "--preset", "small", "--out", str(tmp_path / "small"),
+               "--skip", "cosim,bench,synth,train"])
+    summary = json.loads((tmp_path / "small" / "flow.json").read_text())
+    assert rc == 0, summary
+    assert summary["cosim_train"]["exit_code"] == 0 and summary["train_accel"]["exit_code"] == 0
+    rc = main(["flow", "--preset", "tiny", "--out", str(tmp_path / "tiny"),
+               "--skip", "cosim,bench,synth,train"])
+    summary = json.loads((tmp_path / "tiny" / "flow.json").read_text())
+    assert rc == 0 and summary["cosim_train"].startswith("skipped: the digits MLP does not fit")

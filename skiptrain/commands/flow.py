@@ -1,8 +1,9 @@
 """``skiptrain flow``: the main job, end to end on one preset.
 
-generate the Verilog -> co-simulate random programs against the golden model -> measure the
-GEMM cycles, utilisation and simulation speed -> synthesize, place and route -> train with the
-skip policies on the built-in data set. Each step is the ordinary command of the same name, so
+generate the Verilog -> co-simulate random programs against the golden model -> co-simulate
+training steps of the digits MLP -> measure the GEMM cycles, utilisation and simulation speed
+-> synthesize, place and route -> train with the skip policies on the built-in data set (float)
+-> train the digits MLP on the accelerator's arithmetic. Each step is the ordinary command of the same name, so
 every number the flow prints can be reproduced step by step.
 """
 
@@ -13,7 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-STEPS = ("generate", "cosim", "bench", "synth", "train")
+STEPS = ("generate", "cosim", "cosim_train", "bench", "synth", "train", "train_accel")
+
+#: the digits MLP each preset's memories hold: (sizes, batch); tiny holds none (64 inputs need
+#: 65 rows of activations, more than its 512-word scratchpad)
+FLOW_MLP = {"default": ("64,128,10", "32"), "small": ("64,8,10", "16")}
 
 
 def register(subparsers):
@@ -21,8 +26,10 @@ def register(subparsers):
         "flow", help="the main job: generate, co-simulate, benchmark, synthesize, train",
         description="Run the whole skiptrain flow on one preset and write every result under "
                     "--out: Verilog and config, a co-simulation of random programs against the "
-                    "golden model (Verilator), the GEMM benchmark, ECP5 synthesis (one seed), "
-                    "and a training comparison of the skip policies on the digits data set.")
+                    "golden model (Verilator), 20 training steps of the digits MLP co-simulated "
+                    "and checked after every step, the GEMM benchmark, ECP5 synthesis (one "
+                    "seed), a training comparison of the skip policies on the digits data set, "
+                    "and the digits MLP trained on the accelerator's arithmetic.")
     p.add_argument("--preset", default="default", metavar="NAME",
                    help="config preset (tiny, small, default; default: default)")
     p.add_argument("--out", default="out/flow", metavar="DIR", help="output folder (default out/flow)")
@@ -65,6 +72,8 @@ def run(args) -> int:
     plan = [
         ("generate", ["generate", "--preset", p, "--out", str(out / "rtl")]),
         ("cosim", ["cosim", "--sim", "verilator", "--preset", p, "--seeds", "4"]),
+        ("cosim_train", ["cosim", "train", "--sim", "verilator", "--preset", p, "--steps", "20",
+                         "--sizes", FLOW_MLP.get(p, ("", ""))[0], "--batch", FLOW_MLP.get(p, ("", ""))[1]]),
         ("bench", ["bench", "gemm", "--preset", p, "--sims", "verilator", "--json", str(out / "bench_gemm.json")]),
         ("synth", ["synth", "--preset", p, "--target", "ecp5", "--seeds", "1",
                    "--json", str(out / "synth_ecp5.json"), "--markdown", str(out / "synth_ecp5.md"),
@@ -72,12 +81,19 @@ def run(args) -> int:
         ("train", ["compare", "--dataset", "digits", "--model", "mlp",
                    "--policies", "none,conf_sample,conf_batch,wus", "--seeds", "1",
                    "--out", str(out / "train")]),
+        ("train_accel", ["train", "--backend", "accel", "--accel-preset", p, "--model", "mlp1",
+                         "--width", FLOW_MLP.get(p, ("64,0",))[0].split(",")[1], "--momentum", "0",
+                         "--lr", "0.25", "--batch-size", FLOW_MLP.get(p, ("", "32"))[1],
+                         "--seeds", "1", "--out", str(out / "train_accel")]),
     ]
     summary: dict = {"preset": p}
     failed = None
     for name, argv in plan:
         if name in skip:
             summary[name] = "skipped"
+            continue
+        if name in ("cosim_train", "train_accel") and p not in FLOW_MLP:
+            summary[name] = f"skipped: the digits MLP does not fit preset {p}'s memories"
             continue
         try:
             _step(name, argv, summary)
