@@ -129,13 +129,18 @@ def target(name: str) -> Target:
 
 def estimate_resources(cfg) -> dict:
     """What an accelerator built from ``cfg`` needs at the least: one DSP multiplier per PE,
-    and the bits of its scratchpad, accumulator memory and program memory."""
+    and the bits of its scratchpad, accumulator memory, program memory and the loss unit's
+    exp and log tables (one copy per lane)."""
+    from skiptrain import numerics
     from skiptrain.isa import command_width
 
+    exp, log = numerics.exp_table(cfg.frac_bits), numerics.log_table(cfg.frac_bits)
     mems = {
         "scratchpad": cfg.banks * cfg.spad_depth * cfg.data_width,
         "accumulator memory": cfg.banks * cfg.acc_depth * cfg.acc_width,
         "program memory": cfg.prog_depth * command_width(cfg),
+        "loss tables": cfg.banks * (len(exp) * (numerics.EXP_FRAC + 1)
+                                    + len(log) * max(log).bit_length()),
     }
     return {"dsps": cfg.rows * cfg.cols, "memory_bits": sum(mems.values()),
             "memory_bits_by_memory": mems}

@@ -1,6 +1,6 @@
 """A 32-bit xorshift LFSR: the random bits of stochastic rounding."""
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Module, Mux
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 

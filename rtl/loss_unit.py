@@ -28,8 +28,8 @@ class LossUnit(wiring.Component):
     4. OUT (M cycles): p = EXP[z_max - z + L], minus 2**EXP_FRAC on the label's row, rounded
        half to even by ``shift`` and saturated (``saturated``), written to dY.
 
-    Groups follow each other without a gap: ``3 M + 4`` cycles each, then ``drain_cycles``
-    until the last row is in memory and ``done`` pulses (:meth:`cycles`). On a bad label the
+    Groups follow each other without a gap: ``3 M + 4`` cycles each (:meth:`group_cycles`),
+    then ``drain_cycles`` until the last row is in memory and ``done`` pulses. On a bad label the
     unit stops issuing, drains, and pulses ``done`` with ``error``.
     Lanes past N are neither checked nor written.
     """
@@ -172,9 +172,9 @@ class LossUnit(wiring.Component):
         onehot = Signal(V)
         tB = Signal(tag)
         m.d.sync += tB.eq(tA)
-        self_correct = Signal.like(self.correct)
-        m.d.sync += self_correct.eq(0)
-        m.d.comb += self.correct.eq(self_correct)
+        correct = Signal.like(self.correct)
+        m.d.sync += correct.eq(0)
+        m.d.comb += self.correct.eq(correct)
         bad = Signal(V)
         hits = Signal(V)
         for lane in range(V):
@@ -192,7 +192,7 @@ class LossUnit(wiring.Component):
             m.d.sync += bad_seen.eq(1)
         with m.If(tA.valid & (tA.pass_ == SUM) & tA.first & ~bad_seen):
             # the argmax is final when SUM's first row reaches this stage
-            m.d.sync += self_correct.eq(sum(hits[lane] for lane in range(V)))
+            m.d.sync += correct.eq(sum(hits[lane] for lane in range(V)))
 
         # ---- stage C: exp from the table; the sum, or the error value --------------------------
         tC = Signal(tag)

@@ -369,7 +369,7 @@ def cosim(args) -> int:
 
 def cosim_train(args) -> int:
     from skiptrain.config import preset
-    from skiptrain.program import MlpSpec, ProgramError, build_mlp, lr_shift_of
+    from skiptrain.program import MlpSpec, build_mlp, lr_shift_of
 
     sim = _sim(args.sim)
     cfg = preset(args.preset or "default")
