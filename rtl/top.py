@@ -77,7 +77,7 @@ class Accelerator(wiring.Component):
         m.submodules.skew_flags = skew_f = Skew(R, 2)
         m.submodules.skew_b = skew_b = Skew(C, signed(cfg.data_width))
         m.submodules.array = array = SystolicArray(cfg)
-        m.submodules.writer = writer = ResultWriter(cfg, spad.write_latency)
+        m.submodules.writer = writer = ResultWriter(cfg, spad.write_latency, accm.read_latency)
         m.submodules.counters = counters = PerfCounters(cfg)
         m.submodules.loss = loss = LossUnit(cfg, spad.read_latency)
         # the writer takes a command's constants at cmd_start; its first row comes after CHECK,

@@ -61,7 +61,8 @@ def register(subparsers):
     g.add_argument("--rounding", default="nearest", choices=("nearest", "stochastic"),
                    help="the weight update's rounding (default nearest: half to even)")
     p.add_argument("--seeds", default="10", metavar="N",
-                   help="random programs, seeds 0..N-1 (default 10)")
+                   help="gemm: programs of seeds 0..N-1, even seeds random, odd seeds aimed at "
+                        "the requantizer's edges (default 10)")
     p.add_argument("--commands", default="3", metavar="N", help="GEMMs per program (default 3)")
     p.add_argument("--max-dim", default="12", metavar="N",
                    help="largest random M, K, N (default 12)")
@@ -316,6 +317,12 @@ def cosim(args) -> int:
 
     if args.what == "train":
         return cosim_train(args)
+    train_only = {"--steps": (args.steps, "10"), "--sizes": (args.sizes, "64,128,10"),
+                  "--batch": (args.batch, "32"), "--lr": (args.lr, "0.25"),
+                  "--seed": (args.train_seed, "0"), "--rounding": (args.rounding, "nearest")}
+    given = [flag for flag, (value, default) in train_only.items() if value != default]
+    if given:
+        raise _err(f"{', '.join(given)}: options of 'cosim train', not of GEMM programs")
     sim = _sim(args.sim)
     cfg = preset(args.preset or "tiny")
     seeds = _int("--seeds", args.seeds, 1, 10_000)
@@ -373,6 +380,9 @@ def cosim_train(args) -> int:
 
     sim = _sim(args.sim)
     cfg = preset(args.preset or "default")
+    if args.waves:
+        raise _err("--waves: cosim train records no waves (use cosim gemm, or the cocotb runner's "
+                   "waves on a training session from cocotb_tests.training_session)")
     steps = _int("--steps", args.steps, 1, 100_000)
     batch = _int("--batch", args.batch, 1, cfg.max_dim)
     seed = _int("--seed", args.train_seed, 0)
