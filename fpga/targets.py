@@ -99,7 +99,7 @@ TARGETS: dict[str, Target] = {
         multiplier="behavioral",
         memory="inferred",
         wrap=True,
-        # The UP5K is nearly full with the tiny preset: area beats the routes saved.
+        # The UP5K is nearly full with the tiny_gemm preset: area beats the routes saved.
         keep_hierarchy=False,
         cells={
             "luts": ("SB_LUT4",),
@@ -140,7 +140,7 @@ def estimate_resources(cfg) -> dict:
         "accumulator memory": cfg.banks * cfg.acc_depth * cfg.acc_width,
         "program memory": cfg.prog_depth * command_width(cfg),
         "loss tables": cfg.banks * (len(exp) * (numerics.EXP_FRAC + 1)
-                                    + len(log) * max(log).bit_length()),
+                                    + len(log) * max(log).bit_length()) if cfg.training else 0,
     }
     return {"dsps": cfg.rows * cfg.cols, "memory_bits": sum(mems.values()),
             "memory_bits_by_memory": mems}

@@ -98,7 +98,7 @@ class Accelerator:
                 break
             cnt["cycles"] += FETCH_CYCLES - 1  # the rest of the program memory read, DECODE
             cmd = decode(self.prog[pc], cfg)
-            if cmd.opcode not in (Opcode.GEMM, Opcode.LOSS):
+            if cmd.opcode != Opcode.GEMM and not (cmd.opcode == Opcode.LOSS and cfg.training):
                 cnt["cycles"] += 1  # the one CHECK cycle that reads the opcode
                 if cmd.opcode != Opcode.HALT:
                     error = ErrorCode.BAD_OPCODE

@@ -27,6 +27,13 @@ FETCH_CYCLES = 4     # FETCH, 2 x WAIT (program memory read latency 3), DECODE
 CHECK_CYCLES = 10    # rtl Sequencer.check_cycles
 READER_LATENCY = 9   # rtl OperandReader.latency (6 + the scratchpad read latency 3)
 WRITER_LATENCY = 14  # rtl ResultWriter.latency (13 + the memories' input register)
+#: without the training hardware (Config.training = False): no noise stage, aux read (3) or
+#: epilogue stages (2)
+WRITER_LATENCY_GEMM_ONLY = 8
+
+
+def writer_latency(cfg: Config) -> int:
+    return WRITER_LATENCY if cfg.training else WRITER_LATENCY_GEMM_ONLY
 ISSUE_REGISTER = 1   # the sequencer registers its issue outputs
 ARRAY_MUX_STAGES = 2 # rtl SystolicArray.mux_stages (row multiplexer)
 
@@ -45,7 +52,8 @@ def effective_shift(cmd: Command, lr_shift: int) -> int:
 
 def check(cmd: Command, cfg: Config, lr_shift: int = 0) -> ErrorCode:
     """The error a GEMM or LOSS command stops with, in the RTL's priority order (NONE if it runs)."""
-    if cmd.opcode not in (Opcode.HALT, Opcode.GEMM, Opcode.LOSS):
+    if cmd.opcode not in (Opcode.HALT, Opcode.GEMM, Opcode.LOSS) or \
+            (cmd.opcode == Opcode.LOSS and not cfg.training):
         return ErrorCode.BAD_OPCODE
     loss = cmd.opcode == Opcode.LOSS
     if cmd.m == 0 or (cmd.k == 0 and not loss) or cmd.n == 0:
@@ -55,7 +63,7 @@ def check(cmd: Command, cfg: Config, lr_shift: int = 0) -> ErrorCode:
     if effective_shift(cmd, lr_shift) > cfg.acc_width - 1:
         return ErrorCode.BAD_SHIFT
     quant = cmd.out_mode == OutMode.QUANT or loss
-    if cmd.epilogue != Epilogue.NONE and (loss or not quant):
+    if cmd.epilogue != Epilogue.NONE and (loss or not quant or not cfg.training):
         return ErrorCode.BAD_EPILOGUE
     c_depth = cfg.spad_depth if quant else cfg.acc_depth
     last = {}
@@ -95,7 +103,8 @@ def drain_cycles(cmd: Command, cfg: Config) -> int:
     R, C = cfg.rows, cfg.cols
     array_latency = C + cfg.multiplier_latency + ARRAY_MUX_STAGES + (R - 1)
     period = max(cmd.k, R, C)
-    return ISSUE_REGISTER + READER_LATENCY + array_latency + WRITER_LATENCY - (period - cmd.k)
+    return (ISSUE_REGISTER + READER_LATENCY + array_latency + writer_latency(cfg)
+            - (period - cmd.k))
 
 
 def gemm_cycles(cmd: Command, cfg: Config) -> dict:

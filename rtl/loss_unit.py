@@ -45,20 +45,7 @@ class LossUnit(wiring.Component):
         if memory_read_latency != 3:
             raise ValueError(f"memory_read_latency={memory_read_latency}: the pipeline is built for 3")
         self._cfg = cfg
-        V, saw, dw, aw = cfg.banks, cfg.spad_addr_width, cfg.data_width, cfg.addr_width
-        super().__init__({
-            "start": In(1),
-            "m": In(unsigned(cfg.dim_width)), "n": In(unsigned(cfg.dim_width)),
-            "z_base": In(unsigned(aw)), "z_ld": In(unsigned(aw)),
-            "y_base": In(unsigned(aw)),
-            "d_base": In(unsigned(aw)), "d_ld": In(unsigned(aw)),
-            "shift": In(unsigned(cfg.shift_width)),
-            "rd_z": Out(read_port_signature(V, saw, signed(dw))),
-            "rd_y": Out(read_port_signature(V, saw, signed(dw))),
-            "wr": Out(write_port_signature(V, saw, signed(dw))),
-            "done": Out(1), "error": Out(1), "saturated": Out(1),
-            "correct": Out(range(V + 1)),
-        })
+        super().__init__(loss_unit_signature(cfg))
 
     @classmethod
     def group_cycles(cls, m: int) -> int:
@@ -254,3 +241,21 @@ class LossUnit(wiring.Component):
             m.d.sync += [self.wr.addr[b].eq(tD.word), self.wr.data[b].eq(outs[lane]),
                          self.wr.en[b].eq(tD.valid & (tD.pass_ == OUT) & ok)]
         return m
+
+
+def loss_unit_signature(cfg: Config) -> wiring.Signature:
+    """The loss unit's ports (top builds them alone when the training hardware is left out)."""
+    V, saw, dw, aw = cfg.banks, cfg.spad_addr_width, cfg.data_width, cfg.addr_width
+    return wiring.Signature({
+        "start": In(1),
+        "m": In(unsigned(cfg.dim_width)), "n": In(unsigned(cfg.dim_width)),
+        "z_base": In(unsigned(aw)), "z_ld": In(unsigned(aw)),
+        "y_base": In(unsigned(aw)),
+        "d_base": In(unsigned(aw)), "d_ld": In(unsigned(aw)),
+        "shift": In(unsigned(cfg.shift_width)),
+        "rd_z": Out(read_port_signature(V, saw, signed(dw))),
+        "rd_y": Out(read_port_signature(V, saw, signed(dw))),
+        "wr": Out(write_port_signature(V, saw, signed(dw))),
+        "done": Out(1), "error": Out(1), "saturated": Out(1),
+        "correct": Out(range(V + 1)),
+    })

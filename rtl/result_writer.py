@@ -73,6 +73,8 @@ class ResultWriter(wiring.Component):
 
     @property
     def latency(self) -> int:
+        if not self._cfg.training:  # no noise stage, aux read or epilogue stages
+            return 4 + Requantizer.latency + self._memory_write_latency
         return 5 + Requantizer.latency + self.acc_read_latency + 2 + self._memory_write_latency
 
     @property
@@ -143,21 +145,25 @@ class ResultWriter(wiring.Component):
         m.submodules.requantizer = rq = Requantizer(cfg, C)
         assert self.settle_cycles == 1 + rq.settle_cycles
         # stochastic rounding of the update: the LFSRs' low shift bits added, then a floor
-        sr_active = Signal()
-        m.d.sync += sr_active.eq(self.stochastic & (self.epilogue == Epilogue.UPDATE))
+        sr_active = Signal()  # stays 0 without the training hardware
         noise_mask = Signal(32)
         m.d.sync += noise_mask.eq(((Const(1, 33) << shift) - 1)[:32])
-        noised = Signal.like(row_data)
-        noised_valid = Signal()
-        m.d.sync += noised_valid.eq(row_valid)
-        for j in range(C):
-            m.submodules[f"lfsr{j}"] = lfsr = Lfsr(j)
-            m.d.comb += [lfsr.seed.eq(self.sr_seed), lfsr.load.eq(self.sr_load),
-                         lfsr.step.eq(row_valid & sr_active)]
-            m.d.sync += noised[j].eq(row_data[j] + Mux(sr_active, lfsr.value & noise_mask, 0))
+        noised, noised_valid = row_data, row_valid
+        if cfg.training:
+            m.d.sync += sr_active.eq(self.stochastic & (self.epilogue == Epilogue.UPDATE))
+            noised, noised_valid = Signal.like(row_data), Signal()
+            m.d.sync += noised_valid.eq(row_valid)
+            for j in range(C):
+                m.submodules[f"lfsr{j}"] = lfsr = Lfsr(j)
+                m.d.comb += [lfsr.seed.eq(self.sr_seed), lfsr.load.eq(self.sr_load),
+                             lfsr.step.eq(row_valid & sr_active)]
+                m.d.sync += noised[j].eq(row_data[j] + Mux(sr_active, lfsr.value & noise_mask, 0))
         m.d.comb += [rq.value.eq(noised), rq.valid.eq(noised_valid), rq.floor.eq(sr_active),
                      rq.quant.eq(quant), rq.shift.eq(shift),
-                     rq.saturate.eq(epilogue != Epilogue.UPDATE), rq.relu.eq(epilogue == Epilogue.RELU)]
+                     # without the training hardware no epilogue runs: constants, so synthesis
+                     # drops the round-only and ReLU paths
+                     rq.saturate.eq(epilogue != Epilogue.UPDATE if cfg.training else 1),
+                     rq.relu.eq(epilogue == Epilogue.RELU if cfg.training else 0)]
 
         # row metadata, delayed to meet the requantizer output
         meta = data.StructLayout({"row_ok": 1, "lanes_ok": C, "last": 1, "rot": bb,
@@ -169,7 +175,7 @@ class ResultWriter(wiring.Component):
                      cur.aux_row_base.eq(aux_row_base), cur.j0.eq(j0)]
         for j in range(C):
             m.d.comb += cur.lanes_ok[j].eq(n_rem > j)
-        for stage in range(1 + rq.latency):  # the noise stage, the requantizer
+        for stage in range(int(cfg.training) + rq.latency):  # the noise stage, the requantizer
             nxt = Signal(meta, name=f"meta_d{stage}")
             m.d.sync += nxt.eq(cur)
             cur = nxt
@@ -205,6 +211,20 @@ class ResultWriter(wiring.Component):
                          bank_data[b].eq(values[lane]), bank_en[b].eq(ens[lane])]
             # the aux read goes out from these registers; its data comes acc_read_latency later
             m.d.comb += self.acc_rd.addr[b].eq(bank_aux[b])
+        lane_sat = Signal()
+        m.d.sync += lane_sat.eq((rq.saturated & cur.lanes_ok).any() & cur.row_ok)
+        if not cfg.training:
+            # the GEMM engine alone: the bank registers are the write ports
+            to_spad = Signal()
+            m.d.sync += to_spad.eq(quant)
+            for b in range(V):
+                m.d.comb += [self.spad.addr[b].eq(bank_addr[b]), self.spad.data[b].eq(bank_data[b]),
+                             self.spad.en[b].eq(bank_en[b] & to_spad),
+                             self.acc.addr[b].eq(bank_addr[b]), self.acc.data[b].eq(bank_data[b]),
+                             self.acc.en[b].eq(bank_en[b] & ~to_spad)]
+            m.d.comb += self.saturated.eq(lane_sat)
+            self._done_chain(m, last, 2 + self._memory_write_latency)
+            return m
 
         # while the aux word is read, the element waits beside it
         for stage in range(self.acc_read_latency):
@@ -263,17 +283,19 @@ class ResultWriter(wiring.Component):
                          self.acc.data[b].eq(Mux(aux_write, out_x[b], out_c[b])),
                          self.acc.en[b].eq(out_en[b] & (~to_spad | aux_write))]
         m.d.sync += out_en.eq(e1_en)
-        lane_sat = Signal()
-        m.d.sync += lane_sat.eq((rq.saturated & cur.lanes_ok).any() & cur.row_ok)
         m.d.comb += self.saturated.eq(lane_sat | e1_sat.any() | e2_sat.any())
+        self._done_chain(m, last, 2 + self.acc_read_latency + 2 + self._memory_write_latency)
+        return m
 
+    def _done_chain(self, m, last, stages: int) -> None:
+        """``done``: the last row's flag, ``stages`` registers later (one cycle after that row
+        lands in memory)."""
         done = last
-        for stage in range(2 + self.acc_read_latency + 2 + self._memory_write_latency):
+        for stage in range(stages):
             d = Signal(name=f"done_d{stage}")
             m.d.sync += d.eq(done)
             done = d
         m.d.comb += self.done.eq(done)
-        return m
 
 
 def _round_saturate(m, w, shift: int, width: int, name: str):

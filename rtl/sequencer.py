@@ -155,7 +155,8 @@ class Sequencer(wiring.Component):
         # every state made the enables of the ISSUE counters the slowest logic of the design.
         state = Signal(len(_STATES), init=1)  # IDLE
         at = {name: state[n] for n, name in enumerate(_STATES)}
-        runs = (cmd.opcode == Opcode.GEMM) | is_loss
+        # without the training hardware a LOSS is an unknown opcode
+        runs = (cmd.opcode == Opcode.GEMM) | (is_loss & cfg.training)
         leave_at_halt = at["CHECK"] & step[0] & ~runs  # HALT or a bad opcode
         decide = at["CHECK"] & step[self.check_cycles - 1]
         loss_over = at["LOSS"] & self.loss_done
@@ -178,7 +179,7 @@ class Sequencer(wiring.Component):
         m.d.sync += [state[n].eq(nxt[name]) for n, name in enumerate(_STATES)]
         m.d.comb += [self.in_command.eq((at["CHECK"] & (cmd.opcode == Opcode.GEMM)) | at["ISSUE"]
                                         | at["DRAIN"]),
-                     self.in_loss.eq((at["CHECK"] & is_loss) | at["LOSS"]),
+                     self.in_loss.eq((at["CHECK"] & is_loss & runs) | at["LOSS"]),
                      self.loss_active.eq(at["LOSS"])]
         m.d.sync += self.loss_start.eq(0)
 
@@ -207,15 +208,16 @@ class Sequencer(wiring.Component):
                     fail(ErrorCode.BAD_OPCODE)
                 m.d.sync += [zero_err.eq((cmd.m == 0) | ((cmd.k == 0) & ~is_loss) | (cmd.n == 0)),
                              eff_shift.eq(cmd.shift + Mux(~is_loss & (cmd.epilogue == Epilogue.UPDATE),
-                                                          self.lr_shift, 0)),
-                             classes_err.eq(is_loss & (cmd.m > MAX_CLASSES)),
-                             epi_err.eq(has_aux & (is_loss | (cmd.out_mode == OutMode.ACC))),
+                                                          self.lr_shift, 0) if cfg.training else cmd.shift),
+                             classes_err.eq(is_loss & (cmd.m > MAX_CLASSES) if cfg.training else 0),
+                             epi_err.eq(has_aux & (is_loss | (cmd.out_mode == OutMode.ACC)
+                                                   | (not cfg.training))),
                              period.eq(Mux(cmd.k > max(R, C), cmd.k, max(R, C)))]
                 m.d.sync += [op["colw"].eq((op["cols"] - 1) >> bb) for op in operands]
             with m.If(step[1]):
                 m.d.sync += [period_m2.eq(period - 2), period_is_one.eq(period == 1), k_m1.eq(cmd.k - 1),
                              shift_err.eq(eff_shift > cfg.acc_width - 1),
-                             aux_base_colw.eq(cmd.aux_base + operands[2]["colw"])]
+                             aux_base_colw.eq(cmd.aux_base + operands[2]["colw"] if cfg.training else 0)]
                 for op in operands:
                     m.d.sync += [op["base_colw"].eq(op["base"] + op["colw"]),
                                  op["stride_err"].eq(op["ld"] <= op["colw"])]
@@ -225,14 +227,15 @@ class Sequencer(wiring.Component):
                     m.d.sync += [mul_a.eq(op["rows"] - 1), mul_b.eq(op["ld"])]
                 with m.If(step[n + product_step]):
                     m.d.sync += op["last"].eq(op["base_colw"] + prod)
-                    if name_of(n) == "c":
+                    if name_of(n) == "c" and cfg.training:
                         # aux has C's rows and ld: the same product
                         m.d.sync += aux_last.eq(aux_base_colw + prod)
                 with m.If(step[flags_step]):
                     m.d.sync += op["range_err"].eq(op["last"] >= op["depth"])
             a, b, c = operands
             with m.If(step[flags_step]):
-                m.d.sync += aux_err.eq(has_aux & (aux_last >= cfg.acc_depth))
+                # without the training hardware an epilogue is BAD_EPILOGUE before this matters
+                m.d.sync += aux_err.eq(has_aux & (aux_last >= cfg.acc_depth) if cfg.training else 0)
                 m.d.sync += overlap_err.eq(quant & (
                     ((cmd.c_base <= a["last"]) & (cmd.a_base <= c["last"])) |
                     ((cmd.c_base <= b["last"]) & (cmd.b_base <= c["last"]))))

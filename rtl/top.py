@@ -12,7 +12,7 @@ from skiptrain.isa import command_width
 
 from .banked_memory import BankedMemory
 from .command import OutMode
-from .loss_unit import LossUnit
+from .loss_unit import LossUnit, loss_unit_signature
 from .operand_reader import OperandReader
 from .perf_counters import COUNTERS, PerfCounters
 from .result_writer import ResultWriter
@@ -79,7 +79,10 @@ class Accelerator(wiring.Component):
         m.submodules.array = array = SystolicArray(cfg)
         m.submodules.writer = writer = ResultWriter(cfg, spad.write_latency, accm.read_latency)
         m.submodules.counters = counters = PerfCounters(cfg)
-        m.submodules.loss = loss = LossUnit(cfg, spad.read_latency)
+        if cfg.training:
+            m.submodules.loss = loss = LossUnit(cfg, spad.read_latency)
+        else:  # a LOSS stops at CHECK: the loss unit's outputs are signals that stay 0
+            loss = loss_unit_signature(cfg).create(path=("loss",))
         # the writer takes a command's constants at cmd_start; its first row comes after CHECK,
         # the issue register, the reader and the array
         first_row = Sequencer.check_cycles + 1 + ra.latency + array.row_out_latency
@@ -108,14 +111,15 @@ class Accelerator(wiring.Component):
         saturated, host_error = Signal(), Signal()
         with m.If(start_pc_w & idle):
             m.d.sync += start_pc.eq(host.w_data)
-        lr_shift = Signal(cfg.shift_width)
-        with m.If(lr_w & idle):
-            m.d.sync += lr_shift.eq(host.w_data)
-        stochastic, sr_seed = Signal(), Signal(32)
-        with m.If(rounding_w & idle):
-            m.d.sync += stochastic.eq(host.w_data[0])
-        with m.If(seed_w & idle):
-            m.d.sync += sr_seed.eq(host.w_data[:32])
+        # the training registers (without the training hardware they are not there: they read 0)
+        lr_shift, stochastic, sr_seed = Signal(cfg.shift_width), Signal(), Signal(32)
+        if cfg.training:
+            with m.If(lr_w & idle):
+                m.d.sync += lr_shift.eq(host.w_data)
+            with m.If(rounding_w & idle):
+                m.d.sync += stochastic.eq(host.w_data[0])
+            with m.If(seed_w & idle):
+                m.d.sync += sr_seed.eq(host.w_data[:32])
         # memories and control belong to the sequencer while it runs: refuse and flag
         refused = busy & (wr[Region.PROG] | wr[Region.SPAD] | wr[Region.ACC] | rd_mem
                           | start_pc_w | lr_w | rounding_w | seed_w | start | clear)
@@ -192,8 +196,8 @@ class Accelerator(wiring.Component):
                 ]
         # the accumulator memory's read port: the writer's epilogue (aux) while busy, the host else
         for b in range(V):
-            m.d.comb += [accm.read[0].addr[b].eq(Mux(busy, writer.acc_rd.addr[b], index)),
-                         writer.acc_rd.data[b].eq(accm.read[0].data[b])]
+            addr = Mux(busy, writer.acc_rd.addr[b], index) if cfg.training else index
+            m.d.comb += [accm.read[0].addr[b].eq(addr), writer.acc_rd.data[b].eq(accm.read[0].data[b])]
 
         # ---- performance counters ------------------------------------------------------------
         m.d.comb += [counters.clear.eq(clear & idle), counters.busy.eq(busy),

@@ -71,6 +71,11 @@ class Config:
         One of :data:`MULTIPLIERS`; changes the netlist, never the behaviour or the timing.
     memory:
         One of :data:`MEMORIES`; likewise.
+    training:
+        Build the training hardware: the loss unit (LOSS), the write-back epilogues (RELU,
+        MASK, UPDATE), stochastic rounding. Without it the accelerator runs GEMM programs only
+        (a LOSS stops with BAD_OPCODE, an epilogue with BAD_EPILOGUE), its writer is 6 cycles
+        shorter, and it is small enough for the iCE40 UP5K (preset ``tiny_gemm``).
     """
 
     rows: int = 8
@@ -85,6 +90,7 @@ class Config:
     counter_width: int = 48
     multiplier: str = "behavioral"
     memory: str = "inferred"
+    training: bool = True
     name: str = field(default="custom", compare=False)
 
     def __post_init__(self):
@@ -109,6 +115,7 @@ class Config:
         self._check("counter_width", 24 <= self.counter_width <= 64, "must be in 24..64")
         self._check("multiplier", self.multiplier in MULTIPLIERS, f"must be one of {MULTIPLIERS}")
         self._check("memory", self.memory in MEMORIES, f"must be one of {MEMORIES}")
+        self._check("training", isinstance(self.training, bool), "must be true or false")
         if self.multiplier == "ecp5":
             self._check("data_width", self.data_width <= 18,
                         "must be at most 18 with multiplier='ecp5' (MULT18X18D is 18x18)")
@@ -222,10 +229,15 @@ class Config:
         return cls.from_dict(d)
 
 
-#: Named presets. ``tiny`` keeps tests and iCE40 builds fast; ``default`` is the 8x8 array.
+#: Named presets. ``tiny`` keeps tests fast; ``tiny_gemm`` (no training hardware) fits the iCE40 UP5K;
+#: ``default`` is the 8x8 array.
 PRESETS: dict[str, Config] = {
     "tiny": Config(rows=2, cols=2, data_width=8, frac_bits=4, acc_width=24, spad_depth=512,
                    acc_depth=256, prog_depth=16, dim_width=8, counter_width=24, name="tiny"),
+    # the tiny GEMM engine without the training hardware: what fits the iCE40 UP5K
+    "tiny_gemm": Config(rows=2, cols=2, data_width=8, frac_bits=4, acc_width=24, spad_depth=512,
+                        acc_depth=256, prog_depth=16, dim_width=8, counter_width=24,
+                        training=False, name="tiny_gemm"),
     "small": Config(rows=4, cols=4, spad_depth=1024, acc_depth=256, prog_depth=32, name="small"),
     "default": Config(name="default"),
 }

@@ -32,7 +32,7 @@ def test_bad_config_names_field_value_and_rule(changes, message):
 
 
 def test_unknown_preset_and_fields():
-    with pytest.raises(ConfigError, match=r"preset='huge': unknown preset; choose one of \['default', 'small', 'tiny'\]"):
+    with pytest.raises(ConfigError, match=r"preset='huge': unknown preset; choose one of \['default', 'small', 'tiny', 'tiny_gemm'\]"):
         preset("huge")
     with pytest.raises(ConfigError, match=r"unknown config field\(s\) \['colz'\]"):
         Config.from_dict({"colz": 4})
@@ -97,3 +97,9 @@ def test_region_store_load_numpy_and_torch():
     assert torch.equal(reg.load(timg), torch.as_tensor(m))
     with pytest.raises(ValueError, match="exceed memory depth"):
         Region.packed(14, 3, 6, V).store(img, m)
+
+
+def test_training_flag_is_checked():
+    with pytest.raises(ConfigError, match=r"training=1: must be true or false"):
+        Config(training=1)
+    assert preset("tiny_gemm").replace(training=True) == preset("tiny")

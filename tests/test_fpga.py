@@ -172,7 +172,7 @@ def _cli_error(capsys, *argv):
     (["--preset", "tiny", "--target", "xc7"],
      "skiptrain: error: target='xc7': unknown target; choose one of ['ecp5', 'ice40']"),
     (["--preset", "huge", "--target", "ecp5"],
-     "skiptrain: error: preset='huge': unknown preset; choose one of ['default', 'small', 'tiny']"),
+     "skiptrain: error: preset='huge': unknown preset; choose one of ['default', 'small', 'tiny', 'tiny_gemm']"),
     (["--preset", "small", "--target", "ice40"],
      "skiptrain: error: preset 'small' (4x4 PEs) needs 16 DSP multipliers, one per PE; "
      "iCE40UP5K-SG48 has 8 (rule: rows*cols <= 8 on ice40); choose a smaller preset for --target ice40"),

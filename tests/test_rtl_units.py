@@ -279,3 +279,6 @@ def test_golden_cycle_constants_are_the_rtl_latencies():
            "FETCH_CYCLES": 1 + BankedMemory.read_latency}
     for name, value in got.items():
         assert getattr(gs, name) == value, f"golden {name}={getattr(gs, name)}, rtl says {value}"
+    gemm_only = ResultWriter(cfg.replace(training=False), BankedMemory.write_latency)
+    Fragment.get(gemm_only, None)
+    assert gs.WRITER_LATENCY_GEMM_ONLY == gemm_only.latency, (gs.WRITER_LATENCY_GEMM_ONLY, gemm_only.latency)

@@ -269,3 +269,33 @@ def test_step_error_is_reported():
         chip.train_step(x, torch.tensor([0, 1, 2, 3]))
     assert ErrorCode.BAD_LABEL == 12
     assert Region is not None
+
+
+# ---- without the training hardware (the iCE40 preset) -----------------------------------------
+def test_gemm_only_config_runs_gemms_and_refuses_training_commands():
+    """tiny_gemm: GEMM programs exact, with the 6-cycle-shorter writer; a LOSS stops with
+    BAD_OPCODE after one CHECK cycle, an epilogue with BAD_EPILOGUE, each followed by a good
+    program."""
+    import dataclasses
+
+    from golden.scenario import Scenario, error_scenarios
+    from skiptrain.isa import Command, Epilogue
+    cfg = preset("tiny_gemm")
+    assert not cfg.training
+    scs = [random_gemm_scenario(cfg, s, n_commands=3, max_dim=9) for s in range(3)]
+    # every training-error program starts with a LOSS: here an unknown opcode at slot 0
+    for name, (sc, _) in train_error_scenarios(cfg).items():
+        got = sc.expected()[1]
+        assert (got.error_code, got.pc, got.cycles) == (ErrorCode.BAD_OPCODE, 0, 5), \
+            f"{name}: golden stops with {got.error_code.name} at slot {got.pc} after {got.cycles}"
+        scs += [sc, random_gemm_scenario(cfg, 11, n_commands=1, max_dim=5)]
+    # an epilogue on a good QUANT GEMM
+    good = next(iter(error_scenarios(cfg).values()))[0]
+    relu = dataclasses.replace(good.commands[0], epilogue=Epilogue.RELU)
+    bad = Scenario(cfg, inputs=good.inputs, outputs=good.outputs, name="gemm-only relu",
+                   commands=[good.commands[0], relu, Command()])
+    got = bad.expected()[1]
+    assert (got.error_code, got.pc) == (ErrorCode.BAD_EPILOGUE, 1), (got.error_code, got.pc)
+    scs += [bad, random_gemm_scenario(cfg, 12, n_commands=1, max_dim=5)]
+    errors = run_scenarios(Accelerator(cfg), cfg, scs)
+    assert not errors, "\n".join(errors[:20])
