@@ -23,21 +23,21 @@ class LossUnit(wiring.Component):
        with ``error`` before anything of this group is written;
     2. SUM (M cycles): S = sum of EXP[z_max - z] (:func:`skiptrain.numerics.exp_table`), and the
        count of valid lanes whose argmax equals the label (``correct``);
-    3. four cycles while ln S comes from the leading one of S and the log table
+    3. six cycles while ln S comes from the leading one of S and the log table
        (:func:`skiptrain.numerics.log_table`);
     4. OUT (M cycles): p = EXP[z_max - z + L], minus 2**EXP_FRAC on the label's row, rounded
        half to even by ``shift`` and saturated (``saturated``), written to dY.
 
-    Groups follow each other without a gap: ``3 M + 4`` cycles each (:meth:`group_cycles`),
+    Groups follow each other without a gap: ``3 M + 6`` cycles each (:meth:`group_cycles`),
     then ``drain_cycles`` until the last row is in memory and ``done`` pulses. On a bad label the
     unit stops issuing, drains, and pulses ``done`` with ``error``.
     Lanes past N are neither checked nor written.
     """
 
     #: cycles without a read between SUM and OUT, while L is computed from S
-    gap_cycles = 4
+    gap_cycles = 6
     #: cycles from the last issue (or from the cycle after a bad label is seen) to ``done``
-    drain_cycles = 9
+    drain_cycles = 14
     #: a read issued in cycle t is checked (labels) in t + label_check_delay
     label_check_delay = 4
 
@@ -150,91 +150,119 @@ class LossUnit(wiring.Component):
                 # the labels are row 0: lane l is in bank l
                 m.d.sync += labels[lane].eq(self.rd_y.data[lane])
 
-        # ---- stage B: max/argmax; the exp index; the label test --------------------------------
+        # From here on every register is named by when it is visible: X_k holds, in cycle t + k,
+        # what belongs to the read issued in cycle t. Each stage has at most one carry chain
+        # or one block RAM read before its register (a block RAM's output is 5.6 ns on ECP5).
+        def delayed(sig, cycles, name):
+            for n in range(cycles):
+                nxt = Signal.like(sig, name=f"{name}_d{n}")
+                m.d.sync += nxt.eq(sig)
+                sig = nxt
+            return sig
+
+        tag_at = {4: tA}
+        for k in range(5, 13):
+            tag_at[k] = Signal(tag, name=f"tag_{k}")
+            m.d.sync += tag_at[k].eq(tag_at[k - 1])
+
+        # ---- B1 (cycle 4): max/argmax; z_max - z; the label test and the hit count -----------
         zmax = [Signal(signed(dw), name=f"zmax{lane}") for lane in range(V)]
         amax = [Signal(dim, name=f"argmax{lane}") for lane in range(V)]
-        L = [Signal(l_bits, name=f"log{lane}") for lane in range(V)]
-        idx = [Signal(t_bits, name=f"exp_idx{lane}") for lane in range(V)]
-        past = Signal(V)          # the index is past the table: exp rounds to 0
-        onehot = Signal(V)
-        tB = Signal(tag)
-        m.d.sync += tB.eq(tA)
+        diff_5 = [Signal(dw + 1, name=f"diff_5_{lane}") for lane in range(V)]
+        onehot_5 = Signal(V)
         correct = Signal.like(self.correct)
         m.d.sync += correct.eq(0)
         m.d.comb += self.correct.eq(correct)
         bad = Signal(V)
         hits = Signal(V)
+        t4 = tag_at[4]
         for lane in range(V):
             z = zA[lane]
-            with m.If(tA.valid & (tA.pass_ == MAX) & (tA.first | (z > zmax[lane]))):
-                m.d.sync += [zmax[lane].eq(z), amax[lane].eq(tA.r)]
-            d = Signal(max(dw, l_bits) + 2, name=f"d{lane}")
-            m.d.comb += d.eq((zmax[lane] - z).as_unsigned() + Mux(tA.pass_ == OUT, L[lane], 0))
-            m.d.sync += [idx[lane].eq(d[:t_bits]), past[lane].eq(d[t_bits:].any()),
-                         onehot[lane].eq(tA.r == labels[lane].as_unsigned())]
+            with m.If(t4.valid & (t4.pass_ == MAX) & (t4.first | (z > zmax[lane]))):
+                m.d.sync += [zmax[lane].eq(z), amax[lane].eq(t4.r)]
+            m.d.sync += [diff_5[lane].eq((zmax[lane] - z).as_unsigned()),
+                         onehot_5[lane].eq(t4.r == labels[lane].as_unsigned())]
             y = labels[lane]
-            m.d.comb += [bad[lane].eq(tA.lanes_ok[lane] & ((y < 0) | (y >= mm))),
-                         hits[lane].eq(tA.lanes_ok[lane] & (amax[lane] == y.as_unsigned()))]
-        with m.If(tA.valid & tA.label_read & bad.any() & ~bad_seen):
+            m.d.comb += [bad[lane].eq(t4.lanes_ok[lane] & ((y < 0) | (y >= mm))),
+                         hits[lane].eq(t4.lanes_ok[lane] & (amax[lane] == y.as_unsigned()))]
+        with m.If(t4.valid & t4.label_read & bad.any() & ~bad_seen):
             m.d.sync += bad_seen.eq(1)
-        with m.If(tA.valid & (tA.pass_ == SUM) & tA.first & ~bad_seen):
+        with m.If(t4.valid & (t4.pass_ == SUM) & t4.first & ~bad_seen):
             # the argmax is final when SUM's first row reaches this stage
             m.d.sync += correct.eq(sum(hits[lane] for lane in range(V)))
 
-        # ---- stage C: exp from the table; the sum, or the error value --------------------------
-        tC = Signal(tag)
-        m.d.sync += tC.eq(tB)
-        past_c, onehot_c = Signal(V), Signal(V)
-        m.d.sync += [past_c.eq(past), onehot_c.eq(onehot)]
+        # ---- B2 (cycle 5): the exp index d = z_max - z (+ L in OUT) ----------------------------
+        Lq = [Signal(l_bits, name=f"log{lane}") for lane in range(V)]
+        idx_6 = [Signal(t_bits, name=f"exp_idx_6_{lane}") for lane in range(V)]
+        past_6 = Signal(V)  # the index is past the table: exp rounds to 0
+        t5 = tag_at[5]
+        for lane in range(V):
+            d = Signal(max(dw + 1, l_bits) + 1, name=f"d{lane}")
+            m.d.comb += d.eq(diff_5[lane] + Mux(t5.pass_ == OUT, Lq[lane], 0))
+            m.d.sync += [idx_6[lane].eq(d[:t_bits]), past_6[lane].eq(d[t_bits:].any())]
+
+        # ---- C0 (cycle 7): the exp table's word (read in cycle 6) registered -------------------
+        # ---- C1 (cycle 8): e; the sum, or v = e - onehot ---------------------------------------
+        # ---- C2 (cycle 9): v >> shift and the round-up bit; C3 (10): + up; C4 (11): saturate ---
+        past_8, onehot_8 = delayed(past_6, 2, "past"), delayed(onehot_5, 3, "onehot")
         total = [Signal(s_bits, name=f"exp_sum{lane}") for lane in range(V)]
-        out = [Signal(signed(dw), name=f"dy{lane}") for lane in range(V)]
-        sat = Signal(V)
+        out_12 = [Signal(signed(dw), name=f"dy_12_{lane}") for lane in range(V)]
+        sat_12 = Signal(V)
+        t8, t11 = tag_at[8], tag_at[11]
+        lo, hi = cfg.data_min, cfg.data_max
         for lane in range(V):
             m.submodules[f"exp_rom{lane}"] = rom = memory.Memory(
                 shape=unsigned(e_bits), depth=len(exp_rom), init=exp_rom)
             port = rom.read_port()
-            m.d.comb += port.addr.eq(idx[lane])
-            e = Mux(past_c[lane], 0, port.data)
-            with m.If(tC.valid & (tC.pass_ == SUM)):
-                m.d.sync += total[lane].eq(Mux(tC.first, e, total[lane] + e))
-            # the error: p - onehot, rounded half to even by shift, saturated
-            v = Signal(signed(e_bits + 2), name=f"err{lane}")
-            m.d.comb += v.eq(e - Mux(onehot_c[lane], 1 << numerics.EXP_FRAC, 0))
+            m.d.comb += port.addr.eq(idx_6[lane])
+            rom_8 = Signal(e_bits, name=f"exp_8_{lane}")
+            m.d.sync += rom_8.eq(port.data)
+            e = Mux(past_8[lane], 0, rom_8)
+            with m.If(t8.valid & (t8.pass_ == SUM)):
+                m.d.sync += total[lane].eq(Mux(t8.first, e, total[lane] + e))
+            v_9 = Signal(signed(e_bits + 2), name=f"err_9_{lane}")
+            m.d.sync += v_9.eq(e - Mux(onehot_8[lane], 1 << numerics.EXP_FRAC, 0))
             q = Signal(signed(e_bits + 2), name=f"err_q{lane}")
-            m.d.comb += q.eq(v >> shift)
-            half = Mux(shift == 0, 0, (v >> (shift - 1).as_unsigned()[:len(shift)])[0])
-            sticky = (v.as_unsigned() & below_half) != 0
-            up = half & (sticky | q[0])
-            rounded = Signal(signed(e_bits + 3), name=f"err_r{lane}")
-            m.d.comb += rounded.eq(q + up)
-            lo, hi = cfg.data_min, cfg.data_max
-            m.d.sync += [out[lane].eq(Mux(rounded > hi, hi, Mux(rounded < lo, lo, rounded))),
-                         sat[lane].eq(tC.valid & (tC.pass_ == OUT) & tC.lanes_ok[lane]
-                                      & ((rounded > hi) | (rounded < lo)))]
+            m.d.comb += q.eq(v_9 >> shift)
+            half = Mux(shift == 0, 0, (v_9 >> (shift - 1).as_unsigned()[:len(shift)])[0])
+            sticky = (v_9.as_unsigned() & below_half) != 0
+            q_10, up_10 = Signal.like(q, name=f"err_q_10_{lane}"), Signal(name=f"err_up_10_{lane}")
+            m.d.sync += [q_10.eq(q), up_10.eq(half & (sticky | q[0]))]
+            r_11 = Signal(signed(e_bits + 3), name=f"err_r_11_{lane}")
+            m.d.sync += r_11.eq(q_10 + up_10)
+            m.d.sync += [out_12[lane].eq(Mux(r_11 > hi, hi, Mux(r_11 < lo, lo, r_11))),
+                         sat_12[lane].eq(t11.valid & (t11.pass_ == OUT) & t11.lanes_ok[lane]
+                                         & ((r_11 > hi) | (r_11 < lo)))]
 
         # ---- L = ln S: leading one of S and the log table, once SUM's last row is summed -------
-        sum_final = Signal()
-        m.d.sync += sum_final.eq(tC.valid & (tC.pass_ == SUM) & tC.last)
-        log_idx = [Signal(range(len(log_rom)), name=f"log_idx{lane}") for lane in range(V)]
+        # (S final in cycle 9 of that row; the index registered in 10; the table's word in 11,
+        # registered as L in 12: OUT's first row meets it in its cycle 5, hence the gap)
+        sum_final_9 = Signal()
+        m.d.sync += sum_final_9.eq(t8.valid & (t8.pass_ == SUM) & t8.last)
         mb = numerics.LOG_MANT_BITS
         for lane in range(V):
-            s = total[lane]
-            code = Const(0, len(log_idx[lane]))
-            for e in range(numerics.LOG_EXPONENTS):   # the highest set bit wins
+            s_ = total[lane]
+            log_idx = Signal(range(len(log_rom)), name=f"log_idx{lane}")
+            # the leading one among bits EXP_FRAC.. of S, one-hot, then an OR of the selected
+            # candidates: two LUT levels rather than a chain of nine multiplexers
+            leads = [s_[numerics.EXP_FRAC + e] & ~s_[numerics.EXP_FRAC + e + 1:].any()
+                     for e in range(numerics.LOG_EXPONENTS)]
+            code = 0
+            for e, lead_is in enumerate(leads):
                 lead = numerics.EXP_FRAC + e
-                code = Mux(s[lead], Cat(s[lead - mb:lead], Const(e, 4)), code)
-            with m.If(sum_final):
-                m.d.sync += log_idx[lane].eq(code)
+                code = code | Mux(lead_is, Cat(s_[lead - mb:lead], Const(e, 4)), 0)
+            with m.If(sum_final_9):
+                m.d.sync += log_idx.eq(code)
             m.submodules[f"log_rom{lane}"] = rom = memory.Memory(
                 shape=unsigned(l_bits), depth=len(log_rom), init=log_rom)
             port = rom.read_port()
-            m.d.comb += [port.addr.eq(log_idx[lane]), L[lane].eq(port.data)]
+            m.d.comb += port.addr.eq(log_idx)
+            m.d.sync += Lq[lane].eq(port.data)
 
-        # ---- stage D: lanes into bank order, into the write port registers ---------------------
-        tD = Signal(tag)
-        m.d.sync += tD.eq(tC)
-        outs = Array(out)
-        m.d.sync += self.saturated.eq(sat.any())
+        # ---- D (cycle 12): lanes into bank order, into the write port registers ----------------
+        tD = tag_at[12]
+        outs = Array(out_12)
+        m.d.sync += self.saturated.eq(sat_12.any())
         for b in range(V):
             lane = (b - tD.rot)[:bb] if V > 1 else 0
             ok = Array(tD.lanes_ok[x] for x in range(V))[lane]

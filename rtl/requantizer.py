@@ -11,12 +11,11 @@ class Requantizer(wiring.Component):
     """``lanes`` accumulators in, ``lanes`` results out, ``latency`` = 3 cycles later.
 
     With ``quant`` = 1 each value becomes round_half_even(value / 2**shift) saturated to
-    [data_min, data_max], and ``saturated`` marks the lanes that were clamped; with ``relu``
-    as well, negative results become 0 (after saturation; the flag still tells of a clamp).
-    With ``quant`` = 1 and ``saturate`` = 0 the rounded value keeps the accumulator's width
-    (the weight update's step; it cannot overflow: shifting by s >= 1 leaves
-    acc_width - s + 1 bits). ``floor`` rounds down instead (stochastic rounding: the caller
-    has added the noise). With ``quant`` = 0 the values pass unchanged (full-accumulator
+    [data_min, data_max], and ``saturated`` marks the lanes that were clamped. ``out_wide``
+    is the same rounded value in the accumulator's width, not saturated (the weight update's
+    step; it cannot overflow: shifting by s >= 1 leaves acc_width - s + 1 bits), a register
+    of its own so the saturation path stays as short as it was. ``floor`` rounds down instead
+    (stochastic rounding: the caller has added the noise). With ``quant`` = 0 the values pass unchanged (full-accumulator
     write-back), with the same latency.
 
     Rounding without a divider: q = value >> shift in two registered steps (by the multiple of
@@ -27,9 +26,9 @@ class Requantizer(wiring.Component):
     Members
     -------
     value : In(ArrayLayout(signed(acc_width), lanes))
-    valid, quant, saturate, relu, floor : In(1)
+    valid, quant, floor : In(1)
     shift : In(unsigned(shift_width))
-    out : Out(ArrayLayout(signed(acc_width), lanes))
+    out, out_wide : Out(ArrayLayout(signed(acc_width), lanes))
     out_valid : Out(1)
     saturated : Out(lanes)
     """
@@ -52,9 +51,10 @@ class Requantizer(wiring.Component):
         aw = cfg.acc_width
         super().__init__({
             "value": In(data.ArrayLayout(signed(aw), lanes)),
-            "valid": In(1), "quant": In(1), "saturate": In(1), "relu": In(1), "floor": In(1),
+            "valid": In(1), "quant": In(1), "floor": In(1),
             "shift": In(unsigned(cfg.shift_width)),
             "out": Out(data.ArrayLayout(signed(aw), lanes)),
+            "out_wide": Out(data.ArrayLayout(signed(aw), lanes)),
             "out_valid": Out(1), "saturated": Out(lanes),
         })
 
@@ -66,15 +66,13 @@ class Requantizer(wiring.Component):
         # In ACC mode (quant = 0) both shift amounts are 0, so the value passes unchanged.
         n_coarse = ((aw - 1) >> 3) + 1
         consts = data.StructLayout({"below_half": aw,  # mask of the bits below the half bit
-                                    "coarse": range(n_coarse), "fine": 3, "rounding": 1, "quant": 1,
-                                    "saturate": 1, "relu": 1})
+                                    "coarse": range(n_coarse), "fine": 3, "rounding": 1, "quant": 1})
         copies = [Signal(consts, name=f"consts{n}") for n in range(self.settle_cycles)]
         m.d.sync += [copies[0].below_half.eq(((Const(1, aw + 1) << self.shift) - 1) >> 1),
                      copies[0].coarse.eq(Mux(self.quant, self.shift >> 3, 0)),
                      copies[0].fine.eq(Mux(self.quant, self.shift[:3], 0)),
                      copies[0].rounding.eq(self.quant & (self.shift != 0) & ~self.floor),
-                     copies[0].quant.eq(self.quant), copies[0].saturate.eq(self.saturate),
-                     copies[0].relu.eq(self.relu)]
+                     copies[0].quant.eq(self.quant)]
         m.d.sync += [copies[n].eq(copies[n - 1]) for n in range(1, len(copies))]
         lane_consts = [copies[l // self.lanes_per_copy] for l in range(self._lanes)]
 
@@ -121,12 +119,9 @@ class Requantizer(wiring.Component):
             under_flag = under & ~(is_min_m1 & up)
             rounded = Signal(signed(dw + 1), name=f"rounded{l}")
             m.d.comb += rounded.eq(q[:dw].as_signed() + up)
-            k = lane_consts[l]
-            clamped = Mux(over, hi, Mux(under, lo, rounded))
-            relu_zero = k.relu & (under | (~over & rounded[dw]))
-            wide = Signal(signed(aw), name=f"wide{l}")
-            m.d.comb += wide.eq(q + up)
-            m.d.sync += [self.out[l].eq(Mux(k.quant, Mux(k.saturate, Mux(relu_zero, 0, clamped), wide), q)),
-                         self.saturated[l].eq(k.quant & k.saturate & (over | under_flag))]
+            quant = lane_consts[l].quant
+            m.d.sync += [self.out[l].eq(Mux(quant, Mux(over, hi, Mux(under, lo, rounded)), q)),
+                         self.out_wide[l].eq(q + up),
+                         self.saturated[l].eq(quant & (over | under_flag))]
         m.d.sync += self.out_valid.eq(v1)
         return m

@@ -39,11 +39,11 @@ class ResultWriter(wiring.Component):
     receives in such a command (R rows per tile, in the order the tiles come, padding rows
     included); ``sr_load`` seeds them from ``sr_seed``.
 
-    Pipeline (``latency`` = 13 + memory_write_latency from a row at the input to ``done``):
+    Pipeline (``latency`` = 14 + memory_write_latency from a row at the input to ``done``):
     the row captured (it comes from across the array) -> row counters -> the rounding noise
     added -> requantizer (3) ->
     lane addresses -> bank routing -> aux read (``acc_read_latency`` = 3) -> combine ->
-    operand copy into the write port registers -> the memory's input register -> ``done``
+    operand copy (2) into the write port registers -> the memory's input register -> ``done``
     registered once more.
     """
 
@@ -75,7 +75,7 @@ class ResultWriter(wiring.Component):
     def latency(self) -> int:
         if not self._cfg.training:  # no noise stage, aux read or epilogue stages
             return 4 + Requantizer.latency + self._memory_write_latency
-        return 5 + Requantizer.latency + self.acc_read_latency + 2 + self._memory_write_latency
+        return 5 + Requantizer.latency + self.acc_read_latency + 3 + self._memory_write_latency
 
     @property
     def settle_cycles(self) -> int:
@@ -159,11 +159,10 @@ class ResultWriter(wiring.Component):
                              lfsr.step.eq(row_valid & sr_active)]
                 m.d.sync += noised[j].eq(row_data[j] + Mux(sr_active, lfsr.value & noise_mask, 0))
         m.d.comb += [rq.value.eq(noised), rq.valid.eq(noised_valid), rq.floor.eq(sr_active),
-                     rq.quant.eq(quant), rq.shift.eq(shift),
-                     # without the training hardware no epilogue runs: constants, so synthesis
-                     # drops the round-only and ReLU paths
-                     rq.saturate.eq(epilogue != Epilogue.UPDATE if cfg.training else 1),
-                     rq.relu.eq(epilogue == Epilogue.RELU if cfg.training else 0)]
+                     rq.quant.eq(quant), rq.shift.eq(shift)]
+        # UPDATE takes the requantizer's unsaturated rounding (the step), and its saturation
+        # flags do not count; without the training hardware no epilogue runs (a constant)
+        takes_step = (epilogue == Epilogue.UPDATE) if cfg.training else 0
 
         # row metadata, delayed to meet the requantizer output
         meta = data.StructLayout({"row_ok": 1, "lanes_ok": C, "last": 1, "rot": bb,
@@ -192,7 +191,7 @@ class ResultWriter(wiring.Component):
         for j in range(C):
             m.d.sync += [word[j].eq(cur.row_base + ((cur.j0 + j) >> bb)),
                          aux_word[j].eq(cur.aux_row_base + ((cur.j0 + j) >> bb)),
-                         en[j].eq(cur.row_ok & cur.lanes_ok[j]), value[j].eq(rq.out[j])]
+                         en[j].eq(cur.row_ok & cur.lanes_ok[j]), value[j].eq(Mux(takes_step, rq.out_wide[j], rq.out[j]))]
         m.d.sync += [sel.eq(b - cur.rot) for b, sel in enumerate(bank_sel)]
         m.d.sync += last.eq(cur.last)
 
@@ -212,7 +211,7 @@ class ResultWriter(wiring.Component):
             # the aux read goes out from these registers; its data comes acc_read_latency later
             m.d.comb += self.acc_rd.addr[b].eq(bank_aux[b])
         lane_sat = Signal()
-        m.d.sync += lane_sat.eq((rq.saturated & cur.lanes_ok).any() & cur.row_ok)
+        m.d.sync += lane_sat.eq((rq.saturated & cur.lanes_ok).any() & cur.row_ok & ~takes_step)
         if not cfg.training:
             # the GEMM engine alone: the bank registers are the write ports
             to_spad = Signal()
@@ -246,6 +245,7 @@ class ResultWriter(wiring.Component):
         e1_data = [Signal(signed(aw_), name=f"e1_data{b}") for b in range(V)]
         e1_en, e1_sat = Signal(V), Signal(V)
         is_mask, is_update = epilogue == Epilogue.MASK, epilogue == Epilogue.UPDATE
+        is_relu = epilogue == Epilogue.RELU
         for b in range(V):
             aux = self.acc_rd.data[b]
             diff = Signal(signed(aw_ + 1), name=f"update_diff{b}")
@@ -254,15 +254,29 @@ class ResultWriter(wiring.Component):
             d_under = diff[aw_] & ~diff[aw_ - 1]
             updated = Mux(d_over, acc_max, Mux(d_under, acc_min, diff[:aw_].as_signed()))
             m.d.sync += [e1_addr[b].eq(bank_addr[b]), e1_aux[b].eq(bank_aux[b]),
+                         # ReLU here, after the requantizer's saturation (a sign bit, no
+                         # more logic on the requantizer's own critical path)
                          e1_data[b].eq(Mux(is_update, updated,
-                                           Mux(is_mask & (aux <= 0), 0, bank_data[b]))),
+                                           Mux((is_mask & (aux <= 0)) | (is_relu & bank_data[b][-1]),
+                                               0, bank_data[b]))),
                          e1_sat[b].eq(is_update & bank_en[b] & (d_over | d_under))]
         m.d.sync += e1_en.eq(bank_en)
 
-        # operand copy (E2) into the write-port registers: UPDATE writes the new master weight to
-        # aux and round_half_even(w / 2**frac_bits), saturated, to C; RELU writes its values to
-        # both; the others write C only
+        # operand copy (E2a, E2b) into the write-port registers: UPDATE writes the new master
+        # weight to aux and round_half_even(w / 2**frac_bits), saturated, to C; RELU writes its
+        # values to both; the others write C only. E2a: the shift and the round-up bit; E2b:
+        # the increment and the saturation (one carry chain per stage).
         f, dw = cfg.frac_bits, cfg.data_width
+        a_addr = [Signal(aw, name=f"e2_addr{b}") for b in range(V)]
+        a_aux = [Signal(aw, name=f"e2_aux{b}") for b in range(V)]
+        a_w = [Signal(signed(aw_), name=f"e2_w{b}") for b in range(V)]
+        a_q = [Signal(signed(aw_ - f), name=f"e2_q{b}") for b in range(V)]
+        a_up, a_en = Signal(V), Signal(V)
+        for b in range(V):
+            w = e1_data[b]
+            m.d.sync += [a_addr[b].eq(e1_addr[b]), a_aux[b].eq(e1_aux[b]), a_w[b].eq(w),
+                         a_q[b].eq(w >> f), a_up[b].eq(_round_up(w, f))]
+        m.d.sync += a_en.eq(e1_en)
         to_spad = Signal()
         aux_write = Signal()
         m.d.sync += [to_spad.eq(quant), aux_write.eq((epilogue == Epilogue.RELU) | is_update)]
@@ -272,19 +286,21 @@ class ResultWriter(wiring.Component):
         out_x = [Signal(signed(aw_), name=f"out_aux_data{b}") for b in range(V)]
         out_en, e2_sat = Signal(V), Signal(V)
         for b in range(V):
-            w = e1_data[b]
-            copy, sat = _round_saturate(m, w, f, dw, f"copy{b}")
-            m.d.sync += [out_addr[b].eq(e1_addr[b]), out_aux[b].eq(e1_aux[b]),
-                         out_c[b].eq(Mux(is_update, copy, w)), out_x[b].eq(w),
-                         e2_sat[b].eq(is_update & e1_en[b] & sat)]
+            r = Signal(signed(aw_ - f + 1), name=f"copy_r{b}")
+            m.d.comb += r.eq(a_q[b] + a_up[b])
+            lo, hi = -(1 << (dw - 1)), (1 << (dw - 1)) - 1
+            copy, sat = Mux(r > hi, hi, Mux(r < lo, lo, r)), (r > hi) | (r < lo)
+            m.d.sync += [out_addr[b].eq(a_addr[b]), out_aux[b].eq(a_aux[b]),
+                         out_c[b].eq(Mux(is_update, copy, a_w[b])), out_x[b].eq(a_w[b]),
+                         e2_sat[b].eq(is_update & a_en[b] & sat)]
             m.d.comb += [self.spad.addr[b].eq(out_addr[b]), self.spad.data[b].eq(out_c[b]),
                          self.spad.en[b].eq(out_en[b] & to_spad),
                          self.acc.addr[b].eq(Mux(aux_write, out_aux[b], out_addr[b])),
                          self.acc.data[b].eq(Mux(aux_write, out_x[b], out_c[b])),
                          self.acc.en[b].eq(out_en[b] & (~to_spad | aux_write))]
-        m.d.sync += out_en.eq(e1_en)
+        m.d.sync += out_en.eq(a_en)
         m.d.comb += self.saturated.eq(lane_sat | e1_sat.any() | e2_sat.any())
-        self._done_chain(m, last, 2 + self.acc_read_latency + 2 + self._memory_write_latency)
+        self._done_chain(m, last, 2 + self.acc_read_latency + 3 + self._memory_write_latency)
         return m
 
     def _done_chain(self, m, last, stages: int) -> None:
@@ -298,20 +314,10 @@ class ResultWriter(wiring.Component):
         m.d.comb += self.done.eq(done)
 
 
-def _round_saturate(m, w, shift: int, width: int, name: str):
-    """round_half_even(w / 2**shift) saturated to ``width`` signed bits, and whether it was
-    clamped (a fixed shift: wires, a half/sticky test, one increment, the range test)."""
-    aw = len(w)
-    q = Signal(signed(aw - shift), name=f"{name}_q")
-    m.d.comb += q.eq(w >> shift)
-    if shift:
-        half = w[shift - 1]
-        sticky = w[:shift - 1].any() if shift > 1 else 0
-        up = half & (sticky | q[0])
-    else:
-        up = 0
-    r = Signal(signed(aw - shift + 1), name=f"{name}_r")
-    m.d.comb += r.eq(q + up)
-    lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
-    over, under = r > hi, r < lo
-    return Mux(over, hi, Mux(under, lo, r)), over | under
+def _round_up(w, shift: int):
+    """The round-half-to-even increment of w / 2**shift (a fixed shift): the half bit, and
+    either a bit below it or the quotient odd."""
+    if not shift:
+        return 0
+    sticky = w[:shift - 1].any() if shift > 1 else 0
+    return w[shift - 1] & (sticky | w[shift])

@@ -155,7 +155,7 @@ class Accelerator(wiring.Component):
                          reader.first.eq(issue.first), reader.last.eq(issue.last),
                          reader.k.eq(issue.k), reader.l0.eq(l0)]
         # the loss unit has the read ports while a LOSS command runs (the readers are idle then)
-        loss_active = seq.loss_active
+        loss_active = seq.loss_active if cfg.training else 0  # constant: the muxes fold away
         for p, (reader, loss_port) in enumerate(((ra, loss.rd_z), (rb, loss.rd_y))):
             for b in range(V):
                 # the host reads lines through port 0 while the sequencer is idle

@@ -36,8 +36,6 @@ def _simulate(cfg: Config, cases: list[tuple[int, list[int]]]) -> list[tuple[lis
 
     async def bench(ctx):
         ctx.set(dut.quant, 1)
-        if hasattr(dut, "saturate"):  # requantizers with a non-saturating mode: saturate here
-            ctx.set(dut.saturate, 1)
         shift = None
         for s, vals in cases:
             if s != shift:

@@ -154,7 +154,6 @@ def test_requantizer_matches_golden():
         cases.append((shift, [rng.randint(-big, big - 1) for _ in range(lanes)], 0))
 
     async def bench(ctx):
-        ctx.set(dut.saturate, 1)  # the writer's mode for every QUANT result but the UPDATE step
         for shift, vals, quant in cases:
             ctx.set(dut.shift, shift)
             ctx.set(dut.quant, quant)
