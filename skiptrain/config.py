@@ -74,7 +74,7 @@ class Config:
     training:
         Build the training hardware: the loss unit (LOSS), the write-back epilogues (RELU,
         MASK, UPDATE), stochastic rounding. Without it the accelerator runs GEMM programs only
-        (a LOSS stops with BAD_OPCODE, an epilogue with BAD_EPILOGUE), its writer is 6 cycles
+        (a LOSS stops with BAD_OPCODE, an epilogue with BAD_EPILOGUE), its writer is 7 cycles
         shorter, and it is small enough for the iCE40 UP5K (preset ``tiny_gemm``).
     """
 

@@ -273,7 +273,7 @@ def test_step_error_is_reported():
 
 # ---- without the training hardware (the iCE40 preset) -----------------------------------------
 def test_gemm_only_config_runs_gemms_and_refuses_training_commands():
-    """tiny_gemm: GEMM programs exact, with the 6-cycle-shorter writer; a LOSS stops with
+    """tiny_gemm: GEMM programs exact, with the 7-cycle-shorter writer; a LOSS stops with
     BAD_OPCODE after one CHECK cycle, an epilogue with BAD_EPILOGUE, each followed by a good
     program."""
     import dataclasses
