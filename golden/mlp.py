@@ -16,7 +16,7 @@ from skiptrain.layout import Region
 from skiptrain.program import MlpProgram, MlpSpec, build_mlp, lr_shift_of
 
 from .accelerator import Accelerator, RunResult
-from .requantizer import requantize, round_half_even
+from .requantizer import requantize
 
 __all__ = ["MlpOnChip", "quantize", "StepError"]
 
@@ -25,14 +25,15 @@ class StepError(RuntimeError):
     """A program stopped with an error status; the message names the code and the slot."""
 
 
-def quantize(x: torch.Tensor, frac_bits: int, cfg: Config) -> torch.Tensor:
-    """round_half_even(x * 2**frac_bits), saturated to the operand format (float in, int64 out).
+def to_fixed(x: torch.Tensor, frac_bits: int) -> torch.Tensor:
+    """round_half_even(x * 2**frac_bits) as int64. Exact: scaling by a power of two is exact in
+    float64, and torch.round rounds half to even."""
+    return torch.round(x.to(torch.float64) * float(1 << frac_bits)).to(torch.int64)
 
-    Exact: x * 2**frac_bits in float64, then the golden round of an integer with 32 more
-    fraction bits."""
-    scaled = torch.round(x.to(torch.float64) * float(1 << (frac_bits + 32))).to(torch.int64)
-    v = round_half_even(scaled, 32)
-    return v.clamp(cfg.data_min, cfg.data_max)
+
+def quantize(x: torch.Tensor, frac_bits: int, cfg: Config) -> torch.Tensor:
+    """round_half_even(x * 2**frac_bits), saturated to the operand format (float in, int64 out)."""
+    return to_fixed(x, frac_bits).clamp(cfg.data_min, cfg.data_max)
 
 
 class MlpOnChip:
@@ -63,8 +64,7 @@ class MlpOnChip:
         f, cfg = self.cfg.frac_bits, self.cfg
         for l, (w, b) in enumerate(layers, start=1):
             full = torch.cat([w.detach().to(torch.float64), b.detach().to(torch.float64)[:, None]], 1)
-            scaled = torch.round(full * float(1 << (2 * f + 32))).to(torch.int64)
-            master = round_half_even(scaled, 32)
+            master = to_fixed(full, 2 * f)
             lim = 1 << (cfg.acc_width - 1)
             self.set_master(l, master.clamp(-lim, lim - 1))
 

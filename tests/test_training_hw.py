@@ -26,7 +26,6 @@ from skiptrain import numerics
 from skiptrain.config import Config, preset
 from skiptrain.hostmap import Csr
 from skiptrain.isa import ErrorCode
-from skiptrain.layout import Region
 from skiptrain.program import MlpSpec, ProgramError, build_mlp, lr_shift_of, words_of
 
 CONFIGS = {
@@ -267,8 +266,6 @@ def test_step_error_is_reported():
     x = quantize(torch.zeros(4, 3), cfg.frac_bits, cfg)
     with pytest.raises(StepError, match="BAD_LABEL at slot 2"):
         chip.train_step(x, torch.tensor([0, 1, 2, 3]))
-    assert ErrorCode.BAD_LABEL == 12
-    assert Region is not None
 
 
 # ---- without the training hardware (the iCE40 preset) -----------------------------------------
