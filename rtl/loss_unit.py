@@ -1,13 +1,14 @@
 """The loss unit: the softmax cross-entropy error of a batch of logits, V samples per cycle."""
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, memory, wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from skiptrain import numerics
 from skiptrain.config import Config
 
 from .banked_memory import read_port_signature, write_port_signature
+from .rom import Rom
 
 
 class LossUnit(wiring.Component):
@@ -193,15 +194,18 @@ class LossUnit(wiring.Component):
 
         # ---- B2 (cycle 5): the exp index d = z_max - z (+ L in OUT) ----------------------------
         Lq = [Signal(l_bits, name=f"log{lane}") for lane in range(V)]
-        idx_6 = [Signal(t_bits, name=f"exp_idx_6_{lane}") for lane in range(V)]
+        # the index goes straight to the table's address register (the block RAM's own on ECP5)
+        exp_roms = [Rom(exp_rom, cfg.memory) for _ in range(V)]
         past_6 = Signal(V)  # the index is past the table: exp rounds to 0
         t5 = tag_at[5]
         for lane in range(V):
+            m.submodules[f"exp_rom{lane}"] = exp_roms[lane]
             d = Signal(max(dw + 1, l_bits) + 1, name=f"d{lane}")
-            m.d.comb += d.eq(diff_5[lane] + Mux(t5.pass_ == OUT, Lq[lane], 0))
-            m.d.sync += [idx_6[lane].eq(d[:t_bits]), past_6[lane].eq(d[t_bits:].any())]
+            m.d.comb += [d.eq(diff_5[lane] + Mux(t5.pass_ == OUT, Lq[lane], 0)),
+                         exp_roms[lane].addr.eq(d[:t_bits])]
+            m.d.sync += past_6[lane].eq(d[t_bits:].any())
 
-        # ---- C0 (cycle 7): the exp table's word (read in cycle 6) registered -------------------
+        # ---- C0 (cycle 7): the exp table's word (Rom.latency = 2 after its index) registered ---
         # ---- C1 (cycle 8): e; the sum, or v = e - onehot ---------------------------------------
         # ---- C2 (cycle 9): v >> shift and the round-up bit; C3 (10): + up; C4 (11): saturate ---
         past_8, onehot_8 = delayed(past_6, 2, "past"), delayed(onehot_5, 3, "onehot")
@@ -211,12 +215,8 @@ class LossUnit(wiring.Component):
         t8, t11 = tag_at[8], tag_at[11]
         lo, hi = cfg.data_min, cfg.data_max
         for lane in range(V):
-            m.submodules[f"exp_rom{lane}"] = rom = memory.Memory(
-                shape=unsigned(e_bits), depth=len(exp_rom), init=exp_rom)
-            port = rom.read_port()
-            m.d.comb += port.addr.eq(idx_6[lane])
             rom_8 = Signal(e_bits, name=f"exp_8_{lane}")
-            m.d.sync += rom_8.eq(port.data)
+            m.d.sync += rom_8.eq(exp_roms[lane].data)
             e = Mux(past_8[lane], 0, rom_8)
             with m.If(t8.valid & (t8.pass_ == SUM)):
                 m.d.sync += total[lane].eq(Mux(t8.first, e, total[lane] + e))
@@ -235,14 +235,14 @@ class LossUnit(wiring.Component):
                                          & ((r_11 > hi) | (r_11 < lo)))]
 
         # ---- L = ln S: leading one of S and the log table, once SUM's last row is summed -------
-        # (S final in cycle 9 of that row; the index registered in 10; the table's word in 11,
-        # registered as L in 12: OUT's first row meets it in its cycle 5, hence the gap)
+        # (S final in cycle 9 of that row, the index into the table's address register; its
+        # word in 11, registered as L in 12: OUT's first row meets it in its cycle 5, hence the gap)
         sum_final_9 = Signal()
         m.d.sync += sum_final_9.eq(t8.valid & (t8.pass_ == SUM) & t8.last)
+        sum_final_11 = delayed(sum_final_9, Rom.latency, "sum_final")
         mb = numerics.LOG_MANT_BITS
         for lane in range(V):
             s_ = total[lane]
-            log_idx = Signal(range(len(log_rom)), name=f"log_idx{lane}")
             # the leading one among bits EXP_FRAC.. of S, one-hot, then an OR of the selected
             # candidates: two LUT levels rather than a chain of nine multiplexers
             leads = [s_[numerics.EXP_FRAC + e] & ~s_[numerics.EXP_FRAC + e + 1:].any()
@@ -251,13 +251,10 @@ class LossUnit(wiring.Component):
             for e, lead_is in enumerate(leads):
                 lead = numerics.EXP_FRAC + e
                 code = code | Mux(lead_is, Cat(s_[lead - mb:lead], Const(e, 4)), 0)
-            with m.If(sum_final_9):
-                m.d.sync += log_idx.eq(code)
-            m.submodules[f"log_rom{lane}"] = rom = memory.Memory(
-                shape=unsigned(l_bits), depth=len(log_rom), init=log_rom)
-            port = rom.read_port()
-            m.d.comb += port.addr.eq(log_idx)
-            m.d.sync += Lq[lane].eq(port.data)
+            m.submodules[f"log_rom{lane}"] = rom = Rom(log_rom, cfg.memory)
+            m.d.comb += rom.addr.eq(code)
+            with m.If(sum_final_11):
+                m.d.sync += Lq[lane].eq(rom.data)
 
         # ---- D (cycle 12): lanes into bank order, into the write port registers ----------------
         tD = tag_at[12]

@@ -6,7 +6,8 @@ BankedMemory produces: both ports the same width (18, 9, 4, 2 or 1 bits), port A
 port B reading, REGMODE_B = OUTREG, chip selects tied off; it stops the simulation on anything
 else. It follows the Lattice sysMEM usage guide (FPGA-TN-02204): the word address sits in
 AD[13:s] with s = 4, 3, 2, 1, 0 for those widths, AD1:AD0 are byte enables in 18-bit mode, and
-OUTREG adds a register after the read register. What the test proves is that the instances are
+OUTREG adds a register after the read register; INITVAL_00..3F preload 18-bit mode
+(16 words of 18 bits in 20 each, Yosys's own DP16KD mapping). What the test proves is that the instances are
 wired right (address bits, data slices, the depth multiplexer and its delay) under that reading.
 """
 
@@ -42,6 +43,7 @@ module DP16KD(DIA0, DIA1, DIA2, DIA3, DIA4, DIA5, DIA6, DIA7, DIA8, DIA9, DIA10,
   parameter WRITEMODE_A = "NORMAL";
   parameter WRITEMODE_B = "NORMAL";
   parameter GSR = "ENABLED";
+  @INITVAL_PARAMS@
   input DIA0, DIA1, DIA2, DIA3, DIA4, DIA5, DIA6, DIA7, DIA8, DIA9, DIA10, DIA11, DIA12, DIA13,
     DIA14, DIA15, DIA16, DIA17, ADA0, ADA1, ADA2, ADA3, ADA4, ADA5, ADA6, ADA7, ADA8, ADA9, ADA10,
     ADA11, ADA12, ADA13, CEA, OCEA, CLKA, WEA, RSTA, CSA0, CSA1, CSA2, DIB0, DIB1, DIB2, DIB3,
@@ -62,6 +64,8 @@ module DP16KD(DIA0, DIA1, DIA2, DIA3, DIA4, DIA5, DIA6, DIA7, DIA8, DIA9, DIA10,
   integer i;
   initial begin
     for (i = 0; i < 16384; i = i + 1) mem[i] = 0;
+    // INITVAL_rr: 16 words of 18 bits in 20 each (18-bit mode: word rr*16 + i)
+    @INITVAL_LOAD@
     rd_q = 0; out_q = 0;
     if (DATA_WIDTH_B != W || (W != 18 && W != 9 && W != 4 && W != 2 && W != 1)) begin
       $display("MODEL-ERROR widths %0d/%0d not modelled", DATA_WIDTH_A, DATA_WIDTH_B); $finish; end
@@ -84,6 +88,11 @@ module DP16KD(DIA0, DIA1, DIA2, DIA3, DIA4, DIA5, DIA6, DIA7, DIA8, DIA9, DIA10,
   assign {DOA17, DOA16, DOA15, DOA14, DOA13, DOA12, DOA11, DOA10, DOA9, DOA8, DOA7, DOA6, DOA5, DOA4, DOA3, DOA2, DOA1, DOA0} = 18'b0;
 endmodule
 """
+DP16KD_MODEL = DP16KD_MODEL.replace("@INITVAL_PARAMS@", "\n  ".join(
+    f"parameter [319:0] INITVAL_{r:02X} = 320'h0;" for r in range(64))).replace(
+    "@INITVAL_LOAD@", "\n    ".join(
+        f"for (i = 0; i < 16; i = i + 1) mem[{r * 16} + i] = INITVAL_{r:02X} >> (20 * i);"
+        for r in range(64)))
 
 
 class _Pair(wiring.Component):
