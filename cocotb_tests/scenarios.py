@@ -9,7 +9,7 @@ golden expectations: status, every counter, the cycle count and the final value 
 File layout (JSON)::
 
     {"config": Config.to_dict(),
-     "scenarios": [{"name", "kind": "run" | "host_probe", "reset": bool, "start_pc", "lr_shift", "stochastic", "sr_seed",
+     "scenarios": [{"name", "kind": "run" | "host_probe", "reset": bool, "start_pc", "lr_shift", "stochastic", "sr_seed", "skip",
                     "program": [prog_depth words], "budget_cycles",
                     "load": {"spad": [[line, [V values]], ...], "acc": [...]},
                     "expected": {"status": {...}, "counters": {...}, "cycles",
@@ -45,12 +45,14 @@ def scenario_entry(sc, *, kind: str = "run", reset: bool = True, expected=None) 
     gold, res = expected if expected is not None else sc.expected()
     lines = {mem: sc.lines(mem) for mem in ("spad", "acc")}
     status = {"busy": 0, "done": 1, "error": int(res.error), "error_code": int(res.error_code),
-              "saturated": int(res.saturated), "host_error": int(kind == "host_probe")}
+              "saturated": int(res.saturated), "host_error": int(kind == "host_probe"),
+              "batch_skipped": int(res.batch_skipped)}
     if res.error:
         status["error_pc"] = int(res.pc)
     return {
         "name": sc.name, "kind": kind, "reset": bool(reset), "start_pc": int(sc.start_pc),
         "lr_shift": int(sc.lr_shift), "stochastic": int(sc.stochastic), "sr_seed": int(sc.sr_seed),
+        "skip": sc.skip_registers(),
         "program": [int(w) for w in init.prog],
         "budget_cycles": BUDGET_FACTOR * int(res.cycles) + BUDGET_MARGIN,
         "load": {mem: _lines(init.image(mem), lines[mem]) for mem in lines},

@@ -69,6 +69,7 @@ async def _load(drv: Driver, sc: dict) -> None:
     await drv.write_csr(Csr.LR_SHIFT, sc["lr_shift"])
     await drv.write_csr(Csr.ROUNDING, sc["stochastic"])
     await drv.write_csr(Csr.SR_SEED, sc["sr_seed"])
+    await drv.write_skip(sc["skip"])
 
 
 async def _probe_while_busy(tb: TB, drv: Driver, cfg: Config, sc: dict) -> list[str]:

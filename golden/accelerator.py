@@ -13,15 +13,19 @@ import torch
 
 from skiptrain.config import Config
 from skiptrain.hostmap import COUNTERS, PHASE_NAMES
-from skiptrain.isa import Command, Epilogue, ErrorCode, Opcode, OutMode, decode, encode
+from skiptrain import numerics
+from skiptrain.isa import Command, Epilogue, ErrorCode, Gate, Opcode, OutMode, decode, encode
+from skiptrain.skip import (CONF_TAU_WIDTH, RATE_BITS, BatchPolicy, SkipCtrl, batch_tau_width,
+                            skip_lfsr_seed)
 from skiptrain.layout import Region
 
 from . import lfsr
-from .loss_unit import loss_cycles, loss_error
+from .loss_unit import Comparator, loss_cycles, loss_error
 from .operand_reader import read_operand
 from .requantizer import requantize, round_half_even, wrap
 from .result_writer import write_result
-from .sequencer import CHECK_CYCLES, FETCH_CYCLES, check, effective_shift, gemm_cycles, tiling
+from .sequencer import (CHECK_CYCLES, FETCH_CYCLES, check, effective_shift, gemm_cycles, skip_cycles,
+                        tiling)
 from .systolic_array import gemm
 
 
@@ -33,6 +37,7 @@ class RunResult:
     pc: int
     saturated: bool
     counters: dict = field(default_factory=dict)
+    batch_skipped: bool = False  #: Status.BATCH_SKIPPED
 
     @property
     def cycles(self) -> int:
@@ -53,6 +58,14 @@ class Accelerator:
         self.lr_shift = 0  #: the LR_SHIFT register
         self.stochastic = False  #: ROUNDING bit 0: stochastic rounding of the update step
         self.lfsr = lfsr.seeded(0, cfg)  #: the writer lanes' LFSR states (reset: seed 0)
+        # the gradient-skip registers (skiptrain.skip) and state
+        self.skip_ctrl = 0
+        self.conf_tau = 0
+        self.batch_tau = 0
+        self.skip_rate = 0
+        self.skip_lfsr = skip_lfsr_seed(0)
+        self.batch_skipped = False
+        self.last_keep = None  #: the last LOSS's per-sample test, negated (what a per-sample skip keeps)
 
     # ---- host side --------------------------------------------------------------------------
     def image(self, memory: str) -> torch.Tensor:
@@ -80,6 +93,20 @@ class Accelerator:
         """The SR_SEED register written."""
         self.lfsr = lfsr.seeded(seed, self.cfg)
 
+    def set_skip(self, ctrl: SkipCtrl | int | None = None, conf_tau: int | None = None,
+                 batch_tau: int | None = None, rate: int | None = None, seed: int | None = None) -> None:
+        """Write the skip registers given (values wrap to the register widths, as the RTL's)."""
+        if ctrl is not None:
+            self.skip_ctrl = (ctrl.encode() if isinstance(ctrl, SkipCtrl) else int(ctrl)) & ((1 << SkipCtrl.WIDTH) - 1)
+        if conf_tau is not None:
+            self.conf_tau = int(conf_tau) & ((1 << CONF_TAU_WIDTH) - 1)
+        if batch_tau is not None:
+            self.batch_tau = int(batch_tau) & ((1 << batch_tau_width(self.cfg)) - 1)
+        if rate is not None:
+            self.skip_rate = int(rate) & ((1 << (RATE_BITS + 1)) - 1)
+        if seed is not None:
+            self.skip_lfsr = skip_lfsr_seed(int(seed) & 0xFFFFFFFF)
+
     def clear(self) -> None:
         """The CLEAR control bit: counters and the sticky saturation flag."""
         self.counters = {name: 0 for name in COUNTERS}
@@ -91,6 +118,8 @@ class Accelerator:
         cnt = self.counters
         pc = start_pc
         error = ErrorCode.NONE
+        self.batch_skipped = False  # START clears the decision
+        ctrl = SkipCtrl.decode(self.skip_ctrl)
         while True:
             cnt["cycles"] += 1  # FETCH
             if pc >= cfg.prog_depth:
@@ -105,7 +134,7 @@ class Accelerator:
                 break
             phase_counter = ("loss_cycles" if cmd.opcode == Opcode.LOSS
                              else f"phase_cycles_{PHASE_NAMES[cmd.phase]}")
-            error = check(cmd, cfg, self.lr_shift)
+            error = check(cmd, cfg, self.lr_shift, ctrl.valid or not cfg.training)
             if error != ErrorCode.NONE:
                 cnt["cycles"] += CHECK_CYCLES
                 cnt[phase_counter] += CHECK_CYCLES
@@ -122,6 +151,13 @@ class Accelerator:
                 pc += 1
                 continue
             phase = PHASE_NAMES[cmd.phase]
+            if cmd.gate == Gate.BATCH and self.batch_skipped:
+                cyc = CHECK_CYCLES + skip_cycles(cfg)
+                cnt["cycles"] += cyc
+                cnt[f"phase_cycles_{phase}"] += cyc
+                cnt[f"skipped_macs_{phase}"] += cmd.m * cmd.k * cmd.n
+                pc += 1
+                continue
             self._gemm(cmd)
             cyc = gemm_cycles(cmd, cfg)
             t = tiling(cmd, cfg)
@@ -136,7 +172,7 @@ class Accelerator:
         for k in cnt:
             cnt[k] &= mask
         return RunResult(done=True, error=error != ErrorCode.NONE, error_code=error, pc=pc,
-                         saturated=self.saturated, counters=dict(cnt))
+                         saturated=self.saturated, counters=dict(cnt), batch_skipped=self.batch_skipped)
 
     def _gemm(self, cmd: Command) -> None:
         cfg = self.cfg
@@ -178,10 +214,25 @@ class Accelerator:
         cfg = self.cfg
         z = Region(cmd.a_base, cmd.m, cmd.n, cmd.a_ld).load(self.spad)
         labels = Region(cmd.b_base, 1, cmd.n, cmd.b_ld).load(self.spad)
-        res = loss_error(z, labels, cmd.shift, cfg)
+        ctrl = SkipCtrl.decode(self.skip_ctrl)
+        comp = Comparator(ctrl.mode, ctrl.require_correct, self.conf_tau)
+        res = loss_error(z, labels, cmd.shift, cfg, comp)
         if res.columns:
             write_result(self.spad, cmd.c_base, cmd.c_ld, res.dy[:, :res.columns])
         self.saturated |= res.saturated
         self.counters["correct"] += res.correct
+        self.counters["confident"] += res.confident
+        if res.bad_group is None:
+            self.last_keep = res.keep
+            # the skip controller's decision (rtl/skip_controller.py)
+            if ctrl.policy == BatchPolicy.CONFIDENCE:
+                skip = res.batch_sum >= self.batch_tau
+            elif ctrl.policy == BatchPolicy.RANDOM:
+                self.skip_lfsr = numerics.lfsr_step(self.skip_lfsr)
+                skip = (self.skip_lfsr & ((1 << RATE_BITS) - 1)) < self.skip_rate
+            else:
+                skip = False
+            self.batch_skipped = bool(skip)
+            self.counters["skipped_batches"] += int(skip)
         return res.bad_group
 

@@ -8,6 +8,7 @@ import torch
 
 from skiptrain import numerics
 from skiptrain.config import Config
+from skiptrain.skip import ConfMode
 
 from .requantizer import requantize
 
@@ -36,6 +37,43 @@ class LossResult:
     saturated: bool
     correct: int              # argmax == label over the written columns
     bad_group: int | None     # the first group of V samples with a label outside 0..M-1
+    confident: int = 0        # samples that passed the per-sample test, over the written columns
+    batch_sum: int = 0        # sum of c_i over every column (meaningful without a bad group)
+    keep: torch.Tensor | None = None  # per column: not confident (the per-sample skip's kept samples)
+
+
+@dataclass(frozen=True)
+class Comparator:
+    """The confidence comparator's registers (skiptrain.skip): mode, require_correct, CONF_TAU."""
+    mode: int = ConfMode.MAX_PROB
+    require_correct: bool = False
+    conf_tau: int = 0
+
+
+def confidence(z: torch.Tensor, labels: torch.Tensor, comp: Comparator, cfg: Config):
+    """Per column: (confident, c) as rtl/loss_unit.py's comparator computes them (skiptrain.skip).
+    ``labels`` must be in range (the caller cuts the columns at a bad label)."""
+    exp, log = tables(cfg.frac_bits)
+    zmax, argmax, d, L = softmax_parts(z, cfg)
+    s = exp_lookup(d, exp).sum(dim=0)
+    M, N = z.shape
+    cols = torch.arange(N)
+    p_max = exp_lookup(L, exp)                       # d = 0 on the argmax row
+    p_y = exp_lookup(d[labels, cols] + L, exp)
+    if M > 1:
+        second = z.topk(2, dim=0).values[1]          # equal to z_max on a tie
+    else:
+        second = torch.full((N,), cfg.data_min, dtype=torch.int64)
+    margin = zmax - second
+    if comp.mode == ConfMode.MAX_PROB:
+        passed, c = s <= comp.conf_tau, p_max
+    elif comp.mode == ConfMode.TRUE_CLASS_PROB:
+        passed, c = p_y >= comp.conf_tau, p_y
+    else:
+        passed, c = margin >= comp.conf_tau, margin
+    if comp.require_correct:
+        passed = passed & (argmax == labels)
+    return passed, c
 
 
 def _tables(frac_bits: int):
@@ -77,8 +115,10 @@ def softmax_parts(z: torch.Tensor, cfg: Config):
     return zmax, argmax, d, log_sum(s, log)
 
 
-def loss_error(z: torch.Tensor, labels: torch.Tensor, shift: int, cfg: Config) -> LossResult:
-    """What a LOSS command computes and writes (see rtl/loss_unit.py)."""
+def loss_error(z: torch.Tensor, labels: torch.Tensor, shift: int, cfg: Config,
+               comp: Comparator = Comparator()) -> LossResult:
+    """What a LOSS command computes and writes (see rtl/loss_unit.py), with the comparator's
+    count and batch sum for the registers ``comp``."""
     z = z.to(torch.int64)
     labels = labels.to(torch.int64).reshape(-1)
     M, N = z.shape
@@ -96,4 +136,6 @@ def loss_error(z: torch.Tensor, labels: torch.Tensor, shift: int, cfg: Config) -
     v = p - torch.where(onehot & ~bad.unsqueeze(0), 1 << numerics.EXP_FRAC, 0)
     dy, sat = requantize(v, shift, cfg)
     correct = int((argmax[:columns] == labels[:columns]).sum())
-    return LossResult(dy, columns, bool(sat[:, :columns].any()), correct, bad_group)
+    passed, c = confidence(z, labels.clamp(0, M - 1), comp, cfg)
+    return LossResult(dy, columns, bool(sat[:, :columns].any()), correct, bad_group,
+                      confident=int(passed[:columns].sum()), batch_sum=int(c.sum()), keep=~passed)

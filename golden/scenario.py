@@ -30,6 +30,17 @@ class Scenario:
     lr_shift: int = 0  #: the LR_SHIFT register the host writes before START
     stochastic: bool = False  #: the ROUNDING register's bit 0
     sr_seed: int = 0   #: the SR_SEED register the host writes before START (seeds the LFSRs)
+    #: the skip registers the host writes before START: SKIP_CTRL, CONF_TAU, BATCH_TAU,
+    #: SKIP_RATE, SKIP_SEED (skiptrain.skip)
+    skip: dict = field(default_factory=dict)
+
+    SKIP_KEYS = ("ctrl", "conf_tau", "batch_tau", "rate", "seed")
+
+    def skip_registers(self) -> dict:
+        unknown = set(self.skip) - set(self.SKIP_KEYS)
+        if unknown:
+            raise ValueError(f"scenario skip registers {sorted(unknown)}: must be among {self.SKIP_KEYS}")
+        return {k: int(self.skip.get(k, 0)) for k in self.SKIP_KEYS}
 
     def initial(self) -> Accelerator:
         acc = Accelerator(self.cfg)
@@ -39,6 +50,7 @@ class Scenario:
         acc.lr_shift = self.lr_shift
         acc.stochastic = self.stochastic
         acc.seed_lfsr(self.sr_seed)
+        acc.set_skip(**self.skip_registers())
         return acc
 
     def expected(self) -> tuple[Accelerator, RunResult]:
@@ -129,7 +141,8 @@ def compare(sc: Scenario, hw: dict, hw_lines: dict, measured_cycles: int | None 
     gold, res = sc.expected()
     errors = []
     want = {"done": 1, "error": int(res.error), "error_code": int(res.error_code),
-            "saturated": int(res.saturated), "busy": 0, "host_error": 0}
+            "saturated": int(res.saturated), "busy": 0, "host_error": 0,
+            "batch_skipped": int(res.batch_skipped)}
     for key, exp in want.items():
         if hw[key] != exp:
             errors.append(f"status.{key}: got {hw[key]}, expected {exp}")

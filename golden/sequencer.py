@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from skiptrain.config import Config
-from skiptrain.isa import Command, Epilogue, ErrorCode, Opcode, OutMode
+from skiptrain.isa import Command, Epilogue, ErrorCode, Gate, Opcode, OutMode
 from skiptrain.layout import words_per_row
 from skiptrain.numerics import MAX_CLASSES
 
@@ -50,8 +50,14 @@ def effective_shift(cmd: Command, lr_shift: int) -> int:
     return cmd.shift
 
 
-def check(cmd: Command, cfg: Config, lr_shift: int = 0) -> ErrorCode:
-    """The error a GEMM or LOSS command stops with, in the RTL's priority order (NONE if it runs)."""
+def skip_cycles(cfg: Config) -> int:
+    """rtl Sequencer.skip_cycles: the SKIP state of a gated GEMM (a shift-and-add M*K*N)."""
+    return 2 * cfg.dim_width
+
+
+def check(cmd: Command, cfg: Config, lr_shift: int = 0, skip_config_ok: bool = True) -> ErrorCode:
+    """The error a GEMM or LOSS command stops with, in the RTL's priority order (NONE if it runs).
+    ``skip_config_ok``: SKIP_CTRL holds an assigned policy and mode (LOSS checks it)."""
     if cmd.opcode not in (Opcode.HALT, Opcode.GEMM, Opcode.LOSS) or \
             (cmd.opcode == Opcode.LOSS and not cfg.training):
         return ErrorCode.BAD_OPCODE
@@ -65,6 +71,10 @@ def check(cmd: Command, cfg: Config, lr_shift: int = 0) -> ErrorCode:
     quant = cmd.out_mode == OutMode.QUANT or loss
     if cmd.epilogue != Epilogue.NONE and (loss or not quant or not cfg.training):
         return ErrorCode.BAD_EPILOGUE
+    if cmd.gate != Gate.ALWAYS and (loss or cmd.gate not in tuple(Gate) or not cfg.training):
+        return ErrorCode.BAD_GATE
+    if loss and not skip_config_ok:
+        return ErrorCode.SKIP_CONFIG
     c_depth = cfg.spad_depth if quant else cfg.acc_depth
     last = {}
     for name, (rows, cols), base, ld, depth, stride_err, range_err in (

@@ -18,9 +18,11 @@ import torch
 
 from skiptrain import numerics
 from skiptrain.config import Config
-from skiptrain.isa import Command, Epilogue, ErrorCode, OutMode, Phase
+from skiptrain.isa import Command, Epilogue, ErrorCode, Gate, OutMode, Phase
 from skiptrain.layout import Region
+from skiptrain.skip import BatchPolicy, ConfMode, SkipCtrl, batch_tau_width
 
+from .loss_unit import exp_lookup, softmax_parts, tables
 from .scenario import Scenario, _Allocator, random_matrix
 
 
@@ -190,3 +192,97 @@ def train_error_scenarios(cfg: Config) -> dict[str, tuple[Scenario, ErrorCode]]:
         out[name] = (sc, code)
     return out
 
+
+
+def skip_scenario(cfg: Config, seed: int, n_losses: int = 2, max_classes: int = 10,
+                  max_batch: int = 18) -> Scenario:
+    """The confidence comparator and the batch-skip controller: per LOSS (edge-aimed logits), a
+    policy, a confidence mode, require_correct and thresholds aimed at the decision edges (the
+    per-sample threshold exactly at one sample's S, p_y or margin; the batch threshold exactly
+    at the batch sum, one above it, 0 or the largest), or a random skip at rate 0, 1 or between;
+    after each LOSS two gated GEMMs (B, G) and an ungated one. The registers stay the same for
+    the whole run; the decision changes from LOSS to LOSS."""
+    from .loss_unit import Comparator, confidence  # noqa: PLC0415 (beside its use)
+    rng = random.Random(seed)
+    V = cfg.banks
+    spad = _Allocator(cfg.spad_depth, rng)
+    policy = rng.choice([BatchPolicy.CONFIDENCE, BatchPolicy.CONFIDENCE, BatchPolicy.RANDOM, BatchPolicy.OFF])
+    ctrl = SkipCtrl(policy, rng.choice(list(ConfMode)), rng.random() < 0.5)
+    sc = Scenario(cfg, name=f"skip(seed={seed}, {ctrl})")
+    logits = []
+    for n in range(n_losses):
+        M = rng.choice([1, 2, rng.randint(1, max_classes), rng.randint(2, max_classes)])
+        N = rng.choice([1, V, rng.randint(1, max_batch), rng.randint(1, max_batch)])
+        Z = spad.region(M, N, V, slack=True)
+        Y = spad.region(1, N, V, slack=True)
+        D = spad.region(M, N, V, slack=True)
+        A = Z   # the gated GEMMs read the logits as A (M x K=N) and B (K=N x 3)
+        B = spad.region(N, 3, V, slack=False)
+        C = spad.region(M, 3, V, slack=True)
+        C2 = spad.region(M, 3, V, slack=True)
+        if None in (Z, Y, D, A, B, C, C2):
+            raise ValueError(f"skip scenario seed={seed}: LOSS {n} ({M} x {N}) does not fit")
+        z = _logits(M, N, cfg, rng)
+        labels = torch.tensor([[rng.randrange(M) for _ in range(N)]])
+        logits.append((z, labels[0]))
+        sc.inputs += [("spad", Z, z), ("spad", Y, labels), ("spad", D, torch.zeros((M, N), dtype=torch.int64)),
+                      ("spad", B, random_matrix(N, 3, cfg, rng)),
+                      ("spad", C, torch.zeros((M, 3), dtype=torch.int64)),
+                      ("spad", C2, torch.zeros((M, 3), dtype=torch.int64))]
+        shift = rng.randint(4, 12)
+        sc.commands += [Command.loss(M, N, Z, Y, D, shift=shift),
+                        Command.gemm(M, N, 3, A, B, C, shift=cfg.frac_bits, phase=Phase.BWD_INPUT,
+                                     gate=Gate.BATCH),
+                        Command.gemm(M, N, 3, A, B, C2, shift=cfg.frac_bits, phase=Phase.BWD_WEIGHT,
+                                     gate=Gate.BATCH),
+                        Command.gemm(M, N, 3, A, B, C2, shift=cfg.frac_bits, phase=Phase.FWD)]
+        sc.outputs += [("spad", D), ("spad", C), ("spad", C2)]
+    sc.commands.append(Command())
+    # thresholds at the edges of the first LOSS's values
+    z, labels = logits[0]
+    probe = Comparator(ctrl.mode, ctrl.require_correct, 0)
+    exp, _ = tables(cfg.frac_bits)
+    zmax, argmax, d, L = softmax_parts(z, cfg)
+    values = {ConfMode.MAX_PROB: exp_lookup(d, exp).sum(dim=0), ConfMode.MARGIN: None,
+              ConfMode.TRUE_CLASS_PROB: exp_lookup(d[labels, torch.arange(len(labels))] + L, exp)}
+    _, c = confidence(z, labels, probe, cfg)
+    per_sample = values[ctrl.mode] if values[ctrl.mode] is not None else c
+    conf_tau = int(per_sample[rng.randrange(len(per_sample))]) + rng.choice([0, 0, -1, 1])
+    batch_sum = int(c.sum())
+    top = (1 << batch_tau_width(cfg)) - 1
+    batch_tau = rng.choice([batch_sum, batch_sum, batch_sum + 1, 0, top])
+    rate = rng.choice([0, 1 << 16, rng.randrange(1 << 16), 1 << 15])
+    sc.skip = {"ctrl": ctrl.encode(), "conf_tau": max(conf_tau, 0), "batch_tau": batch_tau,
+               "rate": rate, "seed": rng.getrandbits(32)}
+    return sc
+
+
+def skip_error_scenarios(cfg: Config) -> dict[str, tuple[Scenario, ErrorCode]]:
+    """The gate and skip-register errors, each after a good LOSS (the error comes at slot 1)."""
+    V = cfg.banks
+    rng = random.Random(99)
+    Z = Region.packed(0, 3, 5, V)
+    Y = Region.packed(Z.end(V), 1, 5, V)
+    D = Region.packed(Y.end(V), 3, 5, V)
+    A = Region.packed(D.end(V), 3, 4, V)
+    B = Region.packed(A.end(V), 4, 5, V)
+    C = Region.packed(B.end(V), 3, 5, V)
+    inputs = [("spad", Z, _logits(3, 5, cfg, rng)), ("spad", Y, torch.tensor([[0, 1, 2, 1, 0]])),
+              ("spad", A, random_matrix(3, 4, cfg, rng)), ("spad", B, random_matrix(4, 5, cfg, rng))]
+    good = Command.loss(3, 5, Z, Y, D, shift=6)
+    gemm = Command.gemm(3, 4, 5, A, B, C, shift=cfg.frac_bits)
+    bad = {
+        "gate_unassigned": (dataclasses.replace(gemm, gate=2), {}, ErrorCode.BAD_GATE),
+        "gate_three": (dataclasses.replace(gemm, gate=3), {}, ErrorCode.BAD_GATE),
+        "gate_on_loss": (dataclasses.replace(good, gate=Gate.BATCH), {}, ErrorCode.BAD_GATE),
+        "policy_unassigned": (good, {"ctrl": 3}, ErrorCode.SKIP_CONFIG),
+        "mode_unassigned": (good, {"ctrl": 1 | 3 << 2}, ErrorCode.SKIP_CONFIG),
+    }
+    out = {}
+    for name, (cmd, skip, code) in bad.items():
+        # the register errors stop the first LOSS: slot 0
+        commands = [cmd, Command()] if skip else [good, cmd, Command()]
+        sc = Scenario(cfg, inputs=list(inputs), commands=commands, outputs=[("spad", D), ("spad", C)],
+                      name=f"error:{name}", skip=skip)
+        out[name] = (sc, code)
+    return out

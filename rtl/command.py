@@ -36,6 +36,11 @@ class Epilogue(enum.Enum, shape=2):
     UPDATE = isa.Epilogue.UPDATE.value
 
 
+class Gate(enum.Enum, shape=2):
+    ALWAYS = isa.Gate.ALWAYS.value
+    BATCH = isa.Gate.BATCH.value
+
+
 class ErrorCode(enum.Enum, shape=8):
     NONE = isa.ErrorCode.NONE.value
     BAD_OPCODE = isa.ErrorCode.BAD_OPCODE.value
@@ -53,6 +58,8 @@ class ErrorCode(enum.Enum, shape=8):
     AUX_RANGE = isa.ErrorCode.AUX_RANGE.value
     BAD_EPILOGUE = isa.ErrorCode.BAD_EPILOGUE.value
     LOSS_CLASSES = isa.ErrorCode.LOSS_CLASSES.value
+    BAD_GATE = isa.ErrorCode.BAD_GATE.value
+    SKIP_CONFIG = isa.ErrorCode.SKIP_CONFIG.value
 
 _ENUMS = {"opcode": Opcode, "phase": Phase, "out_mode": OutMode, "epilogue": Epilogue}
 

@@ -6,6 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from skiptrain import numerics
 from skiptrain.config import Config
+from skiptrain.skip import CONF_TAU_WIDTH, ConfMode, batch_tau_width
 
 from .banked_memory import read_port_signature, write_port_signature
 from .rom import Rom
@@ -41,6 +42,11 @@ class LossUnit(wiring.Component):
     drain_cycles = 14
     #: a read issued in cycle t is checked (labels) in t + label_check_delay
     label_check_delay = 4
+    #: the last group's c_i reach ``batch_sum`` 11 + log2(V) cycles after its last OUT read;
+    #: ``done`` comes drain_cycles + 1 after it: batch_sum is final this many cycles after done
+    @classmethod
+    def batch_sum_after_done(cls, banks: int) -> int:
+        return max(0, 11 + (banks - 1).bit_length() - (cls.drain_cycles + 1))
 
     def __init__(self, cfg: Config, memory_read_latency: int = 3):
         if memory_read_latency != 3:
@@ -177,12 +183,25 @@ class LossUnit(wiring.Component):
         bad = Signal(V)
         hits = Signal(V)
         t4 = tag_at[4]
+        # the comparator's inputs: the second largest logit (for the margin), whether row r is
+        # the argmax row (its OUT value is p_max), and, registered at OUT's first row (when the
+        # argmax is final and before the next group's MAX pass overwrites it), per lane the
+        # margin, argmax == label and whether the lane holds a sample
+        zsecond = [Signal(signed(dw), name=f"zsecond{lane}") for lane in range(V)]
+        is_max_5 = Signal(V)
+        margin_q = [Signal(dw + 1, name=f"margin{lane}") for lane in range(V)]
+        hit_q, sample_q = Signal(V), Signal(V)
         for lane in range(V):
             z = zA[lane]
-            with m.If(t4.valid & (t4.pass_ == MAX) & (t4.first | (z > zmax[lane]))):
-                m.d.sync += [zmax[lane].eq(z), amax[lane].eq(t4.r)]
+            with m.If(t4.valid & (t4.pass_ == MAX)):
+                with m.If(t4.first | (z > zmax[lane])):
+                    m.d.sync += [zmax[lane].eq(z), amax[lane].eq(t4.r),
+                                 zsecond[lane].eq(Mux(t4.first, cfg.data_min, zmax[lane]))]
+                with m.Elif(z > zsecond[lane]):
+                    m.d.sync += zsecond[lane].eq(z)
             m.d.sync += [diff_5[lane].eq((zmax[lane] - z).as_unsigned()),
-                         onehot_5[lane].eq(t4.r == labels[lane].as_unsigned())]
+                         onehot_5[lane].eq(t4.r == labels[lane].as_unsigned()),
+                         is_max_5[lane].eq(t4.r == amax[lane])]
             y = labels[lane]
             m.d.comb += [bad[lane].eq(t4.lanes_ok[lane] & ((y < 0) | (y >= mm))),
                          hits[lane].eq(t4.lanes_ok[lane] & (amax[lane] == y.as_unsigned()))]
@@ -191,6 +210,10 @@ class LossUnit(wiring.Component):
         with m.If(t4.valid & (t4.pass_ == SUM) & t4.first & ~bad_seen):
             # the argmax is final when SUM's first row reaches this stage
             m.d.sync += correct.eq(sum(hits[lane] for lane in range(V)))
+        with m.If(t4.valid & (t4.pass_ == OUT) & t4.first):
+            m.d.sync += [hit_q.eq(hits), sample_q.eq(t4.lanes_ok)]
+            m.d.sync += [margin_q[lane].eq((zmax[lane] - zsecond[lane]).as_unsigned())
+                         for lane in range(V)]
 
         # ---- B2 (cycle 5): the exp index d = z_max - z (+ L in OUT) ----------------------------
         Lq = [Signal(l_bits, name=f"log{lane}") for lane in range(V)]
@@ -209,6 +232,9 @@ class LossUnit(wiring.Component):
         # ---- C1 (cycle 8): e; the sum, or v = e - onehot ---------------------------------------
         # ---- C2 (cycle 9): v >> shift and the round-up bit; C3 (10): + up; C4 (11): saturate ---
         past_8, onehot_8 = delayed(past_6, 2, "past"), delayed(onehot_5, 3, "onehot")
+        is_max_8 = delayed(is_max_5, 3, "is_max")
+        pmax_q = [Signal(e_bits, name=f"p_max{lane}") for lane in range(V)]
+        py_q = [Signal(e_bits, name=f"p_label{lane}") for lane in range(V)]
         total = [Signal(s_bits, name=f"exp_sum{lane}") for lane in range(V)]
         out_12 = [Signal(signed(dw), name=f"dy_12_{lane}") for lane in range(V)]
         sat_12 = Signal(V)
@@ -220,6 +246,11 @@ class LossUnit(wiring.Component):
             e = Mux(past_8[lane], 0, rom_8)
             with m.If(t8.valid & (t8.pass_ == SUM)):
                 m.d.sync += total[lane].eq(Mux(t8.first, e, total[lane] + e))
+            with m.If(t8.valid & (t8.pass_ == OUT)):
+                with m.If(is_max_8[lane]):
+                    m.d.sync += pmax_q[lane].eq(e)
+                with m.If(onehot_8[lane]):
+                    m.d.sync += py_q[lane].eq(e)
             v_9 = Signal(signed(e_bits + 2), name=f"err_9_{lane}")
             m.d.sync += v_9.eq(e - Mux(onehot_8[lane], 1 << numerics.EXP_FRAC, 0))
             q = Signal(signed(e_bits + 2), name=f"err_q{lane}")
@@ -256,6 +287,40 @@ class LossUnit(wiring.Component):
             with m.If(sum_final_11):
                 m.d.sync += Lq[lane].eq(rom.data)
 
+        # ---- the confidence comparator: once the group's last OUT row has passed C1 (cycle 9),
+        # per lane the test and c_i (cycle 10), then the count and a tree of sums into batch_sum
+        group_end_9 = Signal()
+        m.d.sync += group_end_9.eq(t8.valid & (t8.pass_ == OUT) & t8.last)
+        c_bits = max(e_bits, dw + 1)
+        conf_10 = Signal(V)
+        c_10 = [Signal(c_bits, name=f"conf_c_10_{lane}") for lane in range(V)]
+        mode = self.conf_mode
+        for lane in range(V):
+            passed = Mux(mode == ConfMode.MAX_PROB, total[lane] <= self.conf_tau,
+                         Mux(mode == ConfMode.TRUE_CLASS_PROB, py_q[lane] >= self.conf_tau,
+                             margin_q[lane] >= self.conf_tau))
+            c = Mux(mode == ConfMode.MAX_PROB, pmax_q[lane],
+                    Mux(mode == ConfMode.TRUE_CLASS_PROB, py_q[lane], margin_q[lane]))
+            ok = group_end_9 & sample_q[lane]
+            m.d.sync += [conf_10[lane].eq(ok & passed & (hit_q[lane] | ~self.require_correct)),
+                         c_10[lane].eq(Mux(ok, c, 0))]
+        confident = Signal.like(self.confident)
+        m.d.sync += confident.eq(sum(conf_10[lane] for lane in range(V)))
+        m.d.comb += self.confident.eq(confident)
+        level = c_10
+        while len(level) > 1:
+            nxt = []
+            for i in range(0, len(level), 2):
+                pair = level[i:i + 2]
+                t = Signal(len(pair[0]) + 1, name=f"conf_sum_l{len(level)}_{i}")
+                m.d.sync += t.eq(pair[0] + pair[1] if len(pair) == 2 else pair[0])
+                nxt.append(t)
+            level = nxt
+        with m.If(self.start):
+            m.d.sync += self.batch_sum.eq(0)
+        with m.Else():
+            m.d.sync += self.batch_sum.eq(self.batch_sum + level[0])
+
         # ---- D (cycle 12): lanes into bank order, into the write port registers ----------------
         tD = tag_at[12]
         outs = Array(out_12)
@@ -283,4 +348,9 @@ def loss_unit_signature(cfg: Config) -> wiring.Signature:
         "wr": Out(write_port_signature(V, saw, signed(dw))),
         "done": Out(1), "error": Out(1), "saturated": Out(1),
         "correct": Out(range(V + 1)),
+        # the confidence comparator (skiptrain.skip): mode and threshold in, per group the
+        # count of confident samples, per command the sum of c_i over the batch
+        "conf_mode": In(2), "require_correct": In(1), "conf_tau": In(CONF_TAU_WIDTH),
+        "confident": Out(range(V + 1)),
+        "batch_sum": Out(batch_tau_width(cfg)),
     })

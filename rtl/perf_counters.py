@@ -8,7 +8,7 @@ from skiptrain.config import Config
 
 from .command import Phase
 
-from skiptrain.hostmap import COUNTERS, PHASE_NAMES
+from skiptrain.hostmap import COUNTERS, PHASE_NAMES, TRAINING_COUNTERS
 
 assert [p.name.lower() for p in Phase] == list(PHASE_NAMES)
 
@@ -24,7 +24,10 @@ class PerfCounters(wiring.Component):
     ``loss_cycles`` the CHECK and run cycles of LOSS commands, ``correct`` the samples whose
     argmax equals their label (LOSS commands); per phase, ``phase_cycles`` counts the CHECK, ISSUE and
     DRAIN cycles of GEMM commands and ``phase_macs`` the useful multiply-accumulates
-    (M*K*N per command, ragged tile edges excluded).
+    (M*K*N per command, ragged tile edges excluded). The skip counters: ``confident`` the
+    samples that passed the per-sample confidence test, ``skipped_batches`` the batches the
+    skip controller skipped, and per phase ``skipped_macs`` the M*K*N of gated GEMMs skipped
+    (the sequencer's SKIP state hands them over as partial products).
     """
 
     def __init__(self, cfg: Config):
@@ -34,6 +37,8 @@ class PerfCounters(wiring.Component):
             "tile": In(1), "bubble": In(1), "cmd_done": In(1), "in_loss": In(1),
             "correct": In(range(cfg.banks + 1)),
             "macs": In(range(cfg.rows * cfg.cols + 1)),
+            "confident": In(range(cfg.banks + 1)), "skipped_batch": In(1),
+            "skipped_macs": In(unsigned(3 * cfg.dim_width)),
             "count": Out(data.ArrayLayout(unsigned(cfg.counter_width), len(COUNTERS))),
         })
 
@@ -43,18 +48,24 @@ class PerfCounters(wiring.Component):
         phase, macs = Signal.like(self.phase), Signal.like(self.macs)
         in_loss, correct = Signal(), Signal.like(self.correct)
         m.d.sync += [in_loss.eq(self.in_loss), correct.eq(self.correct)]
+        confident, skipped_batch = Signal.like(self.confident), Signal()
+        skipped_macs = Signal.like(self.skipped_macs)
+        m.d.sync += [confident.eq(self.confident), skipped_batch.eq(self.skipped_batch),
+                     skipped_macs.eq(self.skipped_macs)]
         m.d.sync += [busy.eq(self.busy), in_command.eq(self.in_command), tile.eq(self.tile),
                      bubble.eq(self.bubble), cmd_done.eq(self.cmd_done), phase.eq(self.phase),
                      macs.eq(self.macs)]
         c = {name: self.count[n] for n, name in enumerate(COUNTERS)}
         incs = {"cycles": busy, "commands": cmd_done, "tiles": tile, "bubbles": bubble,
-                "loss_cycles": in_loss, "correct": correct}
+                "loss_cycles": in_loss, "correct": correct,
+                "confident": confident, "skipped_batches": skipped_batch}
         for p in Phase:
             active = phase == p
             incs[f"phase_cycles_{p.name.lower()}"] = in_command & active
             incs[f"phase_macs_{p.name.lower()}"] = Mux(active, macs, 0)
+            incs[f"skipped_macs_{p.name.lower()}"] = Mux(active, skipped_macs, 0)
         # without the training hardware the LOSS counters never count: no registers for them
-        names = [n for n in COUNTERS if self._cfg.training or n not in ("loss_cycles", "correct")]
+        names = [n for n in COUNTERS if self._cfg.training or n not in TRAINING_COUNTERS]
         with m.If(self.clear):
             m.d.sync += [c[name].eq(0) for name in names]
         with m.Else():

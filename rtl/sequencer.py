@@ -12,7 +12,7 @@ from .command import Epilogue, ErrorCode, Opcode, OutMode, command_layout, issue
 from .multiplier import Multiplier
 
 
-_STATES = ("IDLE", "FETCH", "WAIT", "DECODE", "CHECK", "ISSUE", "DRAIN", "LOSS")
+_STATES = ("IDLE", "FETCH", "WAIT", "DECODE", "CHECK", "ISSUE", "DRAIN", "LOSS", "SKIP")
 
 
 class Sequencer(wiring.Component):
@@ -25,7 +25,11 @@ class Sequencer(wiring.Component):
     period = max(K, R, C) steps of which the first K are valid; DRAIN waits for the result
     writer's ``writer_done``. A LOSS command, once checked, hands over to the loss unit
     (``loss_start``) and waits for its ``loss_done`` (with ``loss_error`` on a bad label).
-    HALT ends after its first CHECK cycle. An invalid command ends the
+    A GEMM with ``gate`` BATCH, checked, while ``batch_skip`` is set (the skip controller's
+    decision for this batch) goes to SKIP instead of ISSUE: ``skip_cycles`` (2 x dim_width)
+    cycles in which a shift-and-add multiplier puts M*K*N on ``skipped_macs`` (M*K first, then
+    its partial products by the bits of N, one a cycle: the counter sums them), then the next
+    command. HALT ends after its first CHECK cycle. An invalid command ends the
     program with ``error`` set, ``error_code`` telling why, and ``pc`` at the offending slot;
     the sequencer is then idle again and never waits on anything that cannot come.
 
@@ -63,7 +67,14 @@ class Sequencer(wiring.Component):
             "in_command": Out(1),      # CHECK, ISSUE or DRAIN of a command (phase = cmd.phase)
             "tile": Out(1), "bubble": Out(1), "cmd_done": Out(1),
             "macs": Out(range(R * C + 1)),
+            # the gradient-skip controller: its decision, and its register error (LOSS checks it)
+            "batch_skip": In(1), "skip_config_error": In(1),
+            "skipped_macs": Out(unsigned(3 * cfg.dim_width)),
         })
+
+    @property
+    def skip_cycles(self) -> int:
+        return 2 * self._cfg.dim_width
 
     def elaborate(self, platform):
         cfg = self._cfg
@@ -124,6 +135,7 @@ class Sequencer(wiring.Component):
         zero_err, shift_err = Signal(), Signal()
         overlap_err = Signal()
         classes_err, epi_err, aux_err = Signal(), Signal(), Signal()
+        gate_err, config_err = Signal(), Signal()
         has_aux = cmd.epilogue != Epilogue.NONE
         aux_base_colw, aux_last = Signal(ext_w), Signal(ext_w)
         eff_shift = self.eff_shift
@@ -161,6 +173,11 @@ class Sequencer(wiring.Component):
         decide = at["CHECK"] & step[self.check_cycles - 1]
         loss_over = at["LOSS"] & self.loss_done
         tiles_done = at["ISSUE"] & at_end & last_col & last_row
+        # a checked GEMM gated by the batch decision: skipped (the gate is 0 or 1 here)
+        gated = (cmd.gate == 1) & self.batch_skip if cfg.training else 0
+        skip_count = Signal(range(2 * dim + 1))
+        skip_mul, skip_bits, skip_mk = Signal(2 * dim), Signal(dim), Signal(3 * dim)
+        skip_over = at["SKIP"] & (skip_count == 0)
         fetch_ok = at["FETCH"] & ~pc[-1]
         wait_over = at["WAIT"] & (wait == 1)
         one_wait = self._prog_latency == 1
@@ -168,19 +185,21 @@ class Sequencer(wiring.Component):
             "IDLE": (at["IDLE"] & ~self.start) | (at["FETCH"] & pc[-1]) | leave_at_halt
                     | (decide & ~checks_pass) | (loss_over & self.loss_error),
             "FETCH": (at["IDLE"] & self.start) | (at["DRAIN"] & self.writer_done)
-                     | (loss_over & ~self.loss_error),
+                     | (loss_over & ~self.loss_error) | skip_over,
             "WAIT": (fetch_ok & (not one_wait)) | (at["WAIT"] & ~wait_over),
             "DECODE": wait_over | (fetch_ok & one_wait),
             "CHECK": at["DECODE"] | (at["CHECK"] & ~leave_at_halt & ~decide),
-            "ISSUE": (decide & checks_pass & ~is_loss) | (at["ISSUE"] & ~tiles_done),
+            "ISSUE": (decide & checks_pass & ~is_loss & ~gated) | (at["ISSUE"] & ~tiles_done),
             "DRAIN": tiles_done | (at["DRAIN"] & ~self.writer_done),
             # without the training hardware LOSS is never entered: a constant, for synthesis
             "LOSS": ((decide & checks_pass & is_loss) | (at["LOSS"] & ~self.loss_done)
                      if cfg.training else 0),
+            "SKIP": ((decide & checks_pass & ~is_loss & gated) | (at["SKIP"] & ~skip_over)
+                     if cfg.training else 0),
         }
         m.d.sync += [state[n].eq(nxt[name]) for n, name in enumerate(_STATES)]
         m.d.comb += [self.in_command.eq((at["CHECK"] & (cmd.opcode == Opcode.GEMM)) | at["ISSUE"]
-                                        | at["DRAIN"]),
+                                        | at["DRAIN"] | at["SKIP"]),
                      self.in_loss.eq((at["CHECK"] & is_loss & runs) | at["LOSS"]),
                      self.loss_active.eq(at["LOSS"])]
         m.d.sync += self.loss_start.eq(0)
@@ -214,6 +233,8 @@ class Sequencer(wiring.Component):
                              classes_err.eq(is_loss & (cmd.m > MAX_CLASSES) if cfg.training else 0),
                              epi_err.eq(has_aux & (is_loss | (cmd.out_mode == OutMode.ACC)
                                                    | (not cfg.training))),
+                             gate_err.eq((cmd.gate != 0) & (is_loss | (cmd.gate > 1) | (not cfg.training))),
+                             config_err.eq(is_loss & self.skip_config_error if cfg.training else 0),
                              period.eq(Mux(cmd.k > max(R, C), cmd.k, max(R, C)))]
                 m.d.sync += [op["colw"].eq((op["cols"] - 1) >> bb) for op in operands]
             with m.If(step[1]):
@@ -242,13 +263,15 @@ class Sequencer(wiring.Component):
                     ((cmd.c_base <= a["last"]) & (cmd.a_base <= c["last"])) |
                     ((cmd.c_base <= b["last"]) & (cmd.b_base <= c["last"]))))
             with m.If(step[flags_step + 1]):
-                # the priority encoder of the nine checks, in the order golden/sequencer.py's
+                # the priority encoder of the checks, in the order golden/sequencer.py's
                 # check() tests them, registered so the state decision sees one code
                 code = ErrorCode.NONE
                 for flag, err in reversed(((zero_err, ErrorCode.ZERO_DIM),
                                          (classes_err, ErrorCode.LOSS_CLASSES),
                                          (shift_err, ErrorCode.BAD_SHIFT),
                                          (epi_err, ErrorCode.BAD_EPILOGUE),
+                                         (gate_err, ErrorCode.BAD_GATE),
+                                         (config_err, ErrorCode.SKIP_CONFIG),
                                          (a["stride_err"], ErrorCode.A_STRIDE),
                                          (a["range_err"], ErrorCode.A_RANGE),
                                          (b["stride_err"], ErrorCode.B_STRIDE),
@@ -264,6 +287,9 @@ class Sequencer(wiring.Component):
                     fail(first_err)
                 with m.Elif(is_loss):
                     m.d.sync += self.loss_start.eq(1)
+                with m.Elif(gated):
+                    m.d.sync += [skip_count.eq(2 * dim - 1), skip_mk.eq(0), skip_mul.eq(cmd.m),
+                                 skip_bits.eq(cmd.k)]
                 with m.Else():
                     m.d.sync += [s.eq(0), at_end.eq(period_is_one),
                                  i0.eq(0), j0.eq(0), m_rem.eq(cmd.m), n_rem.eq(cmd.n),
@@ -292,6 +318,25 @@ class Sequencer(wiring.Component):
         with m.If(at["DRAIN"]):
             with m.If(self.writer_done):
                 m.d.sync += [pc.eq(pc + 1), self.cmd_done.eq(1)]
+        # SKIP: M*K from the bits of K (the first dim cycles), then M*K*N from the bits of N, one
+        # partial product a cycle onto skipped_macs (the counter adds them up); shift registers,
+        # not barrel shifters, so each cycle has one adder
+        m.d.sync += self.skipped_macs.eq(0)
+        if cfg.training:
+            with m.If(at["SKIP"]):
+                m.d.sync += skip_count.eq(skip_count - 1)
+                with m.If(skip_count >= dim):
+                    m.d.sync += [skip_mul.eq(skip_mul << 1), skip_bits.eq(skip_bits >> 1)]
+                    with m.If(skip_bits[0]):
+                        m.d.sync += skip_mk.eq(skip_mk + skip_mul)
+                    with m.If(skip_count == dim):  # M*K is final next cycle: N's bits next
+                        m.d.sync += skip_bits.eq(cmd.n)
+                with m.Else():
+                    m.d.sync += [skip_mk.eq(skip_mk << 1), skip_bits.eq(skip_bits >> 1)]
+                    with m.If(skip_bits[0]):
+                        m.d.sync += self.skipped_macs.eq(skip_mk)
+                with m.If(skip_over):
+                    m.d.sync += pc.eq(pc + 1)
         with m.If(loss_over):
             with m.If(self.loss_error):
                 fail(ErrorCode.BAD_LABEL)

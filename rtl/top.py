@@ -7,7 +7,8 @@ from amaranth.lib.wiring import In, Out
 
 from skiptrain import hostmap
 from skiptrain.config import Config
-from skiptrain.hostmap import Csr, HostMap, Region
+from skiptrain.hostmap import COUNTER_CSRS, Csr, HostMap, Region
+from skiptrain.skip import CONF_TAU_WIDTH, RATE_BITS, SkipCtrl, batch_tau_width
 from skiptrain.isa import command_width
 
 from .banked_memory import BankedMemory
@@ -17,6 +18,7 @@ from .operand_reader import OperandReader
 from .perf_counters import COUNTERS, PerfCounters
 from .result_writer import ResultWriter
 from .sequencer import Sequencer
+from .skip_controller import SkipController, skip_controller_signature
 from .skew import Skew
 from .systolic_array import SystolicArray
 
@@ -104,6 +106,8 @@ class Accelerator(wiring.Component):
         lr_w = wr[Region.CSR] & (index == Csr.LR_SHIFT)
         rounding_w = wr[Region.CSR] & (index == Csr.ROUNDING)
         seed_w = wr[Region.CSR] & (index == Csr.SR_SEED)
+        skip_w = {r: wr[Region.CSR] & (index == r)
+                  for r in (Csr.SKIP_CTRL, Csr.CONF_TAU, Csr.BATCH_TAU, Csr.SKIP_RATE, Csr.SKIP_SEED)}
         start = ctrl_w & host.w_data[0]
         clear = ctrl_w & host.w_data[1]
 
@@ -120,9 +124,21 @@ class Accelerator(wiring.Component):
                 m.d.sync += stochastic.eq(host.w_data[0])
             with m.If(seed_w & idle):
                 m.d.sync += sr_seed.eq(host.w_data[:32])
+        # the gradient-skip registers (skiptrain.skip)
+        skip_ctrl, conf_tau = Signal(SkipCtrl.WIDTH), Signal(CONF_TAU_WIDTH)
+        batch_tau, skip_rate = Signal(batch_tau_width(cfg)), Signal(RATE_BITS + 1)
+        skip_seed = Signal(32)
+        skip_regs = {Csr.SKIP_CTRL: skip_ctrl, Csr.CONF_TAU: conf_tau, Csr.BATCH_TAU: batch_tau,
+                     Csr.SKIP_RATE: skip_rate, Csr.SKIP_SEED: skip_seed}
+        if cfg.training:
+            for r, reg in skip_regs.items():
+                with m.If(skip_w[r] & idle):
+                    m.d.sync += reg.eq(host.w_data)
         # memories and control belong to the sequencer while it runs: refuse and flag
         refused = busy & (wr[Region.PROG] | wr[Region.SPAD] | wr[Region.ACC] | rd_mem
-                          | start_pc_w | lr_w | rounding_w | seed_w | start | clear)
+                          | start_pc_w | lr_w | rounding_w | seed_w | start | clear
+                          | skip_w[Csr.SKIP_CTRL] | skip_w[Csr.CONF_TAU] | skip_w[Csr.BATCH_TAU]
+                          | skip_w[Csr.SKIP_RATE] | skip_w[Csr.SKIP_SEED])
         with m.If(clear & idle):
             m.d.sync += [saturated.eq(0), host_error.eq(0)]
         with m.Else():
@@ -134,6 +150,21 @@ class Accelerator(wiring.Component):
         # ---- sequencer and program memory ----------------------------------------------------
         prog_rd, prog_wr = prog.read[0], prog.write
         cmd = seq.cmd
+        if cfg.training:
+            m.submodules.skip = skip = SkipController(cfg)
+            m.d.comb += [skip.ctrl.eq(skip_ctrl), skip.batch_tau.eq(batch_tau), skip.rate.eq(skip_rate),
+                         skip.seed.eq(host.w_data[:32]), skip.seed_load.eq(skip_w[Csr.SKIP_SEED] & idle),
+                         skip.start.eq(start & idle), skip.loss_done.eq(loss.done),
+                         skip.loss_error.eq(loss.error), skip.batch_sum.eq(loss.batch_sum),
+                         loss.conf_mode.eq(skip_ctrl[2:4]), loss.require_correct.eq(skip_ctrl[4]),
+                         loss.conf_tau.eq(conf_tau)]
+            # the decision (and batch_sum before it) must be in before the next command can
+            # reach its gate: FETCH, the program read, DECODE and CHECK after loss_done
+            assert (LossUnit.batch_sum_after_done(V) < SkipController.decision_latency
+                    < 3 + Sequencer.check_cycles), "the batch decision comes too late for the gate"
+        else:
+            skip = skip_controller_signature(cfg).create(path=("skip",))  # outputs stay 0
+        m.d.comb += [seq.batch_skip.eq(skip.skip), seq.skip_config_error.eq(skip.config_error)]
         m.d.comb += [seq.lr_shift.eq(lr_shift),
                      seq.loss_done.eq(loss.done), seq.loss_error.eq(loss.error),
                      loss.start.eq(seq.loss_start), loss.m.eq(cmd.m), loss.n.eq(cmd.n),
@@ -204,17 +235,19 @@ class Accelerator(wiring.Component):
                      counters.in_command.eq(seq.in_command), counters.phase.eq(cmd.phase),
                      counters.tile.eq(seq.tile), counters.bubble.eq(seq.bubble),
                      counters.cmd_done.eq(seq.cmd_done), counters.macs.eq(seq.macs),
-                     counters.in_loss.eq(seq.in_loss), counters.correct.eq(loss.correct)]
+                     counters.in_loss.eq(seq.in_loss), counters.correct.eq(loss.correct),
+                     counters.confident.eq(loss.confident), counters.skipped_batch.eq(skip.skipped),
+                     counters.skipped_macs.eq(seq.skipped_macs)]
 
         # ---- host reads: memory data is captured near the memories' output registers before
         # the region multiplexer, so r_data comes READ_LATENCY = 5 cycles after r_en
-        status = Cat(busy, seq.done, seq.error, saturated, host_error, Const(0, 3),
+        status = Cat(busy, seq.done, seq.error, saturated, host_error, skip.skip, Const(0, 2),
                      seq.error_code, seq.pc)
         csr_values = {Csr.STATUS: status, Csr.START_PC: start_pc, Csr.PC: seq.pc, Csr.LR_SHIFT: lr_shift,
                       Csr.ROUNDING: stochastic, Csr.SR_SEED: sr_seed,
-                      Csr.ID: Const(hm.id_value(), 64)}
+                      Csr.ID: Const(hm.id_value(), 64), **skip_regs}
         for n, name in enumerate(COUNTERS):
-            csr_values[Csr.CYCLES + n] = counters.count[n]
+            csr_values[COUNTER_CSRS[name]] = counters.count[n]
         # CSR reads: the index waits two cycles, then the multiplexer runs in two registered
         # stages (groups of four by the low index bits, then the group), as the counters'
         # registers are spread out; the registers sample the CSRs two cycles after the request

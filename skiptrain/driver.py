@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .config import Config
-from .hostmap import COUNTERS, Csr, Ctrl, HostMap, Region, Status
+from .hostmap import COUNTER_CSRS, COUNTERS, Csr, Ctrl, HostMap, Region, Status
 from .isa import Command, encode
 
 
@@ -68,6 +68,16 @@ class Driver:
     async def read_csr(self, csr: int) -> int:
         return await self.bus.read(self.map.addr(Region.CSR, csr))
 
+    async def write_skip(self, regs: dict) -> None:
+        """Write the skip registers named in ``regs`` (keys of golden Scenario.SKIP_KEYS:
+        ctrl, conf_tau, batch_tau, rate, seed)."""
+        csrs = {"ctrl": Csr.SKIP_CTRL, "conf_tau": Csr.CONF_TAU, "batch_tau": Csr.BATCH_TAU,
+                "rate": Csr.SKIP_RATE, "seed": Csr.SKIP_SEED}
+        for key, value in regs.items():
+            if key not in csrs:
+                raise ValueError(f"skip register {key!r}: must be one of {', '.join(csrs)}")
+            await self.write_csr(csrs[key], int(value))
+
     async def start(self, start_pc: int = 0, clear: bool = True) -> None:
         await self.write_csr(Csr.START_PC, start_pc)
         await self.write_csr(Csr.CTRL, Ctrl.START | (Ctrl.CLEAR if clear else 0))
@@ -76,7 +86,7 @@ class Driver:
         return Status.decode(await self.read_csr(Csr.STATUS))
 
     async def counters(self) -> dict:
-        return {name: await self.read_csr(Csr.CYCLES + n) for n, name in enumerate(COUNTERS)}
+        return {name: await self.read_csr(COUNTER_CSRS[name]) for name in COUNTERS}
 
     async def run(self, start_pc: int = 0) -> dict:
         """Start, wait for done, and return the status with the counters."""

@@ -16,7 +16,8 @@ import enum
 from .config import Config
 from .isa import command_width
 
-__all__ = ["Region", "Csr", "Ctrl", "Status", "READ_LATENCY", "HostMap", "ID_MAGIC", "COUNTERS"]
+__all__ = ["Region", "Csr", "Ctrl", "Status", "READ_LATENCY", "HostMap", "ID_MAGIC", "COUNTERS",
+           "COUNTER_CSRS"]
 
 READ_LATENCY = 5  #: cycles from r_en to r_valid (memory read 3, data capture, the region multiplexer)
 ID_MAGIC = 0x5354  #: "ST" in the top bits of the ID register
@@ -46,16 +47,31 @@ class Csr(enum.IntEnum):
     LR_SHIFT = 20      #: RW: learning rate 2**-LR_SHIFT, added to the shift of UPDATE epilogues
     ROUNDING = 21      #: RW: bit 0 = stochastic rounding of the UPDATE step (0: half to even)
     SR_SEED = 22       #: RW: writing seeds the stochastic-rounding LFSRs (skiptrain.numerics.lfsr_seed)
+    SKIP_CTRL = 23     #: RW: skiptrain.skip.SkipCtrl (batch policy, confidence mode, require_correct)
+    CONF_TAU = 24      #: RW: the per-sample confidence threshold (skiptrain.skip.conf_threshold)
+    BATCH_TAU = 25     #: RW: the batch test's threshold on sum c_i (skiptrain.skip.batch_threshold)
+    SKIP_RATE = 26     #: RW: random batch skip probability * 2**16 (0..65536)
+    SKIP_SEED = 27     #: RW: writing seeds the skip LFSR (skiptrain.skip.skip_lfsr_seed)
+    CONFIDENT = 32     #: R: samples that passed the per-sample confidence test, over LOSS commands
+    SKIPPED_BATCHES = 33   #: R: LOSS commands that decided to skip their batch
+    SKIPPED_MACS = 34      #: R: 34..37, MACs (M*K*N) of GEMMs skipped by their gate, per Phase
 
 
-CSR_COUNT = 32
+CSR_COUNT = 64
 
-#: performance counters, in CSR order from Csr.CYCLES on; the names are shared by rtl/ and golden/
+#: performance counters and their CSRs (two runs: Csr.CYCLES.., Csr.CONFIDENT..); the names are
+#: shared by rtl/ and golden/
 PHASE_NAMES = ("fwd", "bwd_input", "bwd_weight", "update")
-COUNTERS = (["cycles", "commands", "tiles", "bubbles"]
-            + [f"phase_cycles_{p}" for p in PHASE_NAMES]
-            + [f"phase_macs_{p}" for p in PHASE_NAMES]
-            + ["loss_cycles", "correct"])
+_COUNTERS_LOW = (["cycles", "commands", "tiles", "bubbles"]
+                 + [f"phase_cycles_{p}" for p in PHASE_NAMES]
+                 + [f"phase_macs_{p}" for p in PHASE_NAMES]
+                 + ["loss_cycles", "correct"])
+_COUNTERS_HIGH = ["confident", "skipped_batches"] + [f"skipped_macs_{p}" for p in PHASE_NAMES]
+COUNTERS = _COUNTERS_LOW + _COUNTERS_HIGH
+COUNTER_CSRS = ({name: Csr.CYCLES + n for n, name in enumerate(_COUNTERS_LOW)}
+                | {name: Csr.CONFIDENT + n for n, name in enumerate(_COUNTERS_HIGH)})
+#: counters of the training hardware (they stay 0 without it)
+TRAINING_COUNTERS = ("loss_cycles", "correct", *_COUNTERS_HIGH)
 
 
 class Ctrl(enum.IntFlag):
@@ -69,6 +85,7 @@ class Status:
     ERROR = 2
     SATURATED = 3   #: sticky: a QUANT result saturated
     HOST_ERROR = 4  #: sticky: the host accessed memory or started while busy
+    BATCH_SKIPPED = 5  #: the last LOSS of the run decided to skip the batch (START clears it)
     ERROR_CODE = 8  #: bits 8..15
     ERROR_PC = 16   #: bits 16..16+prog_addr_width
 
@@ -76,6 +93,7 @@ class Status:
     def decode(word: int) -> dict:
         return {"busy": word & 1, "done": (word >> 1) & 1, "error": (word >> 2) & 1,
                 "saturated": (word >> 3) & 1, "host_error": (word >> 4) & 1,
+                "batch_skipped": (word >> 5) & 1,
                 "error_code": (word >> 8) & 0xFF, "error_pc": (word >> 16) & 0xFFFF}
 
 
@@ -84,7 +102,8 @@ class HostMap:
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
-        self.index_width = max(5, cfg.prog_addr_width, cfg.spad_addr_width, cfg.acc_addr_width)
+        self.index_width = max(CSR_COUNT.bit_length() - 1, cfg.prog_addr_width, cfg.spad_addr_width,
+                               cfg.acc_addr_width)
         self.addr_width = self.index_width + 2
         self.data_width = max(cfg.banks * cfg.acc_width, command_width(cfg), 64)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 
 from .config import Config
 
-__all__ = ["Opcode", "Phase", "OutMode", "Epilogue", "ErrorCode", "Command", "command_fields",
+__all__ = ["Opcode", "Phase", "OutMode", "Epilogue", "Gate", "ErrorCode", "Command", "command_fields",
            "command_width", "encode", "decode"]
 
 
@@ -48,6 +48,14 @@ class Epilogue(enum.IntEnum):
     #: C = requantize(new aux, frac_bits) (the operand copy)
 
 
+class Gate(enum.IntEnum):
+    """Whether a GEMM runs, decided by the gradient-skip controller (rtl/skip_controller.py)."""
+    ALWAYS = 0  #: runs
+    BATCH = 1   #: skipped (checked, not run, its MACs counted as skipped) when the last LOSS of
+    #: this run decided to skip the batch: the B, G and U commands of a training step
+    # 2 and 3 are not assigned: ErrorCode.BAD_GATE
+
+
 class ErrorCode(enum.IntEnum):
     NONE = 0
     BAD_OPCODE = 1  #: opcode not in Opcode
@@ -65,6 +73,8 @@ class ErrorCode(enum.IntEnum):
     AUX_RANGE = 13  #: the epilogue's aux region is past the accumulator memory
     BAD_EPILOGUE = 14  #: an epilogue with out_mode ACC, or on LOSS
     LOSS_CLASSES = 15  #: LOSS with more than MAX_CLASSES rows
+    BAD_GATE = 16   #: a gate not in Gate, a gate on LOSS, or any gate without the training hardware
+    SKIP_CONFIG = 17  #: LOSS while SKIP_CTRL holds an unassigned policy or confidence mode
 
 
 @dataclass(frozen=True)
@@ -92,18 +102,20 @@ class Command:
     c_base: int = 0
     c_ld: int = 0
     aux_base: int = 0
+    gate: int = Gate.ALWAYS
 
     @classmethod
     def gemm(cls, m, k, n, a, b, c, *, trans_a=False, trans_b=False, out_mode=OutMode.QUANT,
-             shift=0, phase=Phase.FWD, epilogue=Epilogue.NONE, aux=None) -> "Command":
+             shift=0, phase=Phase.FWD, epilogue=Epilogue.NONE, aux=None,
+             gate=Gate.ALWAYS) -> "Command":
         """A GEMM on three :class:`~skiptrain.layout.Region` objects (anything with base, ld);
         ``aux`` (a Region in the accumulator memory, ld = C's) for the RELU, MASK, UPDATE
-        epilogues."""
+        epilogues; ``gate`` BATCH for work the batch-skip decision may skip."""
         aux_base = 0 if aux is None else aux.base
         if aux is not None and aux.ld != c.ld:
             raise ValueError(f"aux region ld={aux.ld}: must equal C's ld={c.ld}")
         return cls(Opcode.GEMM, phase, int(trans_a), int(trans_b), out_mode, epilogue, shift,
-                   m, k, n, a.base, a.ld, b.base, b.ld, c.base, c.ld, aux_base)
+                   m, k, n, a.base, a.ld, b.base, b.ld, c.base, c.ld, aux_base, gate)
 
     @classmethod
     def loss(cls, classes, batch, z, labels, dy, *, shift) -> "Command":
@@ -134,7 +146,7 @@ def command_fields(cfg: Config) -> list[tuple[str, int]]:
     return [("opcode", 2), ("phase", 2), ("trans_a", 1), ("trans_b", 1), ("out_mode", 1),
             ("epilogue", 2), ("shift", cfg.shift_width), ("m", dw), ("k", dw), ("n", dw),
             ("a_base", aw), ("a_ld", aw), ("b_base", aw), ("b_ld", aw),
-            ("c_base", aw), ("c_ld", aw), ("aux_base", aw)]
+            ("c_base", aw), ("c_ld", aw), ("aux_base", aw), ("gate", 2)]
 
 
 def command_width(cfg: Config) -> int:

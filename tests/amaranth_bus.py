@@ -70,6 +70,7 @@ async def run_scenario(drv, sc):
     await drv.write_csr(Csr.LR_SHIFT, sc.lr_shift)
     await drv.write_csr(Csr.ROUNDING, int(sc.stochastic))
     await drv.write_csr(Csr.SR_SEED, sc.sr_seed)
+    await drv.write_skip(sc.skip_registers())
     hw = await drv.run(sc.start_pc)
     lines = {mem: await drv.read_lines(mem, sc.lines(mem)) for mem in ("spad", "acc")}
     return [f"{sc.name}: {e}" for e in compare(sc, hw, lines)]

@@ -1,0 +1,69 @@
+"""The gradient-skip controller: decides per batch, in hardware, whether B, G and U run."""
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from skiptrain.config import Config
+from skiptrain.numerics import LFSR_WIDTH
+from skiptrain.skip import RATE_BITS, SKIP_LFSR_LANE, BatchPolicy, ConfMode, SkipCtrl, batch_tau_width
+
+from .lfsr import Lfsr
+
+
+class SkipController(wiring.Component):
+    """At the end of every LOSS command (``loss_done`` without ``loss_error``) it decides whether
+    the batch is skipped, ``decision_latency`` cycles later; the decision (``skip``) holds until
+    the next LOSS, and ``start`` (the program's START) clears it. The sequencer skips every
+    ``Gate.BATCH`` command while ``skip`` is set.
+
+    - policy ``CONFIDENCE``: skip when the loss unit's ``batch_sum`` (sum of c_i over the batch,
+      see :mod:`skiptrain.skip`) is at least ``batch_tau``;
+    - policy ``RANDOM``: the skip LFSR (:class:`~rtl.lfsr.Lfsr` lane ``SKIP_LFSR_LANE``, seeded
+      by ``seed_load``) steps once, then skip when its low 16 bits are below ``rate``;
+    - ``OFF``: never.
+
+    ``config_error`` is high while ``ctrl`` holds an unassigned policy or confidence mode (the
+    sequencer stops a LOSS with SKIP_CONFIG then). ``skipped`` pulses once per skipped batch.
+    """
+
+    #: cycles from loss_done to ``skip`` holding the decision
+    decision_latency = 2
+
+    def __init__(self, cfg: Config):
+        self._cfg = cfg
+        super().__init__(skip_controller_signature(cfg))
+
+    def elaborate(self, platform):
+        m = Module()
+        policy, mode = self.ctrl[:2], self.ctrl[2:4]
+        m.d.comb += self.config_error.eq((policy > max(BatchPolicy)) | (mode > max(ConfMode)))
+
+        m.submodules.lfsr = lfsr = Lfsr(SKIP_LFSR_LANE)
+        ended = self.loss_done & ~self.loss_error
+        m.d.comb += [lfsr.seed.eq(self.seed), lfsr.load.eq(self.seed_load),
+                     lfsr.step.eq(ended & (policy == BatchPolicy.RANDOM))]
+
+        # cycle 1: the LFSR has stepped and the sum compare is registered; cycle 2: decide
+        pending, confident = Signal(), Signal()
+        m.d.sync += [pending.eq(ended), confident.eq(self.batch_sum >= self.batch_tau),
+                     self.skipped.eq(0)]
+        draw = lfsr.value[:RATE_BITS]
+        with m.If(self.start):
+            m.d.sync += self.skip.eq(0)
+        with m.Elif(pending):
+            decision = (((policy == BatchPolicy.CONFIDENCE) & confident)
+                        | ((policy == BatchPolicy.RANDOM) & (draw < self.rate)))
+            m.d.sync += [self.skip.eq(decision), self.skipped.eq(decision)]
+        return m
+
+
+def skip_controller_signature(cfg: Config) -> wiring.Signature:
+    """The skip controller's ports (top builds them alone when the training hardware is left out)."""
+    return wiring.Signature({
+        "ctrl": In(SkipCtrl.WIDTH), "batch_tau": In(batch_tau_width(cfg)),
+        "rate": In(RATE_BITS + 1), "seed": In(LFSR_WIDTH), "seed_load": In(1),
+        "start": In(1), "loss_done": In(1), "loss_error": In(1),
+        "batch_sum": In(batch_tau_width(cfg)),
+        "config_error": Out(1), "skip": Out(1), "skipped": Out(1),
+    })

@@ -1,0 +1,149 @@
+"""The gradient-skip controller's registers, shared by rtl/, golden/ and the host.
+
+The confidence comparator (in rtl/loss_unit.py) looks at every sample a LOSS command sees and
+computes, without a divider, from what the loss error computes anyway:
+
+=================  ====================================  =====================================
+mode               per-sample test ("confident")         c_i summed for the batch test
+=================  ====================================  =====================================
+``max_prob``       S = sum_j EXP[z_max - z_j] <= CONF_TAU  p_max = EXP[L] (L = ln S, the unit's
+                   (CONF_TAU = floor(2**16 / tau))        own softmax output of the top class)
+``true_class_prob``  p_y = EXP[z_max - z_y + L] >= CONF_TAU  p_y
+                   (CONF_TAU = ceil(tau * 2**16))
+``margin``         z_(1) - z_(2) >= CONF_TAU              z_(1) - z_(2) (data units)
+                   (CONF_TAU = ceil(tau * 2**frac_bits))
+=================  ====================================  =====================================
+
+With ``require_correct`` a sample is confident only if its argmax equals its label. z_(2) is
+the second largest logit (equal to z_(1) on a tie; ``data_min`` with one class).
+
+Per batch (one LOSS command) the controller decides whether the batch's B, G and U commands
+(``Gate.BATCH``) are skipped: policy ``CONFIDENCE`` when sum_i c_i >= BATCH_TAU (the mean test
+mean(c) >= tau_b with BATCH_TAU = ceil(B * tau_b * scale), no divider), policy ``RANDOM`` when
+the low 16 bits of the skip LFSR, stepped once per LOSS, are below SKIP_RATE (rate * 2**16).
+The decision holds until the next LOSS; START clears it.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+from . import numerics
+from .config import Config
+
+__all__ = ["BatchPolicy", "ConfMode", "SkipCtrl", "SKIP_LFSR_LANE", "RATE_BITS", "conf_threshold",
+           "batch_threshold", "rate_register", "conf_tau_width", "batch_tau_width", "skip_lfsr_seed"]
+
+RATE_BITS = 16           #: SKIP_RATE is rate * 2**16 (0 .. 2**16: 17 bits)
+SKIP_LFSR_LANE = 255     #: the skip LFSR is seeded as lane 255 of numerics.lfsr_seed
+CONF_TAU_WIDTH = 32      #: bits of the CONF_TAU register
+
+
+class BatchPolicy(enum.IntEnum):
+    OFF = 0         #: no batch is skipped
+    CONFIDENCE = 1  #: skip when sum c_i >= BATCH_TAU (method 2, mini-batch skip)
+    RANDOM = 2      #: skip when the skip LFSR's draw is below SKIP_RATE (the matched baseline)
+    # 3: ErrorCode.SKIP_CONFIG at the next LOSS
+
+
+class ConfMode(enum.IntEnum):
+    MAX_PROB = 0
+    TRUE_CLASS_PROB = 1
+    MARGIN = 2
+    # 3: ErrorCode.SKIP_CONFIG at the next LOSS
+
+
+CONF_MODE_NAMES = {"max_prob": ConfMode.MAX_PROB, "true_class_prob": ConfMode.TRUE_CLASS_PROB,
+                   "margin": ConfMode.MARGIN}
+
+
+@dataclass(frozen=True)
+class SkipCtrl:
+    """The SKIP_CTRL register: bits 0-1 batch policy, 2-3 confidence mode, 4 require_correct."""
+
+    policy: int = BatchPolicy.OFF
+    mode: int = ConfMode.MAX_PROB
+    require_correct: bool = False
+
+    WIDTH = 5
+
+    def encode(self) -> int:
+        for name, v in (("policy", self.policy), ("mode", self.mode)):
+            if not 0 <= int(v) <= 3:
+                raise ValueError(f"SKIP_CTRL {name}={v}: must be in 0..3 (2 bits)")
+        return int(self.policy) | int(self.mode) << 2 | int(bool(self.require_correct)) << 4
+
+    @classmethod
+    def decode(cls, word: int) -> "SkipCtrl":
+        return cls(word & 3, (word >> 2) & 3, bool((word >> 4) & 1))
+
+    @property
+    def valid(self) -> bool:
+        """False for the unassigned policy or mode (a LOSS then stops with SKIP_CONFIG)."""
+        return self.policy in tuple(BatchPolicy) and self.mode in tuple(ConfMode)
+
+
+def _real(name: str, value, lo, hi=None) -> Fraction:
+    if isinstance(value, bool) or not isinstance(value, (int, float, Fraction)) or not math.isfinite(value):
+        raise ValueError(f"{name}={value!r}: must be a finite number")
+    v = Fraction(value)
+    if v <= lo or (hi is not None and v > hi):
+        raise ValueError(f"{name}={value!r}: must be in ({lo}, {'inf' if hi is None else hi}]")
+    return v
+
+
+def conf_tau_width(cfg: Config) -> int:
+    return CONF_TAU_WIDTH
+
+
+def batch_tau_width(cfg: Config) -> int:
+    """Bits of BATCH_TAU and of the batch sum: up to 2**dim_width samples of c < 2**17."""
+    return cfg.dim_width + max(numerics.EXP_FRAC + 1, cfg.data_width + 1) + 1
+
+
+def _check_fits(name: str, value: int, width: int) -> int:
+    if value >= 1 << width:
+        raise ValueError(f"{name}={value}: does not fit the register's {width} bits")
+    return value
+
+
+def conf_threshold(mode: str, tau, cfg: Config) -> int:
+    """CONF_TAU for a per-sample threshold ``tau`` (a probability, or a logit margin)."""
+    if mode not in CONF_MODE_NAMES:
+        raise ValueError(f"confidence mode {mode!r}: must be one of {', '.join(CONF_MODE_NAMES)}")
+    if mode == "margin":
+        t = _real("tau", tau, 0)
+        return _check_fits("CONF_TAU", math.ceil(t * (1 << cfg.frac_bits)), CONF_TAU_WIDTH)
+    t = _real("tau", tau, 0, 1)
+    one = 1 << numerics.EXP_FRAC
+    if mode == "max_prob":
+        return math.floor(one / t)
+    return math.ceil(t * one)
+
+
+def batch_threshold(mode: str, tau_b, batch: int, cfg: Config) -> int:
+    """BATCH_TAU for the mean test mean(c) >= tau_b over ``batch`` samples."""
+    if mode not in CONF_MODE_NAMES:
+        raise ValueError(f"confidence mode {mode!r}: must be one of {', '.join(CONF_MODE_NAMES)}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch < (1 << cfg.dim_width):
+        raise ValueError(f"batch={batch!r}: must be an integer in 1..{(1 << cfg.dim_width) - 1}")
+    if mode == "margin":
+        t, scale = _real("tau_batch", tau_b, 0), 1 << cfg.frac_bits
+    else:
+        t, scale = _real("tau_batch", tau_b, 0, 1), 1 << numerics.EXP_FRAC
+    return _check_fits("BATCH_TAU", math.ceil(batch * t * scale), batch_tau_width(cfg))
+
+
+def rate_register(rate) -> int:
+    """SKIP_RATE for a skip probability in [0, 1] (rounded to the nearest 2**-16)."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, float, Fraction)) or not 0 <= rate <= 1:
+        raise ValueError(f"rate={rate!r}: must be a number in [0, 1]")
+    return round(Fraction(rate) * (1 << RATE_BITS))
+
+
+def skip_lfsr_seed(seed: int) -> int:
+    """The skip LFSR's state after SKIP_SEED is written with ``seed``."""
+    return numerics.lfsr_seed(seed, SKIP_LFSR_LANE)

@@ -1,0 +1,184 @@
+"""The confidence comparator and the batch-skip controller: the shared register helpers, the
+golden model's decisions against a float reference, and the RTL against the golden model in the
+Amaranth simulator (decisions, skipped commands, counters, cycle counts, errors)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import Counter
+from fractions import Fraction
+
+import pytest
+import torch
+from amaranth_bus import run_scenarios
+
+from golden.loss_unit import Comparator, confidence, softmax_parts
+from golden.sequencer import CHECK_CYCLES, FETCH_CYCLES, skip_cycles
+from golden.train_scenario import skip_error_scenarios, skip_scenario
+from rtl.top import Accelerator
+from skiptrain import numerics
+from skiptrain.config import Config, preset
+from skiptrain.isa import Command, ErrorCode, Gate, Phase, decode, encode
+from skiptrain.layout import Region
+from skiptrain.skip import (BatchPolicy, ConfMode, SkipCtrl, batch_tau_width, batch_threshold,
+                            conf_threshold, rate_register)
+
+TINY = preset("tiny")
+CONFIGS = {
+    "tiny": TINY,
+    "3x5": Config(rows=3, cols=5, spad_depth=512, acc_depth=128, prog_depth=16, name="3x5"),
+}
+
+
+# ---- the shared register helpers ----------------------------------------------------------------
+def test_skip_ctrl_round_trip_and_validity():
+    for word in range(32):
+        c = SkipCtrl.decode(word)
+        assert c.encode() == word
+        assert c.valid == ((word & 3) != 3 and ((word >> 2) & 3) != 3), word
+    with pytest.raises(ValueError, match="policy=4"):
+        SkipCtrl(4).encode()
+
+
+def test_thresholds_are_exact():
+    cfg = preset("default")
+    one = 1 << numerics.EXP_FRAC
+    # max_prob: S <= floor(2**16 / tau) <=> 2**16 / S >= tau, for every integer S
+    for tau in (0.5, 0.9, 0.95, Fraction(2, 3)):
+        t = conf_threshold("max_prob", tau, cfg)
+        for s in (t - 1, t, t + 1):
+            assert (s <= t) == (Fraction(one, s) >= Fraction(tau)), (tau, s)
+        t = conf_threshold("true_class_prob", tau, cfg)
+        for p in (t - 1, t, t + 1):
+            assert (p >= t) == (Fraction(p, one) >= Fraction(tau)), (tau, p)
+    assert conf_threshold("margin", math.log(9), cfg) == math.ceil(math.log(9) * 256)
+    assert batch_threshold("max_prob", 0.95, 32, cfg) == math.ceil(Fraction(0.95) * 32 * one)
+    assert batch_threshold("margin", 2.0, 32, cfg) == 2 * 32 * 256
+    assert rate_register(0) == 0 and rate_register(1) == one and rate_register(0.25) == one // 4
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: conf_threshold("top5", 0.9, TINY), "confidence mode 'top5'"),
+    (lambda: conf_threshold("max_prob", 1.5, TINY), r"tau=1.5: must be in \(0, 1\]"),
+    (lambda: conf_threshold("max_prob", 0, TINY), r"tau=0: must be in \(0, 1\]"),
+    (lambda: conf_threshold("margin", float("nan"), TINY), "tau=nan: must be a finite number"),
+    (lambda: batch_threshold("max_prob", 0.9, 0, TINY), "batch=0"),
+    (lambda: batch_threshold("margin", 1e9, 100, TINY), "BATCH_TAU=.*does not fit"),
+    (lambda: rate_register(1.5), r"rate=1.5: must be a number in \[0, 1\]"),
+])
+def test_helpers_reject_bad_values(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+# ---- the golden comparator against a float reference ----------------------------------------------
+def test_golden_confidence_matches_float_definitions():
+    cfg = preset("default")
+    g = torch.Generator().manual_seed(3)
+    z = torch.randint(-3 * 256, 3 * 256, (10, 64), generator=g)
+    z[:, 0] = 100           # every class tied
+    z[2, 1] = z[5, 1] = 900  # two tied for the top: margin 0
+    labels = torch.randint(0, 10, (64,), generator=g)
+    zf = z.double() / 256
+    p = torch.softmax(zf, 0)
+    zmax, argmax, d, L = softmax_parts(z, cfg)
+    for mode in ConfMode:
+        _, c = confidence(z, labels, Comparator(mode, False, 0), cfg)
+        if mode == ConfMode.MARGIN:
+            top = zf.topk(2, dim=0).values
+            assert torch.equal(c, ((top[0] - top[1]) * 256).round().long())
+            assert c[0] == 0 and c[1] == 0
+        else:
+            ref = p.amax(0) if mode == ConfMode.MAX_PROB else p[labels, torch.arange(64)]
+            # the unit's own softmax output: within the log table's and exp table's rounding
+            assert (c.double() / 2 ** 16 - ref).abs().max() < 3e-3, mode
+    # require_correct: only samples whose argmax is the label pass
+    passed, _ = confidence(z, labels, Comparator(ConfMode.MARGIN, True, 0), cfg)
+    assert torch.equal(passed, argmax == labels)
+
+
+def test_skip_scenarios_cover_the_decision_edges():
+    """What the generator below hands the RTL: every policy and mode, both decisions, the
+    per-sample threshold exactly at a sample's value, skipped and kept gated GEMMs."""
+    seen = Counter()
+    for seed in range(40):
+        sc = skip_scenario(TINY, seed)
+        ctrl = SkipCtrl.decode(sc.skip["ctrl"])
+        _, res = sc.expected()
+        assert not res.error, sc.name
+        seen[("policy", ctrl.policy)] += 1
+        seen[("mode", ctrl.mode)] += 1
+        seen[("skipped", res.counters["skipped_batches"] > 0)] += 1
+        seen[("confident", res.counters["confident"] > 0)] += 1
+    for key in ([("policy", p) for p in BatchPolicy] + [("mode", m) for m in ConfMode]
+                + [("skipped", True), ("skipped", False), ("confident", True), ("confident", False)]):
+        assert seen[key] > 0, f"no scenario with {key}: {dict(seen)}"
+
+
+def test_golden_skip_counts_cycles_and_macs():
+    """A gated GEMM after a skipped batch costs FETCH + CHECK + SKIP and counts its MACs skipped."""
+    V = TINY.banks
+    Z = Region.packed(0, 2, 2, V)
+    Y = Region.packed(Z.end(V), 1, 2, V)
+    D = Region.packed(Y.end(V), 2, 2, V)
+    B = Region.packed(D.end(V), 2, 3, V)
+    C = Region.packed(B.end(V), 2, 3, V)
+    from golden.scenario import Scenario  # noqa: PLC0415
+    cmds = [Command.loss(2, 2, Z, Y, D, shift=8),
+            Command.gemm(2, 2, 3, Z, B, C, phase=Phase.BWD_WEIGHT, gate=Gate.BATCH), Command()]
+    inputs = [("spad", Z, torch.tensor([[16, 0], [0, 16]])), ("spad", Y, torch.tensor([[0, 1]]))]
+    runs = {}
+    for skip in (True, False):
+        sc = Scenario(TINY, inputs=inputs, commands=cmds, name="skip",
+                      skip={"ctrl": SkipCtrl(BatchPolicy.CONFIDENCE).encode(),
+                            "batch_tau": 0 if skip else (1 << batch_tau_width(TINY)) - 1})
+        runs[skip] = sc.expected()[1]
+    on, off = runs[True], runs[False]
+    assert on.batch_skipped and not off.batch_skipped
+    assert on.counters["skipped_macs_bwd_weight"] == 2 * 2 * 3 and off.counters["skipped_macs_bwd_weight"] == 0
+    assert on.counters["phase_macs_bwd_weight"] == 0 and off.counters["phase_macs_bwd_weight"] == 12
+    assert on.counters["phase_cycles_bwd_weight"] == CHECK_CYCLES + skip_cycles(TINY)
+    assert on.counters["commands"] == 1 and on.counters["skipped_batches"] == 1
+    loss_cycles = on.counters["loss_cycles"]
+    assert on.cycles == 3 * FETCH_CYCLES + loss_cycles + CHECK_CYCLES + skip_cycles(TINY) + 1
+
+
+def test_gate_field_encodes_and_refuses_out_of_range():
+    cfg = TINY
+    r = Region(0, 1, 1, 1)
+    cmd = Command.gemm(1, 1, 1, r, r, r, gate=Gate.BATCH)
+    assert decode(encode(cmd, cfg), cfg).gate == Gate.BATCH
+    with pytest.raises(ValueError, match="gate=4"):
+        encode(dataclasses.replace(cmd, gate=4), cfg)
+
+
+# ---- RTL against the golden model (Amaranth simulator) ------------------------------------------
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_skip_scenarios_match_golden(name):
+    cfg = CONFIGS[name]
+    scs = [skip_scenario(cfg, seed) for seed in range(10 if name == "tiny" else 5)]
+    errors = run_scenarios(Accelerator(cfg), cfg, scs)
+    assert not errors, "\n".join(errors[:20])
+
+
+def test_skip_errors_match_golden():
+    scs = []
+    for name, (sc, code) in skip_error_scenarios(TINY).items():
+        _, res = sc.expected()
+        assert res.error_code == code, f"{name}: golden stops with {res.error_code!r}, expected {code!r}"
+        scs.append(sc)
+    errors = run_scenarios(Accelerator(TINY), TINY, scs)
+    assert not errors, "\n".join(errors[:20])
+
+
+def test_without_training_hardware_gates_are_refused():
+    cfg = preset("tiny_gemm")
+    sc = skip_error_scenarios(preset("tiny"))["gate_unassigned"][0]
+    r = Region(0, 1, 1, 1)
+    gated = Command.gemm(1, 1, 1, r, Region(1, 1, 1, 1), Region(2, 1, 1, 1), gate=Gate.BATCH)
+    sc = dataclasses.replace(sc, cfg=cfg, inputs=[], commands=[gated, Command()], outputs=[], skip={})
+    _, res = sc.expected()
+    assert res.error_code == ErrorCode.BAD_GATE and res.pc == 0
+    errors = run_scenarios(Accelerator(cfg), cfg, [sc])
+    assert not errors, "\n".join(errors)
