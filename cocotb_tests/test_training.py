@@ -42,6 +42,7 @@ async def run_training(dut):
     await drv.write_csr(Csr.LR_SHIFT, doc["lr_shift"])
     await drv.write_csr(Csr.ROUNDING, doc["stochastic"])
     await drv.write_csr(Csr.SR_SEED, doc["sr_seed"])
+    await drv.write_skip(doc["skip"])
     load_s = time.perf_counter() - t0
     results = []
     compute_s = check_s = 0.0

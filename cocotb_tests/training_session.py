@@ -3,7 +3,7 @@
 The golden model runs here (the simulator process never imports torch). The document::
 
     {"config": Config.to_dict(), "program": [prog_depth words], "train_pc", "lr_shift",
-     "stochastic", "sr_seed",                                      # ROUNDING, SR_SEED
+     "stochastic", "sr_seed", "skip",                              # ROUNDING, SR_SEED, skip registers
      "load": {"spad": [[line, [V values]], ...], "acc": [...]},   # weights, ones rows, ...
      "check": {"spad": [lines], "acc": [lines]},                   # every weight and bias line
      "steps": [{"batch": [[line, [V values]], ...],                # inputs and labels
@@ -35,10 +35,16 @@ def _lines(image, words) -> list:
 
 
 def training_session(cfg: Config, *, sizes=(64, 128, 10), batch: int = 32, steps: int = 10,
-                     seed: int = 0, lr: float = 0.25, rounding: str = "nearest") -> tuple[dict, dict]:
-    """The document for the bench, and the golden model's per-step images (for diagnosis)."""
+                     seed: int = 0, lr: float = 0.25, rounding: str = "nearest",
+                     policy: str = "none", options: dict | None = None) -> tuple[dict, dict]:
+    """The document for the bench, and the golden model's per-step images (for diagnosis).
+    ``policy`` (none, conf_batch, random_batch) with the training library's ``options``
+    (confidence, batch_tau, rate) sets the skip registers; its warm-up is left out, so the
+    accelerator decides from the first step on."""
     from golden.mlp import MlpOnChip, quantize
+    from golden.training.accel import skip_registers
     from golden.training.datasets import load_digits
+    from golden.training.registry import make_policy
 
     data = load_digits()
     sizes = tuple(sizes)
@@ -50,6 +56,9 @@ def training_session(cfg: Config, *, sizes=(64, 128, 10), batch: int = 32, steps
     torch.manual_seed(seed)
     layers = [torch.nn.Linear(sizes[l - 1], sizes[l]) for l in range(1, len(sizes))]
     chip.load_float_weights([(lin.weight, lin.bias) for lin in layers])
+    pol = make_policy(policy, options or {}).policies[0]
+    skip = skip_registers(pol, getattr(pol, "warmup_epochs", 0), batch, cfg, seed)
+    chip.acc.set_skip(**skip)
     p, V = chip.prog, cfg.banks
     weights = {"spad": sorted({w for r in p.w[1:] for w in words_of(r, V)}),
                "acc": sorted({w for r in p.master[1:] for w in words_of(r, V)})}
@@ -58,7 +67,7 @@ def training_session(cfg: Config, *, sizes=(64, 128, 10), batch: int = 32, steps
              "acc": sorted({w for r in p.master[1:] + p.relu[1:] for w in words_of(r, V)})}
     doc = {"config": cfg.to_dict(), "program": [int(w) for w in chip.acc.prog],
            "train_pc": p.train_pc, "lr_shift": chip.acc.lr_shift,
-           "stochastic": int(chip.acc.stochastic), "sr_seed": seed,
+           "stochastic": int(chip.acc.stochastic), "sr_seed": seed, "skip": skip,
            "load": {m: _lines(chip.acc.image(m), every[m]) for m in every},
            "check": weights, "steps": []}
     batch_words = sorted(set(words_of(p.x_rows(), V) + words_of(p.labels, V)))
@@ -76,7 +85,8 @@ def training_session(cfg: Config, *, sizes=(64, 128, 10), batch: int = 32, steps
             "batch": _lines(chip.acc.image("spad"), batch_words),
             "expected": {"status": {"busy": 0, "done": 1, "error": int(res.error),
                                     "error_code": int(res.error_code),
-                                    "saturated": int(res.saturated), "host_error": 0},
+                                    "saturated": int(res.saturated), "host_error": 0,
+                                    "batch_skipped": int(res.batch_skipped)},
                          "counters": {k: int(v) for k, v in res.counters.items()},
                          "cycles": int(res.cycles),
                          "budget_cycles": BUDGET_FACTOR * int(res.cycles) + BUDGET_MARGIN,
@@ -102,7 +112,7 @@ def first_differences(golden: dict, step: int, hw_lines: dict, limit: int = 10) 
 
 def run_training(cfg: Config, sim: str, *, sizes=(64, 128, 10), batch: int = 32,
                  steps: int = 10, seed: int = 0, lr: float = 0.25, rounding: str = "nearest",
-                 log=print) -> dict:
+                 policy: str = "none", options: dict | None = None, log=print) -> dict:
     """Build (or reuse) the model of ``cfg`` for ``sim``, run the steps, and summarise:
     ``{"steps", "passed", "errors", "cycles", "wall": {...}}``; ``errors`` names the first
     differing lines of a failing step."""
@@ -112,7 +122,7 @@ def run_training(cfg: Config, sim: str, *, sizes=(64, 128, 10), batch: int = 32,
 
     t = time.perf_counter()
     doc, golden = training_session(cfg, sizes=sizes, batch=batch, steps=steps, seed=seed, lr=lr,
-                                   rounding=rounding)
+                                   rounding=rounding, policy=policy, options=options)
     golden_s = time.perf_counter() - t
     b = build(cfg, sim, log=log)
     t = time.perf_counter()
@@ -128,7 +138,9 @@ def run_training(cfg: Config, sim: str, *, sizes=(64, 128, 10), batch: int = 32,
     passed = sum(1 for r in results if not r["errors"])
     cycles = sum(r.get("cycles") or 0 for r in results)
     compute_s = sum(r.get("compute_wall_s", 0.0) for r in results)
+    skipped = sum(st["expected"]["status"]["batch_skipped"] for st in doc["steps"])
     return {"steps": steps, "passed": passed, "errors": errors, "cycles": cycles,
+            "skipped_steps": skipped,
             "cycles_per_step": doc["steps"][0]["expected"]["cycles"] if steps else 0,
             "golden_s": golden_s, "sim_s": sim_s, "compute_s": compute_s,
             "counters": results[-1].get("counters") if results else None, "build_s": b.build_s, "build_reused": b.reused}

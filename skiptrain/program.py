@@ -24,6 +24,8 @@ One training step (:attr:`MlpProgram.train`)::
     HALT
 
 B_l runs before G_l, which overwrites W_l. The learning rate is 2**-LR_SHIFT (a register).
+B_l and G_l carry ``Gate.BATCH``: when the skip controller decides at the LOSS to skip the
+batch (skiptrain.skip), they are checked and skipped, and the step ends after the forward pass.
 Inference (:attr:`MlpProgram.infer`) is the F commands and the LOSS (its CORRECT counter is the
 accuracy), for a full batch and for the last partial one.
 """
@@ -34,7 +36,7 @@ import math
 from dataclasses import dataclass, field
 
 from .config import Config
-from .isa import Command, Epilogue, Phase
+from .isa import Command, Epilogue, Gate, Phase
 from .layout import Region, words_per_row
 from .numerics import EXP_FRAC, MAX_CLASSES
 
@@ -184,11 +186,11 @@ def build_mlp(spec: MlpSpec, cfg: Config, *, test_batch_last: int = 0) -> MlpPro
         if l > 1:
             train.append(Command.gemm(sizes[l - 1], sizes[l], B, p.w[l], p.err[l], p.err[l - 1],
                                       trans_a=True, shift=f, phase=Phase.BWD_INPUT,
-                                      epilogue=Epilogue.MASK, aux=p.relu[l - 1]))
+                                      epilogue=Epilogue.MASK, aux=p.relu[l - 1], gate=Gate.BATCH))
         # dW = dY act^T: dY (gf) x act (f) -> gf + f fraction bits; master weights have 2f
         train.append(Command.gemm(sizes[l], B, sizes[l - 1] + 1, p.err[l], p.act[l - 1], p.w[l],
                                   trans_b=True, shift=gf - f, phase=Phase.BWD_WEIGHT,
-                                  epilogue=Epilogue.UPDATE, aux=p.master[l]))
+                                  epilogue=Epilogue.UPDATE, aux=p.master[l], gate=Gate.BATCH))
     train.append(Command())
     infer = forward(B) + [Command()]
     slots = train + infer

@@ -39,6 +39,32 @@ def test_verilator_training_steps_stochastic_rounding():
     assert r["errors"] == [] and r["passed"] == 20, "\n".join(r["errors"][:20])
 
 
+@pytest.mark.parametrize("policy,options", [
+    ("conf_batch", {"batch_tau": 0.7}),                                   # max_prob
+    ("conf_batch", {"batch_tau": 0.6, "confidence": "true_class_prob"}),
+    ("random_batch", {"rate": 0.5}),
+], ids=["conf_batch-max_prob", "conf_batch-true_class_prob", "random_batch"])
+def test_verilator_100_training_steps_with_batch_skip(policy, options):
+    """The skip controller decides on the hardware, step by step, as the golden model does:
+    every decision (the BATCH_SKIPPED status bit), the skipped and kept steps' weights, the
+    confidence and skip counters, and the cycles. The thresholds are set so that both
+    decisions happen (and change back and forth) within the 100 steps."""
+    _ready("verilator")
+    r = run_training(preset("default"), "verilator", steps=100, policy=policy, options=options,
+                     log=lambda *a: None)
+    assert r["errors"] == [] and r["passed"] == 100, "\n".join(r["errors"][:20])
+    assert 5 <= r["skipped_steps"] <= 95, f"{policy}: {r['skipped_steps']} of 100 steps skipped"
+
+
+def test_skip_programs_tiny_both_simulators():
+    from golden.train_scenario import skip_error_scenarios, skip_scenario
+    cfg = preset("tiny")
+    items = [(skip_scenario(cfg, s), "run", True) for s in range(6)]
+    items += [(sc, "run", True) for sc, _ in skip_error_scenarios(cfg).values()]
+    for sim in ("icarus", "verilator"):
+        run_and_check("tiny", sim, items)
+
+
 def test_icarus_training_steps_small():
     _ready("icarus")
     r = run_training(preset("small"), "icarus", sizes=(64, 8, 10), batch=16, steps=3,

@@ -14,8 +14,12 @@ What differs from the float backend, by construction of the hardware:
   to even or stochastically (``rounding``; the LFSRs seeded with the run's seed);
 - a batch is a power of two, and the last partial batch of an epoch is dropped (the float
   backend trains on it);
-- MLPs only (linear layers with ReLU between them), policy ``none`` (the skip controller
-  comes with its own issue).
+- MLPs only (linear layers with ReLU between them); policies ``none``, ``conf_batch`` and
+  ``random_batch``, decided by the accelerator itself (the confidence comparator and the
+  skip controller, :mod:`skiptrain.skip`): the host only writes the policy's registers
+  (:func:`skip_registers`), per epoch, from the same policy objects the float backend runs,
+  and records the hardware's decisions into them (so logs, rates and matched baselines work
+  alike). The per-sample policies are not in hardware yet.
 
 It returns a :class:`~golden.training.trainer.RunResult`, so tables, JSON and plots are the
 float backend's; every epoch record also has ``accel``: the accelerator's cycles of the
@@ -35,17 +39,56 @@ from torch import nn
 from skiptrain.config import Config, preset
 from skiptrain.hostmap import PHASE_NAMES
 from skiptrain.program import MlpSpec, ProgramError, lr_shift_of
+from skiptrain.skip import (CONF_MODE_NAMES, BatchPolicy, SkipCtrl, batch_threshold,
+                            conf_threshold, rate_register)
 
 from ..mlp import MlpOnChip, quantize
 from .counting import COUNTERS
 from .datasets import Dataset
+from .policies import (DEFAULT_SAMPLE_TAU, ConfidenceBatchSkip, RandomBatchSkip, RunContext, StepInfo,
+                       _margin_of, _rate_at)
+from .registry import make_policy
 from .trainer import RunResult, TrainConfig
 
-__all__ = ["AccelTrainer", "check_accel", "mlp_sizes", "CYCLE_KEYS"]
+__all__ = ["AccelTrainer", "check_accel", "mlp_sizes", "skip_registers", "CYCLE_KEYS", "ACCEL_POLICIES"]
+
+
+class _OneProcess:
+    """The collectives of one process (the accel backend never runs under torch.distributed)."""
+    rank, world = 0, 1
+
+    def all_reduce_sum(self, t):
+        return t
+
+    def broadcast_object(self, obj):
+        return obj
 
 #: accelerator counters summed per epoch into ``epochs[i]["accel"]``
 CYCLE_KEYS = (["cycles"] + [f"phase_cycles_{p}" for p in PHASE_NAMES]
-              + ["loss_cycles"] + [f"phase_macs_{p}" for p in PHASE_NAMES])
+              + ["loss_cycles"] + [f"phase_macs_{p}" for p in PHASE_NAMES]
+              + ["confident", "skipped_batches"] + [f"skipped_macs_{p}" for p in PHASE_NAMES])
+#: the policies the accelerator decides itself
+ACCEL_POLICIES = ("none", "conf_batch", "random_batch")
+
+
+def skip_registers(policy, epoch: int, batch: int, cfg: Config, seed: int) -> dict:
+    """The skip registers (golden Scenario.SKIP_KEYS) that make the accelerator decide as
+    ``policy`` (a NoSkip, ConfidenceBatchSkip or RandomBatchSkip) does in ``epoch``."""
+    if isinstance(policy, ConfidenceBatchSkip):
+        on = epoch >= policy.warmup_epochs  # the warm-up: the policy register says OFF
+        ctrl = SkipCtrl(BatchPolicy.CONFIDENCE if on else BatchPolicy.OFF, CONF_MODE_NAMES[policy.confidence])
+        # CONF_TAU at the per-sample default: the CONFIDENT counter then tells how many samples
+        # a per-sample skip would have skipped
+        tau = _margin_of(DEFAULT_SAMPLE_TAU) if policy.confidence == "margin" else DEFAULT_SAMPLE_TAU
+        return {"ctrl": ctrl.encode(), "conf_tau": conf_threshold(policy.confidence, tau, cfg),
+                "batch_tau": batch_threshold(policy.confidence, policy.threshold, batch, cfg)}
+    if isinstance(policy, RandomBatchSkip):
+        return {"ctrl": SkipCtrl(BatchPolicy.RANDOM).encode(),
+                "rate": rate_register(_rate_at(policy.rate, epoch)), "seed": seed}
+    if type(policy).name == "none":
+        return {"ctrl": SkipCtrl(BatchPolicy.OFF).encode()}
+    raise ValueError(f"policy {type(policy).name!r}: backend accel decides {', '.join(ACCEL_POLICIES)} "
+                     "in hardware; the other policies are not built into the accelerator yet")
 
 
 def mlp_sizes(model: nn.Module) -> tuple[list[nn.Linear], tuple]:
@@ -67,10 +110,11 @@ def check_accel(config: TrainConfig, policies, accel_cfg: Config) -> int:
     if config.weight_decay != 0:
         raise ValueError(f"weight_decay={config.weight_decay}: backend accel has no weight decay; "
                          "use --weight-decay 0")
-    bad = [p for p in policies if p != "none"]
+    bad = [p for p in policies if p not in ACCEL_POLICIES]
     if bad:
-        raise ValueError(f"policies {bad}: backend accel runs policy none only so far (the "
-                         "hardware skip controller is not built yet)")
+        raise ValueError(f"policies {bad}: backend accel runs {', '.join(ACCEL_POLICIES)} (decided "
+                         "by the accelerator's skip controller); the per-sample, weight, layer and "
+                         "resolution policies are not in hardware yet")
     try:
         return lr_shift_of(config.lr, accel_cfg)
     except ProgramError as e:
@@ -79,13 +123,18 @@ def check_accel(config: TrainConfig, policies, accel_cfg: Config) -> int:
 
 class AccelTrainer:
     def __init__(self, dataset: Dataset, model: nn.Module, config: TrainConfig,
-                 accel_cfg: Config | None = None, policy_name: str = "none",
+                 accel_cfg: Config | None = None, policy="none",
                  rounding: str = "nearest"):
+        """``policy``: a PolicyStack of one policy of ACCEL_POLICIES, or its name."""
         self.data, self.model, self.config = dataset, model, config
         self.cfg = accel_cfg or preset("default")
-        self.policy_name = policy_name
+        self.stack = make_policy(policy) if isinstance(policy, str) else policy
+        if len(self.stack.policies) != 1:
+            raise ValueError(f"policy {self.stack.name!r}: backend accel runs one policy at a time")
+        self.policy = self.stack.policies[0]
+        self.policy_name = self.stack.name
         self.rounding = rounding
-        check_accel(config, [policy_name], self.cfg)
+        check_accel(config, [type(self.policy).name], self.cfg)
         self.linears, self.sizes = mlp_sizes(model)
         self.spec = MlpSpec(self.sizes, config.batch_size)
         n_test = dataset.x_test.shape[0]
@@ -131,51 +180,70 @@ class AccelTrainer:
         order = torch.Generator().manual_seed(cfg.seed)
         frac = float(1 << self.cfg.frac_bits)
         per_step = self._per_step_macs()
+        # the policy object logs the hardware's decisions as the float trainer's would
+        self.stack.bind(RunContext(self.model, steps_per_epoch, cfg.epochs, cfg.seed, _OneProcess(), None))
         epochs, step_rows, step_wall, step_ex = [], [], [], []
         total_wall, target = 0.0, None
         for epoch in range(cfg.epochs):
             perm = torch.randperm(n, generator=order)
             sums = dict(correct=0, loss=0.0, seen=0)
             accel = {k: 0 for k in CYCLE_KEYS}
+            self.stack.start_epoch(epoch)
+            # the seed goes in once: the skip LFSR runs on across epochs
+            regs = skip_registers(self.policy, epoch, B, self.cfg, cfg.seed)
+            if epoch > 0:
+                regs.pop("seed", None)
+            chip.acc.set_skip(**regs)
             t_epoch = time.perf_counter()
             for s in range(steps_per_epoch):
                 t0 = time.perf_counter()
                 x, y = self._x("train", perm[s * B:(s + 1) * B])
                 res = chip.train_step(x, y)
+                info = StepInfo(epoch, epoch * steps_per_epoch + s, s, B, B)
+                if hasattr(self.policy, "_count"):
+                    self.policy._count(res.batch_skipped, info)
+                step_macs = per_step.copy()
+                if res.batch_skipped:  # B, G and U did not run
+                    step_macs[:, 1:4] = 0
                 z = chip.acc.load(chip.prog.z).to(torch.float64) / frac
                 sums["loss"] += float(F.cross_entropy(z.t(), y, reduction="sum"))
                 sums["correct"] += res.counters["correct"]
                 sums["seen"] += B
                 for k in CYCLE_KEYS:
                     accel[k] += res.counters[k]
-                step_rows.append(B)
-                step_ex.append(per_step)
+                step_rows.append(0 if res.batch_skipped else B)
+                step_ex.append(step_macs)
                 step_wall.append(time.perf_counter() - t0)
+            self.stack.end_epoch(epoch)
             wall = time.perf_counter() - t_epoch
             total_wall += wall
             acc = self.evaluate()
-            ex = per_step.sum(0) * steps_per_epoch
+            epoch_steps = np.stack(step_ex[-steps_per_epoch:])
+            ex = epoch_steps.sum((0, 1))
+            ref = per_step.sum(0) * steps_per_epoch
+            skipped = sum(1 for r in step_rows[-steps_per_epoch:] if r == 0)
             epochs.append({
                 "epoch": epoch, "test_accuracy": acc,
                 "train_accuracy": sums["correct"] / sums["seen"],
                 "train_loss": sums["loss"] / sums["seen"], "wall_s": wall, "lr": cfg.lr,
-                "steps": steps_per_epoch, "updates": steps_per_epoch,
-                "rows_backpropagated": sums["seen"], "low_res_steps": 0, "weight_skip_steps": 0,
+                "steps": steps_per_epoch, "updates": steps_per_epoch - skipped,
+                "rows_backpropagated": sums["seen"] - skipped * B, "low_res_steps": 0,
+                "weight_skip_steps": 0,
                 "executed": {c: int(ex[i]) for i, c in enumerate(COUNTERS)},
-                "reference": {c: int(ex[i]) for i, c in enumerate(COUNTERS[:4])},
-                "decisions": {}, "accel": accel,
+                "reference": {c: int(ref[i]) for i, c in enumerate(COUNTERS[:4])},
+                "decisions": self.stack.epoch_logs(), "accel": accel,
             })
             if target is None and cfg.target_accuracy is not None and acc >= cfg.target_accuracy:
                 done = sum(sum(e["executed"][c] for c in "FBGU") for e in epochs)
                 target = (total_wall, done, epoch)
         steps = np.stack(step_ex) if step_ex else np.zeros((0, len(self.names), len(COUNTERS)), np.int64)
         layer_ex = steps.sum(0)
-        layer_ref = layer_ex[:, :4].copy()
+        layer_ref = per_step[:, :4] * len(step_ex)
         state = {}
         for name, (w, b) in zip(self.names, chip.float_weights()):
             state[f"{name}.weight"], state[f"{name}.bias"] = w.float(), b.float()
         return RunResult(
-            policy=self.policy_name, params={}, seed=cfg.seed, dataset=self.data.name,
+            policy=self.policy_name, params=self.stack.params(), seed=cfg.seed, dataset=self.data.name,
             model=getattr(self.model, "name", "mlp"),
             config=dict(asdict(cfg), backend="accel", accel_config=self.cfg.name,
                         accel_rounding=self.rounding),

@@ -115,7 +115,7 @@ def run(command: str, policies: list[str], options: dict | None = None, *,
         net = build_model(model, data.input_shape, data.num_classes, width)
         if backend == "accel":
             from .accel import AccelTrainer
-            result = AccelTrainer(data, net, cfg, accel_cfg, spec, accel_rounding).run()
+            result = AccelTrainer(data, net, cfg, accel_cfg, stack, accel_rounding).run()
         else:
             result = Trainer(data, net, stack, cfg, dist).run()
         groups[name].runs.append(result)

@@ -136,6 +136,14 @@ def write_results(out: Path, command: str, groups: list[PolicyRuns], options: di
     return path
 
 
+def accel_cycles_per_epoch(group: PolicyRuns) -> float | None:
+    """Mean accelerator cycles of an epoch's training steps (backend accel), or None."""
+    vals = [e["accel"]["cycles"] for run in group.runs for e in run.epochs if "accel" in e]
+    if not vals or len(vals) != sum(len(run.epochs) for run in group.runs):
+        return None
+    return float(np.mean(vals))
+
+
 def format_table(groups: list[PolicyRuns], baseline: str | None = "none") -> str:
     """A plain-text table: accuracy (mean ± std, and its change against ``baseline``), MACs
     skipped per part, B+G and total, wall time, time to target."""
@@ -143,6 +151,12 @@ def format_table(groups: list[PolicyRuns], baseline: str | None = "none") -> str
     ref = next((r for r in rows if r["name"] == baseline), None)
     head = ["policy", "test acc %", "Δ pts", "F %", "B %", "G %", "U %", "B+G %", "total %",
             "wall s", "to target s"]
+    # backend accel: the accelerator's cycles per epoch (mean over epochs and seeds), and the
+    # factor fewer than the baseline's
+    cycles = {g.name: accel_cycles_per_epoch(g) for g in groups}
+    with_cycles = all(c is not None for c in cycles.values())
+    if with_cycles:
+        head += ["cycles/epoch", "× fewer"]
     table = []
     for r in rows:
         # + 0.0 turns a rounded -0.0 into 0.0, so no "-0.00" appears
@@ -156,6 +170,9 @@ def format_table(groups: list[PolicyRuns], baseline: str | None = "none") -> str
         table.append([r["name"], f"{100 * r['accuracy_mean']:.2f} ± {100 * r['accuracy_std']:.2f}",
                       d] + [f"{100 * s[k]:.1f}" for k in ("F", "B", "G", "U", "BG", "total")]
                      + [f"{r['wall_s_mean']:.2f}", tt])
+        if with_cycles:
+            c, c0 = cycles[r["name"]], cycles.get(baseline)
+            table[-1] += [f"{c:,.0f}", "" if c0 is None else f"{c0 / c:.2f}"]
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths)))]
     lines.append("  ".join("-" * w for w in widths))

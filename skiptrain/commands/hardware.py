@@ -60,6 +60,14 @@ def register(subparsers):
                    help="initialisation and data order (default 0)")
     g.add_argument("--rounding", default="nearest", choices=("nearest", "stochastic"),
                    help="the weight update's rounding (default nearest: half to even)")
+    g.add_argument("--policy", default="none", choices=("none", "conf_batch", "random_batch"),
+                   help="the skip controller's policy (default none); decided by the hardware "
+                        "from the first step on (no warm-up)")
+    g.add_argument("--confidence", default=None, choices=("max_prob", "true_class_prob", "margin"),
+                   help="conf_batch: the confidence (default max_prob)")
+    g.add_argument("--batch-tau", default=None, metavar="T",
+                   help="conf_batch: skip a batch when its mean confidence >= T (default 0.95)")
+    g.add_argument("--rate", default=None, metavar="R", help="random_batch: skip rate in [0, 1] (default 0.5)")
     p.add_argument("--seeds", default="10", metavar="N",
                    help="gemm: programs of seeds 0..N-1, even seeds random, odd seeds aimed at "
                         "the requantizer's edges (default 10)")
@@ -319,7 +327,9 @@ def cosim(args) -> int:
         return cosim_train(args)
     train_only = {"--steps": (args.steps, "10"), "--sizes": (args.sizes, "64,128,10"),
                   "--batch": (args.batch, "32"), "--lr": (args.lr, "0.25"),
-                  "--seed": (args.train_seed, "0"), "--rounding": (args.rounding, "nearest")}
+                  "--seed": (args.train_seed, "0"), "--rounding": (args.rounding, "nearest"),
+                  "--policy": (args.policy, "none"), "--confidence": (args.confidence, None),
+                  "--batch-tau": (args.batch_tau, None), "--rate": (args.rate, None)}
     given = [flag for flag, (value, default) in train_only.items() if value != default]
     if given:
         raise _err(f"{', '.join(given)}: options of 'cosim train', not of GEMM programs")
@@ -398,21 +408,43 @@ def cosim_train(args) -> int:
         build_mlp(MlpSpec(sizes, batch), cfg)
     except ValueError as e:
         raise _err(f"{e} (preset {cfg.name})")
+    options = {}
+    for flag, key, value, policies in (("--confidence", "confidence", args.confidence, ("conf_batch",)),
+                                       ("--batch-tau", "batch_tau", args.batch_tau, ("conf_batch",)),
+                                       ("--rate", "rate", args.rate, ("random_batch",))):
+        if value is None:
+            continue
+        if args.policy not in policies:
+            raise _err(f"{flag}: an option of --policy {' or '.join(policies)}, not of {args.policy}")
+        if key == "confidence":
+            options[key] = value
+        else:
+            try:
+                options[key] = float(value)
+            except ValueError:
+                raise _err(f"{flag}={value!r}: must be a number")
+    try:
+        from golden.training.accel import skip_registers
+        from golden.training.registry import make_policy
+        skip_registers(make_policy(args.policy, options).policies[0], 0, batch, cfg, seed)
+    except ValueError as e:
+        raise _err(str(e))
     _simulator_ready(sim)
 
     from cocotb_tests.training_session import run_training
 
     _progress(f"running {steps} training steps of the {'-'.join(map(str, sizes))} MLP "
-              f"(batch {batch}, lr {lr}, {args.rounding} rounding) on {sim} ({cfg.name}, "
-              f"{cfg.rows}x{cfg.cols}) ...")
+              f"(batch {batch}, lr {lr}, {args.rounding} rounding, policy {args.policy}) on "
+              f"{sim} ({cfg.name}, {cfg.rows}x{cfg.cols}) ...")
     r = run_training(cfg, sim, sizes=sizes, batch=batch, steps=steps, seed=seed, lr=lr,
-                     rounding=args.rounding, log=_progress)
+                     rounding=args.rounding, policy=args.policy, options=options, log=_progress)
     for msg in r["errors"][:20]:
         print(f"    {msg}")
     verdict = "PASS" if r["passed"] == steps else "FAIL"
     print(f"{r['passed']}/{steps} steps bit- and cycle-exact on {sim} ({cfg.name}): every "
           f"weight and bias line, status bit, counter and START-to-done cycle count; "
-          f"{r['cycles_per_step']} cycles per step; {verdict}")
+          f"{r['cycles_per_step']} cycles per step; the hardware skipped B, G and U of "
+          f"{r['skipped_steps']} of {steps} batches ({args.policy}); {verdict}")
     print(f"simulation {r['sim_s']:.1f} s for {r['cycles']} cycles (with loading and the "
           f"per-step read-back of every weight); golden model {r['golden_s']:.1f} s"
           + (f"; build {r['build_s']:.1f} s" if not r["build_reused"] else ""))
