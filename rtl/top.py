@@ -57,9 +57,10 @@ class Accelerator(wiring.Component):
     #: Submodules synthesis keeps whole (see fpga.flow): flattened, Yosys merges the equal
     #: flag flip-flops of a whole anti-diagonal of PEs into one, which then drives the
     #: accumulators of up to min(R, C) PEs across the die.
-    #: The loss unit and the result writer stay whole too, so synthesis reports the area of
-    #: the element-wise units on their own (fpga.report.module_cells).
-    synthesis_keep_hierarchy = ("array.pe_*", "loss", "writer")
+    #: The loss unit, the result writer and the skip controller stay whole too, so synthesis
+    #: reports the area of the element-wise units and of the skip hardware on their own
+    #: (fpga.report.module_cells).
+    synthesis_keep_hierarchy = ("array.pe_*", "loss", "writer", "skip")
 
     def elaborate(self, platform):
         cfg = self.cfg

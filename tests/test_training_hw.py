@@ -157,11 +157,61 @@ def test_accel_backend_trains_digits(tmp_path):
     assert doc["config"]["backend"] == "accel"
 
 
+def test_accel_backend_batch_skip_and_its_baseline(tmp_path):
+    """conf_batch on the accelerator: the hardware decides, the policy object logs its decisions
+    (so compare's matched random baseline gets the same per-epoch rate, drawn by the on-chip
+    LFSR), and every epoch's cycles are the kept steps' full cycles plus the skipped steps'
+    forward, LOSS and three skipped commands."""
+    import json
+
+    from golden.training import cli
+    from golden.mlp import MlpOnChip
+    with open(tmp_path / "log", "w") as log:
+        rc = cli.run("compare", ["conf_batch"], {"batch_tau": 0.6, "warmup": 0}, dataset="digits",
+                     model="mlp1", seeds=1, epochs=3, lr=0.25, momentum=0.0, out=tmp_path,
+                     backend="accel", stdout=log)
+    assert rc == 0
+    doc = json.loads((tmp_path / "results.json").read_text())
+    runs = {p["name"]: p["runs"][0] for p in doc["policies"]}
+    params = {p["name"]: p["params"] for p in doc["policies"]}
+    conf, rand = runs["conf_batch"], runs["random_batch~conf_batch"]
+    cfg = preset("default")
+    from golden.loss_unit import loss_cycles
+    from golden.sequencer import CHECK_CYCLES, FETCH_CYCLES, gemm_cycles, skip_cycles
+    from skiptrain.isa import Opcode
+    chip = MlpOnChip(MlpSpec((64, 128, 10), 32), cfg, 0.25)
+
+    def cycles(c, skipped):
+        if c.opcode == Opcode.GEMM:
+            return FETCH_CYCLES + CHECK_CYCLES + skip_cycles(cfg) if skipped and c.gate else \
+                gemm_cycles(c, cfg)["total"]
+        if c.opcode == Opcode.LOSS:
+            return FETCH_CYCLES + CHECK_CYCLES + loss_cycles(c.m, c.n, cfg)
+        return FETCH_CYCLES + 1
+    full = sum(cycles(c, False) for c in chip.prog.train)
+    short = sum(cycles(c, True) for c in chip.prog.train)
+    assert [c.gate for c in chip.prog.train].count(1) == 3  # B2, G2, G1
+    for name, run in runs.items():
+        for ep in run["epochs"]:
+            skipped = ep["accel"]["skipped_batches"]
+            assert ep["steps"] - ep["updates"] == skipped, (name, ep["epoch"])
+            # the skipped steps' B and G MACs are counted as skipped by the hardware
+            assert ep["accel"]["skipped_macs_bwd_input"] == skipped * 128 * 10 * 32
+            assert ep["accel"]["phase_macs_bwd_input"] == (ep["steps"] - skipped) * 128 * 10 * 32
+            assert ep["accel"]["cycles"] == (ep["steps"] - skipped) * full + skipped * short
+    # both runs skipped some batches and kept some; the baseline was asked for the same rate
+    rates = [ep["decisions"]["conf_batch"]["rate"] for ep in conf["epochs"]]
+    assert any(0 < ep["accel"]["skipped_batches"] < ep["steps"] for ep in conf["epochs"]), rates
+    assert params["random_batch~conf_batch"]["random_batch"]["rate"] == rates
+    assert "cycles/epoch" in (tmp_path / "table.txt").read_text()
+
+
 @pytest.mark.parametrize("kwargs,rule", [
     (dict(momentum=0.9, lr=0.25), "momentum"),
     (dict(momentum=0.0, lr=0.2), "power of two"),
     (dict(momentum=0.0, lr=0.25, model="cnn"), "MLPs only"),
-    (dict(momentum=0.0, lr=0.25, policies=["conf_sample"]), "policy none"),
+    (dict(momentum=0.0, lr=0.25, policies=["conf_sample"]), "not in hardware yet"),
+    (dict(momentum=0.0, lr=0.25, policies=["conf_batch+wus"]), "not in hardware yet"),
     (dict(momentum=0.0, lr=0.25, model="mlp"), "does not fit"),
 ])
 def test_accel_backend_rejects(tmp_path, kwargs, rule):

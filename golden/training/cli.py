@@ -147,9 +147,12 @@ def run(command: str, policies: list[str], options: dict | None = None, *,
     print(f"{command}: {dataset}, {model}, {seeds} seed(s), {epochs} epochs, batch {batch_size}, "
           f"lr {lr}, {where}" + (f", {dist.world} ranks" if dist.world > 1 else ""),
           file=stdout)
-    print(format_table(ordered, baseline="none"), file=stdout)
+    table = format_table(ordered, baseline="none")
+    print(table, file=stdout)
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.txt").write_text(table + "\n")
     path = write_results(out, command, ordered, options)
     plots = write_plots(out, ordered)
-    print(f"wrote {path} and {', '.join(p.name for p in plots)}", file=stdout)
+    print(f"wrote {path}, table.txt and {', '.join(p.name for p in plots)}", file=stdout)
     return 0
