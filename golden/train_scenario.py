@@ -144,20 +144,27 @@ def loss_scenario(cfg: Config, seed: int, n_commands: int = 2, max_classes: int 
     return sc
 
 
-def train_error_scenarios(cfg: Config) -> dict[str, tuple[Scenario, ErrorCode]]:
-    """One program per error of the training commands, each after a good LOSS (the error comes
-    at slot 1, with its results written), with the error it must stop with."""
+def _error_program_data(cfg: Config, rng: random.Random):
+    """The regions and inputs of the error programs: a good LOSS of 3 classes x 5 samples (Z,
+    Y, D) and a 3x4x5 GEMM (A, B, C)."""
     V = cfg.banks
-    rng = random.Random(4321)
     Z = Region.packed(0, 3, 5, V)
     Y = Region.packed(Z.end(V), 1, 5, V)
     D = Region.packed(Y.end(V), 3, 5, V)
     A = Region.packed(D.end(V), 3, 4, V)
     B = Region.packed(A.end(V), 4, 5, V)
     C = Region.packed(B.end(V), 3, 5, V)
-    aux = Region(0, 3, 5, C.ld)
     inputs = [("spad", Z, _logits(3, 5, cfg, rng)), ("spad", Y, torch.tensor([[0, 1, 2, 1, 0]])),
               ("spad", A, random_matrix(3, 4, cfg, rng)), ("spad", B, random_matrix(4, 5, cfg, rng))]
+    return Z, Y, D, A, B, C, inputs
+
+
+def train_error_scenarios(cfg: Config) -> dict[str, tuple[Scenario, ErrorCode]]:
+    """One program per error of the training commands, each after a good LOSS (the error comes
+    at slot 1, with its results written), with the error it must stop with."""
+    V = cfg.banks
+    Z, Y, D, A, B, C, inputs = _error_program_data(cfg, random.Random(4321))
+    aux = Region(0, 3, 5, C.ld)
     good = Command.loss(3, 5, Z, Y, D, shift=6)
     far = Region(cfg.acc_depth - 1, 3, 5, C.ld)
     loss_epilogue = dataclasses.replace(good, epilogue=Epilogue.RELU)
@@ -259,16 +266,7 @@ def skip_scenario(cfg: Config, seed: int, n_losses: int = 2, max_classes: int = 
 
 def skip_error_scenarios(cfg: Config) -> dict[str, tuple[Scenario, ErrorCode]]:
     """The gate and skip-register errors, each after a good LOSS (the error comes at slot 1)."""
-    V = cfg.banks
-    rng = random.Random(99)
-    Z = Region.packed(0, 3, 5, V)
-    Y = Region.packed(Z.end(V), 1, 5, V)
-    D = Region.packed(Y.end(V), 3, 5, V)
-    A = Region.packed(D.end(V), 3, 4, V)
-    B = Region.packed(A.end(V), 4, 5, V)
-    C = Region.packed(B.end(V), 3, 5, V)
-    inputs = [("spad", Z, _logits(3, 5, cfg, rng)), ("spad", Y, torch.tensor([[0, 1, 2, 1, 0]])),
-              ("spad", A, random_matrix(3, 4, cfg, rng)), ("spad", B, random_matrix(4, 5, cfg, rng))]
+    Z, Y, D, A, B, C, inputs = _error_program_data(cfg, random.Random(99))
     good = Command.loss(3, 5, Z, Y, D, shift=6)
     gemm = Command.gemm(3, 4, 5, A, B, C, shift=cfg.frac_bits)
     bad = {

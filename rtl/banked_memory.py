@@ -38,6 +38,31 @@ def dp16kd_plan(width: int, depth: int) -> tuple[int, int, int, int, int]:
     return best[1]
 
 
+def dp16kd(width: int, *, adb, dob, we=0, ada=0, dia=0, init: dict | None = None) -> Instance:
+    """One DP16KD, both ports ``width`` bits wide: port A writes (``we``, ``ada``, ``dia``), port
+    B reads (``adb``) into ``dob`` through its output register (REGMODE_B = OUTREG); ``init``:
+    INITVAL_xx parameters. Addresses are the 14 AD bits as the mode wants them."""
+    ports = {"i_CLKA": ClockSignal(), "i_CEA": 1, "i_OCEA": 1, "i_RSTA": 0,
+             "i_WEA": we, "i_CSA0": 0, "i_CSA1": 0, "i_CSA2": 0,
+             "i_CLKB": ClockSignal(), "i_CEB": 1, "i_OCEB": 1, "i_RSTB": 0,
+             "i_WEB": 0, "i_CSB0": 0, "i_CSB1": 0, "i_CSB2": 0}
+    ada, dia = Value.cast(ada), Value.cast(dia)
+    for i in range(14):
+        ports[f"i_ADA{i}"] = ada[i] if i < len(ada) else 0
+        ports[f"i_ADB{i}"] = adb[i]
+    for i in range(18):
+        ports[f"i_DIA{i}"] = dia[i] if i < len(dia) else 0
+        ports[f"i_DIB{i}"] = 0
+        ports[f"o_DOB{i}"] = dob[i]
+    return Instance("DP16KD",
+                    p_DATA_WIDTH_A=width, p_DATA_WIDTH_B=width,
+                    p_REGMODE_A="NOREG", p_REGMODE_B="OUTREG",
+                    p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC",
+                    p_CSDECODE_A="0b000", p_CSDECODE_B="0b000",
+                    p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL", p_GSR="DISABLED",
+                    **(init or {}), **ports)
+
+
 class BankedMemory(wiring.Component):
     """``banks`` synchronous memories of ``depth`` words, read and written bank by bank.
 
@@ -132,26 +157,9 @@ class BankedMemory(wiring.Component):
                     dob = Signal(18, name=f"bank{b}_r{p}_d{piece}_s{s}_dob")
                     hit = (waddr[low:] == piece) if pieces > 1 else Const(1, 1)
                     din = wdata[s * w:min((s + 1) * w, width)]
-                    ports = {"i_CLKA": ClockSignal(), "i_CEA": 1, "i_OCEA": 1, "i_RSTA": 0,
-                             "i_WEA": wen & hit, "i_CSA0": 0, "i_CSA1": 0, "i_CSA2": 0,
-                             "i_CLKB": ClockSignal(), "i_CEB": 1, "i_OCEB": 1, "i_RSTB": 0,
-                             "i_WEB": 0, "i_CSB0": 0, "i_CSB1": 0, "i_CSB2": 0}
-                    ada, adb = address(waddr, True), address(raddr, False)
-                    for i in range(14):
-                        ports[f"i_ADA{i}"] = ada[i]
-                        ports[f"i_ADB{i}"] = adb[i]
-                    for i in range(18):
-                        ports[f"i_DIA{i}"] = din[i] if i < len(din) else 0
-                        ports[f"i_DIB{i}"] = 0
-                        ports[f"o_DOB{i}"] = dob[i]
-                    m.submodules[f"bank{b}_r{p}_d{piece}_s{s}"] = Instance(
-                        "DP16KD",
-                        p_DATA_WIDTH_A=w, p_DATA_WIDTH_B=w,
-                        p_REGMODE_A="NOREG", p_REGMODE_B="OUTREG",
-                        p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC",
-                        p_CSDECODE_A="0b000", p_CSDECODE_B="0b000",
-                        p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL", p_GSR="DISABLED",
-                        **ports)
+                    m.submodules[f"bank{b}_r{p}_d{piece}_s{s}"] = dp16kd(
+                        w, we=wen & hit, ada=address(waddr, True), dia=din,
+                        adb=address(raddr, False), dob=dob)
                     slices.append(dob[:w])
                 piece_data.append(Cat(*slices)[:width])
             if pieces == 1:

@@ -29,8 +29,13 @@ class Lfsr(wiring.Component):
         c = b ^ (b << 5)[:LFSR_WIDTH]
         mixed = self.seed ^ ((LFSR_LANE_MIX * (self._lane + 1)) & ((1 << LFSR_WIDTH) - 1))
         with m.If(self.load):
-            m.d.sync += x.eq(Mux(mixed == 0, 1, mixed))
+            m.d.sync += x.eq(self._loaded(mixed))
         with m.Elif(self.step):
             m.d.sync += x.eq(c)
         return m
 
+
+    @staticmethod
+    def _loaded(mixed):
+        """The state a load writes: the mixed seed, 1 in place of 0 (so it cannot lock up)."""
+        return Mux(mixed == 0, 1, mixed)

@@ -1,8 +1,10 @@
 """A read-only table with a registered address and a registered output: the loss unit's exp and log tables."""
 
-from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
+
+from .banked_memory import dp16kd
 
 IMPLEMENTATIONS = ("inferred", "ecp5")
 
@@ -90,26 +92,9 @@ class Rom(wiring.Component):
             slices = []
             for s in range(across):
                 dob = Signal(_WIDTH, name=f"d{piece}_s{s}_dob")
-                ports = {"i_CLKA": ClockSignal(), "i_CEA": 0, "i_OCEA": 0, "i_RSTA": 0, "i_WEA": 0,
-                         "i_CSA0": 0, "i_CSA1": 0, "i_CSA2": 0,
-                         "i_CLKB": ClockSignal(), "i_CEB": 1, "i_OCEB": 1, "i_RSTB": 0, "i_WEB": 0,
-                         "i_CSB0": 0, "i_CSB1": 0, "i_CSB2": 0}
-                for i in range(14):
-                    ports[f"i_ADA{i}"] = 0
-                    ports[f"i_ADB{i}"] = adb[i]
-                for i in range(18):
-                    ports[f"i_DIA{i}"] = 0
-                    ports[f"i_DIB{i}"] = 0
-                    ports[f"o_DOB{i}"] = dob[i]
                 init = {f"p_INITVAL_{row:02X}": self._initval(piece, s, row) for row in range(64)}
-                m.submodules[f"d{piece}_s{s}"] = Instance(
-                    "DP16KD",
-                    p_DATA_WIDTH_A=_WIDTH, p_DATA_WIDTH_B=_WIDTH,
-                    p_REGMODE_A="NOREG", p_REGMODE_B="OUTREG",
-                    p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC",
-                    p_CSDECODE_A="0b000", p_CSDECODE_B="0b000",
-                    p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL", p_GSR="DISABLED",
-                    **init, **ports)
+                # port A unused (no writes); port B reads through its output register
+                m.submodules[f"d{piece}_s{s}"] = dp16kd(_WIDTH, adb=adb, dob=dob, init=init)
                 slices.append(dob)
             piece_words.append(Cat(*slices)[:width])
         out = piece_words[0]
