@@ -3,59 +3,75 @@
 Timing discipline (the same on Icarus and Verilator): inputs change only just after a falling
 clock edge and are sampled by the design on the next rising edge; outputs are read in the
 ``ReadOnly`` phase after the rising edge that produced them. Python is awake only for bus
-accesses: the clock runs in the GPI, and :meth:`TB.wait_done` sleeps on the ``done`` edge, so
-a long program costs no Python per simulated cycle.
+accesses: the clock runs inside the simulator (the toplevel ``skiptrain_cosim`` of
+:mod:`cocotb_tests.runner` makes it), and :meth:`TB.wait_done` sleeps on the ``done`` edge, so
+a long program costs no Python, and no VPI call, per simulated cycle.
 """
 
 from __future__ import annotations
 
-from cocotb.clock import Clock
+import time
+
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, SimTimeoutError, with_timeout
 from cocotb.utils import get_sim_time
 
 from skiptrain.hostmap import READ_LATENCY
 
+from .runner import CLOCK_PERIOD_NS
+
 
 class TB:
-    """Owns the clock and the reset of a ``skiptrain_top`` and is the bus a ``Driver`` drives.
+    """Owns the reset of a ``skiptrain_cosim`` (its clock runs by itself) and is the bus a
+    ``Driver`` drives.
 
     Members
     -------
     period_ns:
-        Clock period; cycle numbers in messages are simulation time over this.
+        Clock period of the toplevel (checked by :meth:`start`); cycle numbers in messages are
+        simulation time over this.
     last_write_ns:
         Time of the rising edge that took the latest write (after ``Driver.start``: the START
         edge).
     done_ns:
         Time of the rising edge after which ``done`` was seen high by :meth:`wait_done`.
+    wait_wall_s:
+        Wall time :meth:`wait_done` slept for ``done``: the simulator's own speed, with no bus
+        access in it.
     budget_cycles:
         Cycles :meth:`wait_done` waits for ``done`` before it fails.
     """
 
-    def __init__(self, dut, period_ns: int = 10, budget_cycles: int = 100_000):
+    def __init__(self, dut, period_ns: int = CLOCK_PERIOD_NS, budget_cycles: int = 100_000):
         self.dut = dut
         self.period_ns = period_ns
         self.budget_cycles = budget_cycles
         self.last_write_ns: int | None = None
         self.done_ns: int | None = None
-        self._clock = Clock(dut.clk, period_ns, unit="ns", impl="gpi")
+        self.wait_wall_s = 0.0
 
     # ---- time -------------------------------------------------------------------------------
     def now_ns(self) -> int:
         return round(get_sim_time("ns"))
 
     def cycle(self) -> int:
-        """Rising edges since time 0 (the clock starts high, so edge n is at n * period)."""
-        return self.now_ns() // self.period_ns
+        """Rising edges since time 0 (the clock starts low, so edge n is at (n - 1/2) periods)."""
+        return (self.now_ns() + self.period_ns // 2) // self.period_ns
 
     # ---- clock and reset --------------------------------------------------------------------
     async def start(self, reset_cycles: int = 2) -> None:
-        """Start the clock with idle inputs, then reset."""
+        """Idle inputs, a check that the toplevel's clock has the period cycle counts assume,
+        then reset."""
         d = self.dut
         for sig in (d.host__w_en, d.host__r_en, d.host__addr, d.host__w_data):
             sig.value = 0
         d.rst.value = 1
-        self._clock.start(start_high=False)
+        await RisingEdge(d.clk)
+        first = self.now_ns()
+        await RisingEdge(d.clk)
+        if self.now_ns() - first != self.period_ns:
+            raise AssertionError(f"the toplevel's clock has rising edges {self.now_ns() - first} "
+                                 f"ns apart; the bench counts cycles with period_ns="
+                                 f"{self.period_ns}")
         await self.reset(reset_cycles)
 
     async def reset(self, cycles: int = 2) -> None:
@@ -117,6 +133,7 @@ class TB:
             return
         since = self.last_write_ns if self.last_write_ns is not None else self.now_ns()
         left_ns = since + self.budget_cycles * self.period_ns - self.now_ns()
+        t = time.perf_counter()
         try:
             await with_timeout(RisingEdge(d.done), max(left_ns, self.period_ns), "ns")
         except SimTimeoutError:
@@ -125,6 +142,7 @@ class TB:
                 f"{self.budget_cycles} cycles after the START write at cycle "
                 f"{since // self.period_ns} (busy={int(d.busy.value)}, "
                 f"error={int(d.error.value)})") from None
+        self.wait_wall_s = time.perf_counter() - t
         self.done_ns = self.now_ns()
         await ReadOnly()
         if int(d.busy.value):
