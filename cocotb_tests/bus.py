@@ -130,6 +130,7 @@ class TB:
         if int(d.done.value) and not int(d.busy.value):
             # already done before we got here: the edge time is lost, so no cycle measurement
             self.done_ns = None
+            self.wait_wall_s = 0.0
             return
         since = self.last_write_ns if self.last_write_ns is not None else self.now_ns()
         left_ns = since + self.budget_cycles * self.period_ns - self.now_ns()
