@@ -2,8 +2,8 @@
 
 One build folder per (config, simulator): ``build/cosim/<config-hash>-<sim>``. It holds the
 Verilog, ``config.json`` and a stamp of the Verilog and the build flags; a later build with the
-same stamp reuses it (a Verilator build of the 8x8 takes about a minute). Builds take a file lock, so two
-processes never compile at once on this shared machine.
+same stamp reuses it (a Verilator build of the 8x8 takes 2-5 minutes at -O3). Builds take a
+file lock, so two processes never compile at once on this shared machine.
 
 Simulator settings, and why:
 
