@@ -112,6 +112,10 @@ module {TOPLEVEL} (
 );
   reg clk = 1'b0;
   always #{CLOCK_PERIOD_NS // 2} clk = ~clk;
+  // the time of done's latest rising edge: the bench polls done in large steps (a value
+  // callback on it would cost the VPI layer on every half cycle) and counts cycles from this
+  reg [63:0] done_ns = 64'd0;
+  always @(posedge done) done_ns <= $time;
   {DESIGN} dut (
     .clk(clk),
 {conns}
@@ -228,10 +232,10 @@ def build_directory(cfg: Config, kind: str, root: Path | None = None) -> Path:
     return (Path(root) if root is not None else BUILD_ROOT) / f"{config_hash(cfg)}-{kind}"
 
 
-#: the only signals the bench touches (TOPLEVEL's ports and its clock); everything else stays
+#: the only signals the bench touches (TOPLEVEL's ports, its clock and done_ns); everything else stays
 #: private to Verilator
 PORTS = ("clk", "rst", "host__addr", "host__w_en", "host__w_data", "host__r_en", "host__r_data",
-         "host__r_valid", "busy", "done", "error")
+         "host__r_valid", "busy", "done", "error", "done_ns")
 
 #: False restores cocotb's --public-flat-rw (every signal visible: slower, for debugging)
 PUBLIC_PORTS_ONLY = True
