@@ -40,9 +40,10 @@ class TB:
     done_ns:
         Time of the rising edge at which ``done`` rose, as the toplevel latched it (read by
         :meth:`wait_done`).
-    wait_wall_s:
-        Wall time :meth:`wait_done` slept for ``done``: the simulator's own speed, with no bus
-        access in it.
+    wait_wall_s, wait_cpu_s:
+        Wall time and this process's CPU time (simulator and Python: one thread) while
+        :meth:`wait_done` waited for ``done``: the simulator's own speed, with no bus access in
+        it. CPU time holds still on a loaded machine, wall time does not.
     budget_cycles:
         Cycles :meth:`wait_done` waits for ``done`` before it fails.
     """
@@ -53,7 +54,7 @@ class TB:
         self.budget_cycles = budget_cycles
         self.last_write_ns: int | None = None
         self.done_ns: int | None = None
-        self.wait_wall_s = 0.0
+        self.wait_wall_s = self.wait_cpu_s = 0.0
 
     # ---- time -------------------------------------------------------------------------------
     def now_ns(self) -> int:
@@ -146,11 +147,11 @@ class TB:
         if int(d.done.value) and not int(d.busy.value):
             # already done before we got here: the edge time is lost, so no cycle measurement
             self.done_ns = None
-            self.wait_wall_s = 0.0
+            self.wait_wall_s = self.wait_cpu_s = 0.0
             return
         since = self.last_write_ns if self.last_write_ns is not None else self.now_ns()
         deadline_ns = since + self.budget_cycles * self.period_ns
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         while not int(d.done.value):
             now = self.now_ns()
             if now >= deadline_ns:
@@ -162,7 +163,7 @@ class TB:
             waited = (now - since) // self.period_ns
             step = min(max(POLL_MIN_CYCLES, waited // POLL_FRACTION), POLL_MAX_CYCLES)
             await Timer(min(step * self.period_ns, deadline_ns - now), "ns")
-        self.wait_wall_s = time.perf_counter() - t
+        self.wait_wall_s, self.wait_cpu_s = time.perf_counter() - t, time.process_time() - c
         self.done_ns = int(d.done_ns.value)
         if not since < self.done_ns <= self.now_ns():
             raise AssertionError(f"cycle {self.cycle()}: done is high, but the latched time of "

@@ -123,7 +123,8 @@ def script(cfg: Config, entries: list[dict]) -> tuple[str, list[list[tuple]]]:
 
 def run_raw(b: RawBuild, entries: list[dict], *, keep: bool = False) -> list[dict]:
     """Run ``entries`` (kind "run") through the raw harness; results as
-    :func:`cocotb_tests.runner.run` returns them, ``wait_wall_s`` the START-to-done wall time."""
+    :func:`cocotb_tests.runner.run` returns them, ``wait_wall_s`` and ``wait_cpu_s`` the wall and
+    CPU time from START to done."""
     cfg = b.cfg
     text, meaning = script(cfg, entries)
     run_dir = b.directory / f"run-{time.time_ns()}"
@@ -155,7 +156,8 @@ def run_raw(b: RawBuild, entries: list[dict], *, keep: bool = False) -> list[dic
         hw, lines = {}, {mem: {} for mem in sc["expected"]["lines"]}
         for answer, line in zip(answers, out[pos:pos + len(answers)]):
             if answer[0] == "done":
-                res["measured_cycles"], res["wait_wall_s"] = int(line[1]), int(line[2]) * 1e-9
+                res["measured_cycles"] = int(line[1])
+                res["wait_wall_s"], res["wait_cpu_s"] = int(line[2]) * 1e-9, int(line[3]) * 1e-9
                 continue
             value = int(line[2], 16)
             if answer[0] == "status":

@@ -11,8 +11,9 @@
 //   w ADDR DATA        one write: w_en high for one cycle
 //   r ADDR             one read; RESULTS gets "r ADDR DATA"
 //   d BUDGET           decimal: run until done rises, at most BUDGET edges after the latest write;
-//                      RESULTS gets "d CYCLES WALL_NS" (edges from that write's edge to the one
-//                      after which done is high, and the wall time of that loop) or "t CYCLES"
+//                      RESULTS gets "d CYCLES WALL_NS CPU_NS" (edges from that write's edge to
+//                      the one after which done is high, the wall and the process CPU time of
+//                      that loop) or "t CYCLES"
 //
 // Timing is the cocotb bench's (cocotb_tests/bus.py): inputs change between a rising edge and
 // the next falling one, the model samples them on the rising edge, outputs are read after it.
@@ -23,6 +24,7 @@
 #include "verilated.h"
 
 #include <chrono>
+#include <ctime>
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
@@ -156,11 +158,13 @@ int main(int argc, char** argv) {
         } else if (op == "d") {
             const uint64_t budget = std::stoull(a);
             const auto t0 = std::chrono::steady_clock::now();
+            const std::clock_t c0 = std::clock();
             while (!top->done) {
                 if (edges - last_write >= budget) break;
                 cycle();
             }
             const auto t1 = std::chrono::steady_clock::now();
+            const std::clock_t c1 = std::clock();
             if (!top->done) {
                 results << "t " << (edges - last_write) << "\n";
                 break;  // a hang: the caller reports it
@@ -168,7 +172,7 @@ int main(int argc, char** argv) {
             if (top->busy) fail("done rose with busy still 1");
             results << "d " << (edges - last_write) << " "
                     << std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count()
-                    << "\n";
+                    << " " << static_cast<long long>((c1 - c0) * (1e9 / CLOCKS_PER_SEC)) << "\n";
         } else {
             fail("script line " + std::to_string(n) + ": unknown operation '" + op + "'");
         }

@@ -99,7 +99,7 @@ async def run_scenario(tb: TB, cfg: Config, sc: dict) -> dict:
     out.update(status=hw, measured_cycles=measured,
                lines={mem: [[w, v] for w, v in ls.items()] for mem, ls in lines.items()},
                load_wall_s=t1 - t0, compute_wall_s=t2 - t1, readback_wall_s=t3 - t2,
-               wait_wall_s=tb.wait_wall_s)
+               wait_wall_s=tb.wait_wall_s, wait_cpu_s=tb.wait_cpu_s)
     return out
 
 
