@@ -2,8 +2,8 @@
 
 One build folder per (config, simulator): ``build/cosim/<config-hash>-<sim>``. It holds the
 Verilog, ``config.json`` and a stamp of the Verilog and the build flags; a later build with the
-same stamp reuses it (a Verilator build of the 8x8 takes about a minute). Builds take a file lock, so two
-processes never compile at once on this shared machine.
+same stamp reuses it (a Verilator build of the 8x8 takes 2-5 minutes at -O3). Builds take a
+file lock, so two processes never compile at once on this shared machine.
 
 Simulator settings, and why:
 
@@ -18,6 +18,14 @@ Simulator settings, and why:
   Amaranth output has an initial value, so nothing is X to begin with. Only the top ports
   are public (cocotb's ``--public-flat-rw`` made the model 4x slower).
 - Both: timescale 1ns/1ps (Amaranth Verilog has no ``timescale``), passed to build and test.
+- Both: the cocotb toplevel is a small generated wrapper, ``skiptrain_cosim``, that makes the
+  clock itself (``always #5 clk = ~clk``) and passes every other port of ``skiptrain_top``
+  through. A clock toggled from Python (even cocotb's GPI clock) costs two VPI writes and their
+  callbacks per cycle, about 40 % of Verilator's time on the default preset; generated inside
+  the model it costs nothing in the VPI layer, and the bench wakes only for bus accesses and for
+  ``done``. Verilator builds it with ``--timing`` (C++20 coroutines).
+- Verilator's C++ is compiled at ``-O3`` in one file (``--output-split 0``) instead of
+  verilated.mk's ``-Os`` split files (see ``CXX_OPTS``).
 """
 
 from __future__ import annotations
@@ -38,10 +46,16 @@ from pathlib import Path
 from skiptrain.config import Config
 
 __all__ = ["SIMULATORS", "SimulatorNotFound", "CosimError", "Build", "build", "run",
-           "check_simulator", "REPO_ROOT", "BUILD_ROOT"]
+           "check_simulator", "build_directory", "cached_build", "verilator_cxx_flags",
+           "REPO_ROOT", "BUILD_ROOT", "CLOCK_PERIOD_NS", "CXX_OPTS", "DEFAULT_CXX_OPT"]
 
 SIMULATORS = ("icarus", "verilator")
-TOPLEVEL = "skiptrain_top"
+#: the accelerator's module in the generated Verilog
+DESIGN = "skiptrain_top"
+#: the cocotb toplevel: DESIGN with its clock made inside the simulator (see _wrapper_verilog)
+TOPLEVEL = "skiptrain_cosim"
+#: clock period of TOPLEVEL in ns; the bench reads it from here and checks it at start-up
+CLOCK_PERIOD_NS = 10
 TIMESCALE = ("1ns", "1ps")
 TEST_MODULE = "cocotb_tests.test_accelerator"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -51,11 +65,19 @@ BUILD_ROOT = REPO_ROOT / "build" / "cosim"
 WAVE_FILES = {"icarus": f"{TOPLEVEL}.fst", "verilator": "dump.vcd"}
 
 ICARUS_ARGS = ["-g2005"]
-#: Speed on the 8x8 (256^3 GEMM) comes from making only the ports public (see _runner): 38 k ->
-#: 167 k cycles/s side by side on a loaded machine. -O3 is kept from those runs; C++ -O2/-O3
-#: instead of verilated.mk's -Os, --x-assign/--x-initial fast, --threads 1 and -march=native
-#: all measured within the +-5 % noise, so the build stays plain.
+#: Speed on the 8x8 (256^3 GEMM) came first from making only the ports public (see _runner):
+#: 38 k -> 167 k cycles/s side by side on a loaded machine, then from the clock inside the
+#: model (TOPLEVEL). --x-assign/--x-initial fast, --threads 1 and -march=native measured within
+#: the +-5 % noise, so the Verilator options stay plain.
 VERILATOR_ARGS = ["-Wno-fatal", "-O3"]
+#: C++ optimisation of the model: "O3" compiles it as one file (--output-split 0) at -O3
+#: (OPT_FAST for the model, OPT_GLOBAL for Verilator's runtime, its VPI and timing layers
+#: included); "Os" is verilated.mk's default (split files at -Os). Measured side by side by
+#: `skiptrain bench cosim --opt` (README, "Co-simulation speed").
+CXX_OPTS = ("O3", "O2", "Os")
+DEFAULT_CXX_OPT = "O3"
+#: the clock generator of TOPLEVEL is a delay (#), which Verilator runs only with --timing
+VERILATOR_TIMING_ARGS = ["--timing", "-CFLAGS", "-std=c++20", "-CFLAGS", "-fcoroutines"]
 VERILATOR_MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include CFG_LDLIBS_THREADS=-pthread"
 
 _WAVES_MODULE = f"""// Verilog-2005 wave dump for Icarus (cocotb's own needs SystemVerilog `string`)
@@ -64,6 +86,41 @@ module skiptrain_waves;
     $dumpfile("{TOPLEVEL}.fst");
     $dumpvars(0, {TOPLEVEL});
   end
+endmodule
+"""
+
+
+def _wrapper_verilog(cfg: Config) -> str:
+    """TOPLEVEL: DESIGN's ports without ``clk``, which a clock generator here drives."""
+    from skiptrain.hostmap import HostMap
+
+    hm = HostMap(cfg)
+    if CLOCK_PERIOD_NS % 2:
+        raise ValueError(f"CLOCK_PERIOD_NS={CLOCK_PERIOD_NS}: must be even (two equal halves "
+                         "in whole ns)")
+    ports = [("input", 1, "rst"), ("input", hm.addr_width, "host__addr"),
+             ("input", 1, "host__w_en"), ("input", hm.data_width, "host__w_data"),
+             ("input", 1, "host__r_en"), ("output", hm.data_width, "host__r_data"),
+             ("output", 1, "host__r_valid"), ("output", 1, "busy"), ("output", 1, "done"),
+             ("output", 1, "error")]
+    decls = ",\n".join(f"  {d} wire {f'[{w - 1}:0] ' if w > 1 else ''}{n}" for d, w, n in ports)
+    conns = ",\n".join(f"    .{n}({n})" for _, _, n in ports)
+    half = CLOCK_PERIOD_NS // 2
+    return f"""// Generated by cocotb_tests/runner.py: {DESIGN} with its clock made inside the simulator,
+// so no clock toggle crosses the VPI. Rising edges at {half}, {3 * half}, ... ns.
+module {TOPLEVEL} (
+{decls}
+);
+  reg clk = 1'b0;
+  always #{half} clk = ~clk;
+  // the time of done's latest rising edge: the bench polls done in large steps (a value
+  // callback on it would cost the VPI layer on every half cycle) and counts cycles from this
+  reg [63:0] done_ns = 64'd0;
+  always @(posedge done) done_ns <= $time;
+  {DESIGN} dut (
+    .clk(clk),
+{conns}
+  );
 endmodule
 """
 
@@ -105,8 +162,18 @@ def check_simulator(sim: str) -> None:
         raise SimulatorNotFound(f"Verilator needs {', '.join(missing)} on PATH to build a model")
 
 
+def verilator_cxx_flags(opt: str) -> tuple[list[str], str]:
+    """Verilator arguments and MAKEFLAGS that compile a model's C++ at optimisation ``opt``."""
+    if opt not in CXX_OPTS:
+        raise ValueError(f"opt={opt!r}: must be one of {CXX_OPTS}")
+    if opt == "Os":
+        return [], VERILATOR_MAKEFLAGS
+    return (["--output-split", "0"],
+            f"{VERILATOR_MAKEFLAGS} OPT_FAST=-{opt} OPT_GLOBAL=-{opt}")
+
+
 @contextlib.contextmanager
-def _environment(sim: str):
+def _environment(sim: str, makeflags: str = VERILATOR_MAKEFLAGS):
     """The process environment the simulator's build and run need, restored afterwards."""
     saved = dict(os.environ)
     try:
@@ -114,7 +181,7 @@ def _environment(sim: str):
             root = _verilator_root()
             os.environ["VERILATOR_ROOT"] = str(root)
             os.environ["PATH"] = str(root / "bin") + os.pathsep + os.environ.get("PATH", "")
-            os.environ["MAKEFLAGS"] = VERILATOR_MAKEFLAGS
+            os.environ["MAKEFLAGS"] = makeflags
         yield
     finally:
         os.environ.clear()
@@ -148,15 +215,28 @@ class Build:
     reused: bool
     build_s: float
     extra_args: tuple = field(default=())
+    opt: str = DEFAULT_CXX_OPT
 
     @property
     def verilog(self) -> Path:
+        """The generated design (module DESIGN)."""
+        return self.directory / f"{DESIGN}.v"
+
+    @property
+    def wrapper(self) -> Path:
+        """The cocotb toplevel around it (module TOPLEVEL)."""
         return self.directory / f"{TOPLEVEL}.v"
 
 
-#: the only signals the bench touches; everything else stays private to Verilator
+def build_directory(cfg: Config, kind: str, root: Path | None = None) -> Path:
+    """``<root>/<config hash>-<kind>``: one build per (config, simulator or harness)."""
+    return (Path(root) if root is not None else BUILD_ROOT) / f"{config_hash(cfg)}-{kind}"
+
+
+#: the only signals the bench touches (TOPLEVEL's ports, its clock and done_ns); everything
+#: else stays private to Verilator
 PORTS = ("clk", "rst", "host__addr", "host__w_en", "host__w_data", "host__r_en", "host__r_data",
-         "host__r_valid", "busy", "done", "error")
+         "host__r_valid", "busy", "done", "error", "done_ns")
 
 #: False restores cocotb's --public-flat-rw (every signal visible: slower, for debugging)
 PUBLIC_PORTS_ONLY = True
@@ -186,29 +266,34 @@ def _runner(sim: str):
 
 
 def build(cfg: Config, sim: str, *, waves: bool = False, root: Path | None = None,
-          extra_args=(), log=print) -> Build:
-    """Build (or reuse) the simulation model of ``cfg`` for ``sim``."""
+          extra_args=(), opt: str = DEFAULT_CXX_OPT, log=print) -> Build:
+    """Build (or reuse) the simulation model of ``cfg`` for ``sim``; ``opt`` (Verilator only)
+    is the C++ optimisation (:data:`CXX_OPTS`; a non-default one gets its own folder)."""
     from rtl.top import generate_verilog
 
     check_simulator(sim)
     root = Path(root) if root is not None else BUILD_ROOT
-    directory = root / f"{config_hash(cfg)}-{sim}{'-waves' if waves else ''}"
-    verilog = generate_verilog(cfg, name=TOPLEVEL)
-    args = (ICARUS_ARGS if sim == "icarus" else VERILATOR_ARGS) + list(extra_args)
-    stamp = hashlib.sha256("\n".join([verilog, sim, str(waves), *args, VERILATOR_MAKEFLAGS,
+    suffix = ("-waves" if waves else "") + (f"-{opt}" if sim == "verilator" and
+                                            opt != DEFAULT_CXX_OPT else "")
+    directory = build_directory(cfg, sim + suffix, root)
+    verilog = generate_verilog(cfg, name=DESIGN)
+    wrapper = _wrapper_verilog(cfg)
+    makeflags = VERILATOR_MAKEFLAGS
+    args = list(ICARUS_ARGS)
+    if sim == "verilator":
+        cxx_args, makeflags = verilator_cxx_flags(opt)
+        args = VERILATOR_ARGS + VERILATOR_TIMING_ARGS + cxx_args
+    args += list(extra_args)
+    stamp = hashlib.sha256("\n".join([verilog, wrapper, sim, str(waves), *args, makeflags,
                                       _PUBLIC_PORTS_VLT, str(PUBLIC_PORTS_ONLY)]
                                      ).encode()).hexdigest()
-    stamp_file = directory / "build.stamp"
-    result = Build(cfg, sim, directory, waves, True, 0.0, tuple(extra_args))
-    with _build_lock(root):
-        if stamp_file.is_file() and stamp_file.read_text() == stamp:
-            return result
-        if directory.exists():
-            shutil.rmtree(directory)
-        directory.mkdir(parents=True)
+    result = Build(cfg, sim, directory, waves, True, 0.0, tuple(extra_args), opt)
+
+    def make():
         result.verilog.write_text(verilog)
+        result.wrapper.write_text(wrapper)
         cfg.to_json(directory / "config.json")
-        sources = [result.verilog]
+        sources = [result.wrapper, result.verilog]
         build_args = list(args)
         if waves and sim == "icarus":
             (directory / "skiptrain_waves.v").write_text(_WAVES_MODULE)
@@ -217,9 +302,7 @@ def build(cfg: Config, sim: str, *, waves: bool = False, root: Path | None = Non
         if sim == "verilator":
             (directory / "public_ports.vlt").write_text(_PUBLIC_PORTS_VLT)
             sources.insert(0, directory / "public_ports.vlt")
-        log(f"building the {sim} model of {cfg.name} ({cfg.rows}x{cfg.cols}) in {directory} ...")
-        t = time.perf_counter()
-        with _environment(sim):
+        with _environment(sim, makeflags):
             runner = _runner(sim)
             try:
                 runner.build(sources=sources, hdl_toplevel=TOPLEVEL, build_dir=directory,
@@ -228,6 +311,25 @@ def build(cfg: Config, sim: str, *, waves: bool = False, root: Path | None = Non
             except (RuntimeError, SystemExit) as e:
                 raise CosimError(f"{sim} build failed ({e}); last lines of "
                                  f"{directory / 'build.log'}:\n{_tail(directory / 'build.log')}")
+
+    return cached_build(result, stamp, make, f"the {sim} model of {cfg.name} "
+                                             f"({cfg.rows}x{cfg.cols})", log)
+
+
+def cached_build(result, stamp: str, make, what: str, log):
+    """Under the build lock: keep ``result.directory`` if its stamp is ``stamp``, else empty it
+    and call ``make()`` to build there; sets ``result.reused`` and ``result.build_s``."""
+    directory = result.directory
+    stamp_file = directory / "build.stamp"
+    with _build_lock(directory.parent):
+        if stamp_file.is_file() and stamp_file.read_text() == stamp:
+            return result
+        if directory.exists():
+            shutil.rmtree(directory)
+        directory.mkdir(parents=True)
+        log(f"building {what} in {directory} ...")
+        t = time.perf_counter()
+        make()
         result.build_s = time.perf_counter() - t
         result.reused = False
         stamp_file.write_text(stamp)

@@ -24,41 +24,7 @@ from skiptrain.driver import Driver
 from skiptrain.hostmap import Csr, Ctrl, HostMap, Region
 
 from .bus import TB
-
-#: measured (done edge - START edge) / period minus the golden ``cycles``. START is taken on
-#: edge E; the sequencer is busy from the next cycle on, the CYCLES counter counts each edge
-#: with busy high, and ``done`` rises on the edge that ends the last busy cycle, so the span
-#: between the two edges is exactly the busy-cycle count.
-START_TO_DONE_OFFSET = 0
-
-#: at most this many mismatch messages per scenario (the count of the rest is reported)
-MAX_MESSAGES = 30
-
-
-def compare(expected: dict, hw: dict, lines: dict, measured_cycles) -> list[str]:
-    """Mismatches between a hardware run and the golden expectations, as messages."""
-    errors = []
-    for key, exp in expected["status"].items():
-        if hw[key] != exp:
-            errors.append(f"status.{key}: got {hw[key]}, expected {exp}")
-    for key, exp in expected["counters"].items():
-        if hw["counters"][key] != exp:
-            errors.append(f"counter {key}: got {hw['counters'][key]}, expected {exp}")
-    want = expected["cycles"] + START_TO_DONE_OFFSET
-    if measured_cycles is None:
-        errors.append("cycles START->done: not measured (done was already high)")
-    elif measured_cycles != want:
-        errors.append(f"cycles START->done: got {measured_cycles}, expected {want} "
-                      f"(golden {expected['cycles']} + offset {START_TO_DONE_OFFSET})")
-    for mem, exp_lines in expected["lines"].items():
-        for w, exp in exp_lines:
-            got = lines[mem][w]
-            for b, (g, e) in enumerate(zip(got, exp)):
-                if g != e:
-                    errors.append(f"{mem} line {w} bank {b}: got {g}, expected {e}")
-    if len(errors) > MAX_MESSAGES:
-        errors = errors[:MAX_MESSAGES] + [f"... and {len(errors) - MAX_MESSAGES} more mismatches"]
-    return errors
+from .scenarios import compare
 
 
 async def _load(drv: Driver, sc: dict) -> None:
@@ -133,7 +99,8 @@ async def run_scenario(tb: TB, cfg: Config, sc: dict) -> dict:
     out["errors"] += compare(sc["expected"], hw, lines, measured)
     out.update(status=hw, measured_cycles=measured,
                lines={mem: [[w, v] for w, v in ls.items()] for mem, ls in lines.items()},
-               load_wall_s=t1 - t0, compute_wall_s=t2 - t1, readback_wall_s=t3 - t2)
+               load_wall_s=t1 - t0, compute_wall_s=t2 - t1, readback_wall_s=t3 - t2,
+               wait_wall_s=tb.wait_wall_s, wait_cpu_s=tb.wait_cpu_s)
     return out
 
 

@@ -20,7 +20,7 @@ from skiptrain.driver import Driver, lines_digest
 from skiptrain.hostmap import Csr, HostMap
 
 from .bus import TB
-from .test_accelerator import compare
+from .scenarios import compare
 
 
 @cocotb.test()

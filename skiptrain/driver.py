@@ -27,6 +27,11 @@ def lines_digest(lines: dict) -> str:
     return hashlib.sha256(json.dumps(norm, separators=(",", ":")).encode()).hexdigest()
 
 
+#: the skip registers by their short names (golden Scenario.SKIP_KEYS)
+SKIP_CSRS = {"ctrl": Csr.SKIP_CTRL, "conf_tau": Csr.CONF_TAU, "batch_tau": Csr.BATCH_TAU,
+             "rate": Csr.SKIP_RATE, "seed": Csr.SKIP_SEED}
+
+
 class Driver:
     def __init__(self, bus, cfg: Config):
         self.bus, self.cfg, self.map = bus, cfg, HostMap(cfg)
@@ -71,12 +76,10 @@ class Driver:
     async def write_skip(self, regs: dict) -> None:
         """Write the skip registers named in ``regs`` (keys of golden Scenario.SKIP_KEYS:
         ctrl, conf_tau, batch_tau, rate, seed)."""
-        csrs = {"ctrl": Csr.SKIP_CTRL, "conf_tau": Csr.CONF_TAU, "batch_tau": Csr.BATCH_TAU,
-                "rate": Csr.SKIP_RATE, "seed": Csr.SKIP_SEED}
         for key, value in regs.items():
-            if key not in csrs:
-                raise ValueError(f"skip register {key!r}: must be one of {', '.join(csrs)}")
-            await self.write_csr(csrs[key], int(value))
+            if key not in SKIP_CSRS:
+                raise ValueError(f"skip register {key!r}: must be one of {', '.join(SKIP_CSRS)}")
+            await self.write_csr(SKIP_CSRS[key], int(value))
 
     async def start(self, start_pc: int = 0, clear: bool = True) -> None:
         await self.write_csr(Csr.START_PC, start_pc)
