@@ -36,12 +36,16 @@ class Rom(wiring.Component):
 
     def __init__(self, table, impl: str = "inferred"):
         table = [int(v) for v in table]
-        if not table:
-            raise ValueError("table: must have at least one word")
-        if min(table) < 0:
-            raise ValueError(f"table: words must be unsigned, got {min(table)}")
-        if impl not in IMPLEMENTATIONS:
-            raise ValueError(f"impl={impl!r}: must be one of {IMPLEMENTATIONS}")
+        try:
+            if not table:
+                raise ValueError("table: must have at least one word")
+            if min(table) < 0:
+                raise ValueError(f"table: words must be unsigned, got {min(table)}")
+            if impl not in IMPLEMENTATIONS:
+                raise ValueError(f"impl={impl!r}: must be one of {IMPLEMENTATIONS}")
+        except ValueError:
+            self._MustUse__silence = True  # refused: never elaborated, nothing to warn about
+            raise
         self._addr_width = max(1, (len(table) - 1).bit_length())
         self._width = max(1, max(table).bit_length())
         stored = len(table)
