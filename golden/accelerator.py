@@ -65,7 +65,6 @@ class Accelerator:
         self.skip_rate = 0
         self.skip_lfsr = skip_lfsr_seed(0)
         self.batch_skipped = False
-        self.last_keep = None  #: the last LOSS's per-sample test, negated (what a per-sample skip keeps)
 
     # ---- host side --------------------------------------------------------------------------
     def image(self, memory: str) -> torch.Tensor:
@@ -223,7 +222,6 @@ class Accelerator:
         self.counters["correct"] += res.correct
         self.counters["confident"] += res.confident
         if res.bad_group is None:
-            self.last_keep = res.keep
             # the skip controller's decision (rtl/skip_controller.py)
             if ctrl.policy == BatchPolicy.CONFIDENCE:
                 skip = res.batch_sum >= self.batch_tau

@@ -39,7 +39,6 @@ class LossResult:
     bad_group: int | None     # the first group of V samples with a label outside 0..M-1
     confident: int = 0        # samples that passed the per-sample test, over the written columns
     batch_sum: int = 0        # sum of c_i over every column (meaningful without a bad group)
-    keep: torch.Tensor | None = None  # per column: not confident (the per-sample skip's kept samples)
 
 
 @dataclass(frozen=True)
@@ -138,4 +137,4 @@ def loss_error(z: torch.Tensor, labels: torch.Tensor, shift: int, cfg: Config,
     correct = int((argmax[:columns] == labels[:columns]).sum())
     passed, c = confidence(z, labels.clamp(0, M - 1), comp, cfg)
     return LossResult(dy, columns, bool(sat[:, :columns].any()), correct, bad_group,
-                      confident=int(passed[:columns].sum()), batch_sum=int(c.sum()), keep=~passed)
+                      confident=int(passed[:columns].sum()), batch_sum=int(c.sum()))

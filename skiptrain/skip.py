@@ -35,7 +35,7 @@ from . import numerics
 from .config import Config
 
 __all__ = ["BatchPolicy", "ConfMode", "SkipCtrl", "SKIP_LFSR_LANE", "RATE_BITS", "conf_threshold",
-           "batch_threshold", "rate_register", "conf_tau_width", "batch_tau_width", "skip_lfsr_seed"]
+           "batch_threshold", "rate_register", "batch_tau_width", "skip_lfsr_seed"]
 
 RATE_BITS = 16           #: SKIP_RATE is rate * 2**16 (0 .. 2**16: 17 bits)
 SKIP_LFSR_LANE = 255     #: the skip LFSR is seeded as lane 255 of numerics.lfsr_seed
@@ -93,10 +93,6 @@ def _real(name: str, value, lo, hi=None) -> Fraction:
     if v <= lo or (hi is not None and v > hi):
         raise ValueError(f"{name}={value!r}: must be in ({lo}, {'inf' if hi is None else hi}]")
     return v
-
-
-def conf_tau_width(cfg: Config) -> int:
-    return CONF_TAU_WIDTH
 
 
 def batch_tau_width(cfg: Config) -> int:

@@ -45,23 +45,13 @@ from skiptrain.skip import (CONF_MODE_NAMES, BatchPolicy, SkipCtrl, batch_thresh
 from ..mlp import MlpOnChip, quantize
 from .counting import COUNTERS
 from .datasets import Dataset
+from .distributed import Dist
 from .policies import (DEFAULT_SAMPLE_TAU, ConfidenceBatchSkip, RandomBatchSkip, RunContext, StepInfo,
                        _margin_of, _rate_at)
 from .registry import make_policy
 from .trainer import RunResult, TrainConfig
 
 __all__ = ["AccelTrainer", "check_accel", "mlp_sizes", "skip_registers", "CYCLE_KEYS", "ACCEL_POLICIES"]
-
-
-class _OneProcess:
-    """The collectives of one process (the accel backend never runs under torch.distributed)."""
-    rank, world = 0, 1
-
-    def all_reduce_sum(self, t):
-        return t
-
-    def broadcast_object(self, obj):
-        return obj
 
 #: accelerator counters summed per epoch into ``epochs[i]["accel"]``
 CYCLE_KEYS = (["cycles"] + [f"phase_cycles_{p}" for p in PHASE_NAMES]
@@ -181,7 +171,7 @@ class AccelTrainer:
         frac = float(1 << self.cfg.frac_bits)
         per_step = self._per_step_macs()
         # the policy object logs the hardware's decisions as the float trainer's would
-        self.stack.bind(RunContext(self.model, steps_per_epoch, cfg.epochs, cfg.seed, _OneProcess(), None))
+        self.stack.bind(RunContext(self.model, steps_per_epoch, cfg.epochs, cfg.seed, Dist(), None))
         epochs, step_rows, step_wall, step_ex = [], [], [], []
         total_wall, target = 0.0, None
         for epoch in range(cfg.epochs):
