@@ -170,8 +170,8 @@ def run_flow(make_top: Callable, cfg, tgt: Target, out_dir, *, seeds=(1, 2, 3), 
     if not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs={jobs!r}: must be an integer >= 1")
     seeds = list(seeds)
-    if not seeds or any(not isinstance(s, int) or s < 0 for s in seeds):
-        raise ValueError(f"seeds={seeds!r}: must be one or more non-negative integers")
+    if any(not isinstance(s, int) or s < 0 for s in seeds):
+        raise ValueError(f"seeds={seeds!r}: must be non-negative integers (none: synthesis only)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = cfg.replace(multiplier=tgt.multiplier, memory=tgt.memory)
@@ -291,7 +291,10 @@ def run_flow(make_top: Callable, cfg, tgt: Target, out_dir, *, seeds=(1, 2, 3), 
         "cells": dict(sorted(cells.items())),
         "module_cells": module_cells(stat),
     }
-    if overfull is None:
+    if not seeds:
+        report.update(utilization={}, critical_path={},
+                      synthesis_only="no place and route (seeds: none): Yosys's cell counts, no Fmax")
+    elif overfull is None:
         fmax = statistics.median(fmax_per_seed.values())
         # The critical path of the seed whose Fmax is the median (the lower middle one for an
         # even count): a typical path rather than the luckiest or unluckiest.

@@ -108,7 +108,9 @@ def _fmt(v) -> str:
 def _rows(report: dict) -> list[tuple[str, str, str]]:
     per_pe = report["per_pe"]
     cap = report.get("capacity", {})
-    if report.get("fits", True):
+    if report.get("synthesis_only"):
+        rows = [("Fmax", "none: synthesis only", "no place and route")]
+    elif report.get("fits", True):
         rows = [("Fmax (median)", f"{report['fmax_mhz']:.1f} MHz",
                  f"target {report['target_mhz']:g} MHz: "
                  + ("met" if report["meets_target"] else "NOT met")),
@@ -132,6 +134,10 @@ def to_table(report: dict) -> str:
     w1 = max(len(r[1]) for r in rows)
     lines = [f"{a:<{w0}}  {b:<{w1}}  {c}" for a, b, c in rows]
     lines.append(f"per PE = {report['per_pe']['note']}")
+    for name, cells in report.get("module_cells", {}).items():
+        if name != "top" and not name.startswith("top.array"):  # the kept units, not each PE
+            kinds = ", ".join(f"{n} {k}" for k, n in sorted(cells.items()) if not k.startswith("top."))
+            lines.append(f"module {name}: {kinds}")
     cp = report.get("critical_path", {})
     if cp.get("total_ns") is not None:
         lines.append(f"critical path (seed {cp['seed']}): {cp['total_ns']:.2f} ns = "

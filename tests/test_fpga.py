@@ -178,12 +178,12 @@ def _cli_error(capsys, *argv):
      "iCE40UP5K-SG48 has 8 (rule: rows*cols <= 8 on ice40); choose a smaller preset for --target ice40"),
     (["--preset", "default", "--target", "ice40"],
      "skiptrain: error: preset 'default' (8x8 PEs) needs 64 DSP multipliers"),
-    (["--preset", "tiny", "--target", "ecp5", "--seeds", "0"],
-     "skiptrain: error: --seeds='0': must be an integer in 1..10 (place and route runs with seeds 1..N)"),
+    (["--preset", "tiny", "--target", "ecp5", "--seeds", "-1"],
+     "skiptrain: error: --seeds='-1': must be an integer in 0..10 (place and route runs with seeds 1..N; 0 synthesises only)"),
     (["--preset", "tiny", "--target", "ecp5", "--seeds", "three"],
-     "skiptrain: error: --seeds='three': must be an integer in 1..10"),
+     "skiptrain: error: --seeds='three': must be an integer in 0..10"),
     (["--preset", "tiny", "--target", "ecp5", "--seeds", "11"],
-     "skiptrain: error: --seeds='11': must be an integer in 1..10"),
+     "skiptrain: error: --seeds='11': must be an integer in 0..10"),
     (["--preset", "tiny", "--target", "ecp5", "--jobs", "0"],
      "skiptrain: error: --jobs='0': must be an integer >= 1 (seeds placed and routed at once)"),
     (["--preset", "tiny", "--target", "ecp5", "--top", "Accelerator"],
@@ -227,6 +227,22 @@ def _check_report(report: dict, *, target_name: str, dsps: int, pes: int):
     assert abs(1000 / cp["total_ns"] - report["fmax_mhz"]) / report["fmax_mhz"] < 0.05
     assert {"yosys", "nextpnr", "amaranth"} <= report["tool_versions"].keys()
     assert report["runtime_s"]["yosys"] > 0 and "1" in report["runtime_s"]["nextpnr_per_seed"]
+
+
+@pytest.mark.synth
+def test_cli_synthesis_only_reports_the_kept_modules(tmp_path, capsys):
+    """--seeds 0: Yosys alone; the cell counts of the whole design and of the loss unit and
+    the writer on their own (how the README's area figures are made), no Fmax."""
+    json_path = tmp_path / "r.json"
+    rc = cli.main(["synth", "--preset", "tiny", "--target", "ecp5", "--seeds", "0",
+                   "--json", str(json_path), "--out", str(tmp_path / "build")])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    report = json.loads(json_path.read_text())
+    assert report["fmax_mhz"] is None and report["seeds"] == [] and report["synthesis_only"]
+    assert report["module_cells"]["top.loss"]["LUT4"] > 0, report["module_cells"].keys()
+    assert "none: synthesis only" in out and "module top.loss:" in out
+    assert not (tmp_path / "build" / "nextpnr_seed1.log").exists()
 
 
 @pytest.mark.synth
