@@ -14,9 +14,9 @@ from .requantizer import requantize
 
 #: rtl LossUnit: cycles of one group of V samples (3 passes of M rows and the gap for ln S),
 #: and the cycles the sequencer spends in its LOSS state besides the groups (start, drain, done)
-GAP_CYCLES = 6
-RUN_EXTRA_CYCLES = 16     # 1 (start registered) + 14 (drain) + 1 (done seen)
-ERROR_EXTRA_CYCLES = 22   # 1 + 4 (label check) + 1 (stop) + 14 (drain) + 1 (done seen) + 1
+GAP_CYCLES = 8
+RUN_EXTRA_CYCLES = 17     # 1 (start registered) + 15 (drain) + 1 (done seen)
+ERROR_EXTRA_CYCLES = 23   # 1 + 4 (label check) + 1 (stop) + 15 (drain) + 1 (done seen) + 1
 
 
 def group_cycles(m: int) -> int:

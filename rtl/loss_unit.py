@@ -25,28 +25,28 @@ class LossUnit(wiring.Component):
        with ``error`` before anything of this group is written;
     2. SUM (M cycles): S = sum of EXP[z_max - z] (:func:`skiptrain.numerics.exp_table`), and the
        count of valid lanes whose argmax equals the label (``correct``);
-    3. six cycles while ln S comes from the leading one of S and the log table
+    3. eight cycles while ln S comes from the leading one of S and the log table
        (:func:`skiptrain.numerics.log_table`);
     4. OUT (M cycles): p = EXP[z_max - z + L], minus 2**EXP_FRAC on the label's row, rounded
        half to even by ``shift`` and saturated (``saturated``), written to dY.
 
-    Groups follow each other without a gap: ``3 M + 6`` cycles each (:meth:`group_cycles`),
+    Groups follow each other without a gap: ``3 M + 8`` cycles each (:meth:`group_cycles`),
     then ``drain_cycles`` until the last row is in memory and ``done`` pulses. On a bad label the
     unit stops issuing, drains, and pulses ``done`` with ``error``.
     Lanes past N are neither checked nor written.
     """
 
     #: cycles without a read between SUM and OUT, while L is computed from S
-    gap_cycles = 6
+    gap_cycles = 8
     #: cycles from the last issue (or from the cycle after a bad label is seen) to ``done``
-    drain_cycles = 14
+    drain_cycles = 15
     #: a read issued in cycle t is checked (labels) in t + label_check_delay
     label_check_delay = 4
-    #: the last group's c_i reach ``batch_sum`` 11 + log2(V) cycles after its last OUT read;
+    #: the last group's c_i reach ``batch_sum`` 12 + log2(V) cycles after its last OUT read;
     #: ``done`` comes drain_cycles + 1 after it: batch_sum is final this many cycles after done
     @classmethod
     def batch_sum_after_done(cls, banks: int) -> int:
-        return max(0, 11 + (banks - 1).bit_length() - (cls.drain_cycles + 1))
+        return max(0, 12 + (banks - 1).bit_length() - (cls.drain_cycles + 1))
 
     def __init__(self, cfg: Config, memory_read_latency: int = 3):
         if memory_read_latency != 3:
@@ -159,7 +159,9 @@ class LossUnit(wiring.Component):
 
         # From here on every register is named by when it is visible: X_k holds, in cycle t + k,
         # what belongs to the read issued in cycle t. Each stage has at most one carry chain
-        # or one block RAM read before its register (a block RAM's output is 5.6 ns on ECP5).
+        # or one block RAM read before its register (a block RAM's output is 5.6 ns on ECP5),
+        # and a block RAM's address comes from a register in the fabric (its routing to the
+        # address pins is 4-5 ns on ECP5, too long to follow logic).
         def delayed(sig, cycles, name):
             for n in range(cycles):
                 nxt = Signal.like(sig, name=f"{name}_d{n}")
@@ -168,7 +170,7 @@ class LossUnit(wiring.Component):
             return sig
 
         tag_at = {4: tA}
-        for k in range(5, 13):
+        for k in range(5, 14):
             tag_at[k] = Signal(tag, name=f"tag_{k}")
             m.d.sync += tag_at[k].eq(tag_at[k - 1])
 
@@ -215,62 +217,62 @@ class LossUnit(wiring.Component):
             m.d.sync += [margin_q[lane].eq((zmax[lane] - zsecond[lane]).as_unsigned())
                          for lane in range(V)]
 
-        # ---- B2 (cycle 5): the exp index d = z_max - z (+ L in OUT) ----------------------------
+        # ---- B2 (cycle 5): the exp index d = z_max - z (+ L in OUT), registered ---------------
         Lq = [Signal(l_bits, name=f"log{lane}") for lane in range(V)]
-        # the index goes straight to the table's address register (the block RAM's own on ECP5)
         exp_roms = [Rom(exp_rom, cfg.memory) for _ in range(V)]
         past_6 = Signal(V)  # the index is past the table: exp rounds to 0
         t5 = tag_at[5]
         for lane in range(V):
             m.submodules[f"exp_rom{lane}"] = exp_roms[lane]
             d = Signal(max(dw + 1, l_bits) + 1, name=f"d{lane}")
+            d_6 = Signal(t_bits, name=f"exp_index_6_{lane}")
             m.d.comb += [d.eq(diff_5[lane] + Mux(t5.pass_ == OUT, Lq[lane], 0)),
-                         exp_roms[lane].addr.eq(d[:t_bits])]
-            m.d.sync += past_6[lane].eq(d[t_bits:].any())
+                         exp_roms[lane].addr.eq(d_6)]
+            m.d.sync += [d_6.eq(d[:t_bits]), past_6[lane].eq(d[t_bits:].any())]
 
-        # ---- C0 (cycle 7): the exp table's word (Rom.latency = 2 after its index) registered ---
-        # ---- C1 (cycle 8): e; the sum, or v = e - onehot ---------------------------------------
-        # ---- C2 (cycle 9): v >> shift and the round-up bit; C3 (10): + up; C4 (11): saturate ---
-        past_8, onehot_8 = delayed(past_6, 2, "past"), delayed(onehot_5, 3, "onehot")
-        is_max_8 = delayed(is_max_5, 3, "is_max")
+        # ---- C0 (cycle 8): the exp table's word (Rom.latency = 2 after its index) registered ---
+        # ---- C1 (cycle 9): e; the sum, or v = e - onehot ---------------------------------------
+        # ---- C2 (cycle 10): v >> shift and the round-up bit; C3 (11): + up; C4 (12): saturate --
+        past_9, onehot_9 = delayed(past_6, 3, "past"), delayed(onehot_5, 4, "onehot")
+        is_max_9 = delayed(is_max_5, 4, "is_max")
         pmax_q = [Signal(e_bits, name=f"p_max{lane}") for lane in range(V)]
         py_q = [Signal(e_bits, name=f"p_label{lane}") for lane in range(V)]
         total = [Signal(s_bits, name=f"exp_sum{lane}") for lane in range(V)]
-        out_12 = [Signal(signed(dw), name=f"dy_12_{lane}") for lane in range(V)]
-        sat_12 = Signal(V)
-        t8, t11 = tag_at[8], tag_at[11]
+        out_13 = [Signal(signed(dw), name=f"dy_13_{lane}") for lane in range(V)]
+        sat_13 = Signal(V)
+        t9, t12 = tag_at[9], tag_at[12]
         lo, hi = cfg.data_min, cfg.data_max
         for lane in range(V):
-            rom_8 = Signal(e_bits, name=f"exp_8_{lane}")
-            m.d.sync += rom_8.eq(exp_roms[lane].data)
-            e = Mux(past_8[lane], 0, rom_8)
-            with m.If(t8.valid & (t8.pass_ == SUM)):
-                m.d.sync += total[lane].eq(Mux(t8.first, e, total[lane] + e))
-            with m.If(t8.valid & (t8.pass_ == OUT)):
-                with m.If(is_max_8[lane]):
+            rom_9 = Signal(e_bits, name=f"exp_9_{lane}")
+            m.d.sync += rom_9.eq(exp_roms[lane].data)
+            e = Mux(past_9[lane], 0, rom_9)
+            with m.If(t9.valid & (t9.pass_ == SUM)):
+                m.d.sync += total[lane].eq(Mux(t9.first, e, total[lane] + e))
+            with m.If(t9.valid & (t9.pass_ == OUT)):
+                with m.If(is_max_9[lane]):
                     m.d.sync += pmax_q[lane].eq(e)
-                with m.If(onehot_8[lane]):
+                with m.If(onehot_9[lane]):
                     m.d.sync += py_q[lane].eq(e)
-            v_9 = Signal(signed(e_bits + 2), name=f"err_9_{lane}")
-            m.d.sync += v_9.eq(e - Mux(onehot_8[lane], 1 << numerics.EXP_FRAC, 0))
+            v_10 = Signal(signed(e_bits + 2), name=f"err_10_{lane}")
+            m.d.sync += v_10.eq(e - Mux(onehot_9[lane], 1 << numerics.EXP_FRAC, 0))
             q = Signal(signed(e_bits + 2), name=f"err_q{lane}")
-            m.d.comb += q.eq(v_9 >> shift)
-            half = Mux(shift == 0, 0, (v_9 >> (shift - 1).as_unsigned()[:len(shift)])[0])
-            sticky = (v_9.as_unsigned() & below_half) != 0
-            q_10, up_10 = Signal.like(q, name=f"err_q_10_{lane}"), Signal(name=f"err_up_10_{lane}")
-            m.d.sync += [q_10.eq(q), up_10.eq(half & (sticky | q[0]))]
-            r_11 = Signal(signed(e_bits + 3), name=f"err_r_11_{lane}")
-            m.d.sync += r_11.eq(q_10 + up_10)
-            m.d.sync += [out_12[lane].eq(Mux(r_11 > hi, hi, Mux(r_11 < lo, lo, r_11))),
-                         sat_12[lane].eq(t11.valid & (t11.pass_ == OUT) & t11.lanes_ok[lane]
-                                         & ((r_11 > hi) | (r_11 < lo)))]
+            m.d.comb += q.eq(v_10 >> shift)
+            half = Mux(shift == 0, 0, (v_10 >> (shift - 1).as_unsigned()[:len(shift)])[0])
+            sticky = (v_10.as_unsigned() & below_half) != 0
+            q_11, up_11 = Signal.like(q, name=f"err_q_11_{lane}"), Signal(name=f"err_up_11_{lane}")
+            m.d.sync += [q_11.eq(q), up_11.eq(half & (sticky | q[0]))]
+            r_12 = Signal(signed(e_bits + 3), name=f"err_r_12_{lane}")
+            m.d.sync += r_12.eq(q_11 + up_11)
+            m.d.sync += [out_13[lane].eq(Mux(r_12 > hi, hi, Mux(r_12 < lo, lo, r_12))),
+                         sat_13[lane].eq(t12.valid & (t12.pass_ == OUT) & t12.lanes_ok[lane]
+                                         & ((r_12 > hi) | (r_12 < lo)))]
 
         # ---- L = ln S: leading one of S and the log table, once SUM's last row is summed -------
-        # (S final in cycle 9 of that row, the index into the table's address register; its
-        # word in 11, registered as L in 12: OUT's first row meets it in its cycle 5, hence the gap)
-        sum_final_9 = Signal()
-        m.d.sync += sum_final_9.eq(t8.valid & (t8.pass_ == SUM) & t8.last)
-        sum_final_11 = delayed(sum_final_9, Rom.latency, "sum_final")
+        # (S final in cycle 10 of that row, its table index registered in 11; the table's word
+        # in 13, registered as L in 14: OUT's first row meets it in its cycle 5, hence the gap)
+        sum_final_10 = Signal()
+        m.d.sync += sum_final_10.eq(t9.valid & (t9.pass_ == SUM) & t9.last)
+        sum_final_13 = delayed(sum_final_10, 1 + Rom.latency, "sum_final")
         mb = numerics.LOG_MANT_BITS
         for lane in range(V):
             s_ = total[lane]
@@ -283,17 +285,19 @@ class LossUnit(wiring.Component):
                 lead = numerics.EXP_FRAC + e
                 code = code | Mux(lead_is, Cat(s_[lead - mb:lead], Const(e, 4)), 0)
             m.submodules[f"log_rom{lane}"] = rom = Rom(log_rom, cfg.memory)
-            m.d.comb += rom.addr.eq(code)
-            with m.If(sum_final_11):
+            log_index = Signal(len(rom.addr), name=f"log_index_11_{lane}")
+            m.d.sync += log_index.eq(code)
+            m.d.comb += rom.addr.eq(log_index)
+            with m.If(sum_final_13):
                 m.d.sync += Lq[lane].eq(rom.data)
 
-        # ---- the confidence comparator: once the group's last OUT row has passed C1 (cycle 9),
-        # per lane the test and c_i (cycle 10), then the count and a tree of sums into batch_sum
-        group_end_9 = Signal()
-        m.d.sync += group_end_9.eq(t8.valid & (t8.pass_ == OUT) & t8.last)
+        # ---- the confidence comparator: once the group's last OUT row has passed C1 (cycle 10),
+        # per lane the test and c_i (cycle 11), then the count and a tree of sums into batch_sum
+        group_end_10 = Signal()
+        m.d.sync += group_end_10.eq(t9.valid & (t9.pass_ == OUT) & t9.last)
         c_bits = max(e_bits, dw + 1)
-        conf_10 = Signal(V)
-        c_10 = [Signal(c_bits, name=f"conf_c_10_{lane}") for lane in range(V)]
+        conf_11 = Signal(V)
+        c_11 = [Signal(c_bits, name=f"conf_c_11_{lane}") for lane in range(V)]
         mode = self.conf_mode
         for lane in range(V):
             passed = Mux(mode == ConfMode.MAX_PROB, total[lane] <= self.conf_tau,
@@ -301,13 +305,13 @@ class LossUnit(wiring.Component):
                              margin_q[lane] >= self.conf_tau))
             c = Mux(mode == ConfMode.MAX_PROB, pmax_q[lane],
                     Mux(mode == ConfMode.TRUE_CLASS_PROB, py_q[lane], margin_q[lane]))
-            ok = group_end_9 & sample_q[lane]
-            m.d.sync += [conf_10[lane].eq(ok & passed & (hit_q[lane] | ~self.require_correct)),
-                         c_10[lane].eq(Mux(ok, c, 0))]
+            ok = group_end_10 & sample_q[lane]
+            m.d.sync += [conf_11[lane].eq(ok & passed & (hit_q[lane] | ~self.require_correct)),
+                         c_11[lane].eq(Mux(ok, c, 0))]
         confident = Signal.like(self.confident)
-        m.d.sync += confident.eq(sum(conf_10[lane] for lane in range(V)))
+        m.d.sync += confident.eq(sum(conf_11[lane] for lane in range(V)))
         m.d.comb += self.confident.eq(confident)
-        level = c_10
+        level = c_11
         while len(level) > 1:
             nxt = []
             for i in range(0, len(level), 2):
@@ -322,9 +326,9 @@ class LossUnit(wiring.Component):
             m.d.sync += self.batch_sum.eq(self.batch_sum + level[0])
 
         # ---- D (cycle 12): lanes into bank order, into the write port registers ----------------
-        tD = tag_at[12]
-        outs = Array(out_12)
-        m.d.sync += self.saturated.eq(sat_12.any())
+        tD = tag_at[13]
+        outs = Array(out_13)
+        m.d.sync += self.saturated.eq(sat_13.any())
         for b in range(V):
             lane = (b - tD.rot)[:bb] if V > 1 else 0
             ok = Array(tD.lanes_ok[x] for x in range(V))[lane]
