@@ -186,13 +186,11 @@ class LossUnit(wiring.Component):
         bad = Signal(V)
         hits = Signal(V)
         t4 = tag_at[4]
-        # the comparator's inputs: the second largest logit (for the margin); whether row r's
-        # OUT value is the mode's c_i (the argmax row: p_max; the label's row: p_y); and,
-        # registered at OUT's first row (when the argmax is final and before the next group's
-        # MAX pass overwrites it), per lane argmax == label, whether the lane holds a sample and,
-        # in margin mode, c_i = the margin. One c_i register per lane serves every mode.
+        # the comparator's inputs: whether row r is the mode's row (the argmax row: p_max and
+        # the margin; the label's row: p_y), and, registered at OUT's first row (when the argmax
+        # is final and before the next group's MAX pass overwrites it), per lane argmax == label
+        # and whether the lane holds a sample. One c_i register per lane serves every mode.
         mode = self.conf_mode
-        zsecond = [Signal(signed(dw), name=f"zsecond{lane}") for lane in range(V)]
         take_5 = Signal(V)
         c_bits = max(e_bits, dw + 1)
         c_q = [Signal(c_bits, name=f"conf_c{lane}") for lane in range(V)]
@@ -201,10 +199,7 @@ class LossUnit(wiring.Component):
             z = zA[lane]
             with m.If(t4.valid & (t4.pass_ == MAX)):
                 with m.If(t4.first | (z > zmax[lane])):
-                    m.d.sync += [zmax[lane].eq(z), amax[lane].eq(t4.r),
-                                 zsecond[lane].eq(Mux(t4.first, cfg.data_min, zmax[lane]))]
-                with m.Elif(z > zsecond[lane]):
-                    m.d.sync += zsecond[lane].eq(z)
+                    m.d.sync += [zmax[lane].eq(z), amax[lane].eq(t4.r)]
             m.d.sync += [diff_5[lane].eq((zmax[lane] - z).as_unsigned()),
                          onehot_5[lane].eq(t4.r == labels[lane].as_unsigned()),
                          take_5[lane].eq(Mux(mode == ConfMode.TRUE_CLASS_PROB,
@@ -219,9 +214,6 @@ class LossUnit(wiring.Component):
             m.d.sync += correct.eq(sum(hits[lane] for lane in range(V)))
         with m.If(t4.valid & (t4.pass_ == OUT) & t4.first):
             m.d.sync += [hit_q.eq(hits), sample_q.eq(t4.lanes_ok)]
-            with m.If(mode == ConfMode.MARGIN):
-                m.d.sync += [c_q[lane].eq((zmax[lane] - zsecond[lane]).as_unsigned())
-                             for lane in range(V)]
 
         # ---- B2 (cycle 5): the exp index d = z_max - z (+ L in OUT), registered ---------------
         Lq = [Signal(l_bits, name=f"log{lane}") for lane in range(V)]
@@ -235,6 +227,16 @@ class LossUnit(wiring.Component):
             m.d.comb += [d.eq(diff_5[lane] + Mux(t5.pass_ == OUT, Lq[lane], 0)),
                          exp_roms[lane].addr.eq(d_6)]
             m.d.sync += [d_6.eq(d[:t_bits]), past_6[lane].eq(d[t_bits:].any())]
+            # the margin z(1) - z(2) = the least z_max - z over the rows other than the argmax,
+            # taken in the OUT pass (the argmax is final, and the next group's OUT, which
+            # overwrites it, comes after the comparator has read it); with one class
+            # z(2) = data_min, and z_max - data_min is z_max with its sign bit flipped
+            with m.If(t5.valid & (t5.pass_ == OUT) & (mode == ConfMode.MARGIN)):
+                with m.If(t5.first):
+                    m.d.sync += c_q[lane].eq(Mux(take_5[lane], zmax[lane].as_unsigned() ^ (1 << (dw - 1)),
+                                                 diff_5[lane]))
+                with m.Elif(~take_5[lane] & (diff_5[lane] < c_q[lane])):
+                    m.d.sync += c_q[lane].eq(diff_5[lane])
 
         # ---- C0 (cycle 8): the exp table's word (Rom.latency = 2 after its index) registered ---
         # ---- C1 (cycle 9): e; the sum, or v = e - onehot ---------------------------------------

@@ -56,18 +56,22 @@ class PerfCounters(wiring.Component):
                      bubble.eq(self.bubble), cmd_done.eq(self.cmd_done), phase.eq(self.phase),
                      macs.eq(self.macs)]
         c = {name: self.count[n] for n, name in enumerate(COUNTERS)}
-        incs = {"cycles": busy, "commands": cmd_done, "tiles": tile, "bubbles": bubble,
-                "loss_cycles": in_loss, "correct": correct,
-                "confident": confident, "skipped_batches": skipped_batch}
+        # (enable, amount): a counter adds its amount in the cycles it is enabled, so the
+        # enable is the flip-flops' clock enable rather than a multiplexer on the adder's input
+        incs = {"cycles": (busy, 1), "commands": (cmd_done, 1), "tiles": (tile, 1),
+                "bubbles": (bubble, 1), "loss_cycles": (in_loss, 1), "correct": (1, correct),
+                "confident": (1, confident), "skipped_batches": (skipped_batch, 1)}
         for p in Phase:
             active = phase == p
-            incs[f"phase_cycles_{p.name.lower()}"] = in_command & active
-            incs[f"phase_macs_{p.name.lower()}"] = Mux(active, macs, 0)
-            incs[f"skipped_macs_{p.name.lower()}"] = Mux(active, skipped_macs, 0)
+            incs[f"phase_cycles_{p.name.lower()}"] = (in_command & active, 1)
+            incs[f"phase_macs_{p.name.lower()}"] = (active, macs)
+            incs[f"skipped_macs_{p.name.lower()}"] = (active, skipped_macs)
         # without the training hardware the LOSS counters never count: no registers for them
         names = [n for n in COUNTERS if self._cfg.training or n not in TRAINING_COUNTERS]
-        with m.If(self.clear):
-            m.d.sync += [c[name].eq(0) for name in names]
-        with m.Else():
-            m.d.sync += [c[name].eq(c[name] + incs[name]) for name in names]
+        for name in names:
+            enable, amount = incs[name]
+            with m.If(self.clear):
+                m.d.sync += c[name].eq(0)
+            with m.Elif(enable):
+                m.d.sync += c[name].eq(c[name] + amount)
         return m
