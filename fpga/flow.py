@@ -158,8 +158,8 @@ def run_flow(make_top: Callable, cfg, tgt: Target, out_dir, *, seeds=(1, 2, 3), 
 
     ``cfg'`` is ``cfg`` with the target's multiplier (MULT18X18D instances on ECP5, behavioural
     on iCE40, where ``synth_ice40 -dsp`` maps it to SB_MAC16). On iCE40 the component is put in
-    :class:`~fpga.ice40_wrapper.Ice40Wrapper`. ``expected_dsps`` (default ``rows * cols``) is the
-    fewest DSPs a netlist that kept all its multipliers can have; the report's ``dsp_check``
+    :class:`~fpga.ice40_wrapper.Ice40Wrapper`. ``expected_dsps`` (default ``rows * cols``; a design's
+    ``synthesis_expected_dsps`` attribute overrides it) is the fewest DSPs a netlist that kept all its multipliers can have; the report's ``dsp_check``
     says whether it did. When nextpnr finds the design bigger than the part, the report says
     so (``fits`` false, ``does_not_fit``, no Fmax) and keeps the synthesis numbers; any other
     tool failure raises :class:`FlowError`. ``jobs`` seeds are placed and routed at once (each
@@ -185,6 +185,8 @@ def run_flow(make_top: Callable, cfg, tgt: Target, out_dir, *, seeds=(1, 2, 3), 
     source = source_state()
     t0 = time.monotonic()
     core = make_top(cfg)
+    # a design that is not the whole array (a unit on its own) says how many DSPs it has
+    expected_dsps = getattr(core, "synthesis_expected_dsps", expected_dsps)
     top = core
     if tgt.wrap:
         from .ice40_wrapper import Ice40Wrapper

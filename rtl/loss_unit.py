@@ -49,10 +49,12 @@ class LossUnit(wiring.Component):
     def batch_sum_after_done(cls, banks: int) -> int:
         return max(0, 12 + (banks - 1).bit_length() - (cls.drain_cycles + 1))
 
-    def __init__(self, cfg: Config, memory_read_latency: int = 3):
+    def __init__(self, cfg: Config, memory_read_latency: int = 3, comparator: bool = True):
+        """``comparator=False`` leaves the confidence comparator out (``confident`` and
+        ``batch_sum`` stay 0): for measuring its area (fpga/units.py), not for the accelerator."""
         if memory_read_latency != 3:
             raise ValueError(f"memory_read_latency={memory_read_latency}: the pipeline is built for 3")
-        self._cfg = cfg
+        self._cfg, self._comparator = cfg, comparator
         super().__init__(loss_unit_signature(cfg))
 
     @classmethod
@@ -294,33 +296,34 @@ class LossUnit(wiring.Component):
             with m.If(sum_final_13):
                 m.d.sync += Lq[lane].eq(rom.data)
 
-        # ---- the confidence comparator: once the group's last OUT row has passed C1 (cycle 10),
-        # per lane the test and c_i (cycle 11), then the count and a tree of sums into batch_sum
-        group_end_10 = Signal()
-        m.d.sync += group_end_10.eq(t9.valid & (t9.pass_ == OUT) & t9.last)
-        m.submodules.confidence = comparator = Confidence(V, s_bits, c_bits)
-        m.d.comb += [comparator.mode.eq(mode), comparator.require_correct.eq(self.require_correct),
-                     comparator.conf_tau.eq(self.conf_tau), comparator.valid.eq(group_end_10),
-                     comparator.hit.eq(hit_q), comparator.sample.eq(sample_q)]
-        m.d.comb += [comparator.s[lane].eq(total[lane]) for lane in range(V)]
-        m.d.comb += [comparator.c[lane].eq(c_q[lane]) for lane in range(V)]
-        conf_11, c_11 = comparator.confident, list(comparator.c_out)
-        confident = Signal.like(self.confident)
-        m.d.sync += confident.eq(sum(conf_11[lane] for lane in range(V)))
-        m.d.comb += self.confident.eq(confident)
-        level = c_11
-        while len(level) > 1:
-            nxt = []
-            for i in range(0, len(level), 2):
-                pair = level[i:i + 2]
-                t = Signal(len(pair[0]) + 1, name=f"conf_sum_l{len(level)}_{i}")
-                m.d.sync += t.eq(pair[0] + pair[1] if len(pair) == 2 else pair[0])
-                nxt.append(t)
-            level = nxt
-        with m.If(self.start):
-            m.d.sync += self.batch_sum.eq(0)
-        with m.Else():
-            m.d.sync += self.batch_sum.eq(self.batch_sum + level[0])
+        if self._comparator:
+            # ---- the confidence comparator: once the group's last OUT row has passed C1 (cycle 10),
+            # per lane the test and c_i (cycle 11), then the count and a tree of sums into batch_sum
+            group_end_10 = Signal()
+            m.d.sync += group_end_10.eq(t9.valid & (t9.pass_ == OUT) & t9.last)
+            m.submodules.confidence = comparator = Confidence(V, s_bits, c_bits)
+            m.d.comb += [comparator.mode.eq(mode), comparator.require_correct.eq(self.require_correct),
+                         comparator.conf_tau.eq(self.conf_tau), comparator.valid.eq(group_end_10),
+                         comparator.hit.eq(hit_q), comparator.sample.eq(sample_q)]
+            m.d.comb += [comparator.s[lane].eq(total[lane]) for lane in range(V)]
+            m.d.comb += [comparator.c[lane].eq(c_q[lane]) for lane in range(V)]
+            conf_11, c_11 = comparator.confident, list(comparator.c_out)
+            confident = Signal.like(self.confident)
+            m.d.sync += confident.eq(sum(conf_11[lane] for lane in range(V)))
+            m.d.comb += self.confident.eq(confident)
+            level = c_11
+            while len(level) > 1:
+                nxt = []
+                for i in range(0, len(level), 2):
+                    pair = level[i:i + 2]
+                    t = Signal(len(pair[0]) + 1, name=f"conf_sum_l{len(level)}_{i}")
+                    m.d.sync += t.eq(pair[0] + pair[1] if len(pair) == 2 else pair[0])
+                    nxt.append(t)
+                level = nxt
+            with m.If(self.start):
+                m.d.sync += self.batch_sum.eq(0)
+            with m.Else():
+                m.d.sync += self.batch_sum.eq(self.batch_sum + level[0])
 
         # ---- D (cycle 12): lanes into bank order, into the write port registers ----------------
         tD = tag_at[13]

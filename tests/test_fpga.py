@@ -246,6 +246,25 @@ def test_cli_synthesis_only_reports_the_kept_modules(tmp_path, capsys):
 
 
 @pytest.mark.synth
+def test_units_give_the_comparators_area(tmp_path, capsys):
+    """fpga.units: the loss unit with and without its comparator, and the skip controller,
+    synthesised alone (how the README's area of the skip hardware is made)."""
+    cells = {}
+    for unit in ("loss_unit", "loss_unit_without_comparator", "skip_controller"):
+        json_path = tmp_path / f"{unit}.json"
+        rc = cli.main(["synth", "--preset", "tiny", "--target", "ecp5", "--seeds", "0",
+                       "--json", str(json_path), "--out", str(tmp_path / unit),
+                       "--top", f"fpga.units:{unit}"])
+        _, err = capsys.readouterr()
+        assert rc == 0, err
+        cells[unit] = json.loads(json_path.read_text())["cells"]
+    with_c, without = cells["loss_unit"], cells["loss_unit_without_comparator"]
+    assert with_c["TRELLIS_FF"] > without["TRELLIS_FF"] and with_c["CCU2C"] > without["CCU2C"], cells
+    assert with_c["DP16KD"] == without["DP16KD"] > 0, cells
+    assert cells["skip_controller"]["TRELLIS_FF"] >= 32, cells  # the LFSR at least
+
+
+@pytest.mark.synth
 def test_cli_synthesises_standin_for_ecp5(tmp_path, capsys):
     json_path, md_path = tmp_path / "r.json", tmp_path / "r.md"
     rc = cli.main(["synth", "--preset", "tiny", "--target", "ecp5", "--seeds", "1",

@@ -1,0 +1,36 @@
+"""Parts of the accelerator on their own, for ``skiptrain synth --top fpga.units:NAME``.
+
+Each factory takes the Config (with the target's multiplier and memory) and returns the unit
+the accelerator instantiates, so the skip hardware's area can be read off without the rest:
+
+    skiptrain synth --preset default --target ecp5 --seeds 0 --top fpga.units:loss_unit ...
+    skiptrain synth --preset default --target ecp5 --seeds 0 --top fpga.units:loss_unit_without_comparator ...
+    skiptrain synth --preset default --target ecp5 --seeds 0 --top fpga.units:skip_controller ...
+
+The comparator's area is the difference of the first two; out of context, the units' ports
+are the design's ports, so nothing is optimised away across them.
+"""
+
+from rtl.loss_unit import LossUnit
+from rtl.skip_controller import SkipController
+from skiptrain.config import Config
+
+
+def _no_dsps(unit):
+    unit.synthesis_expected_dsps = 0  # no multipliers: the flow's DSP check expects none
+    return unit
+
+
+def loss_unit(cfg: Config) -> LossUnit:
+    """The loss unit with its confidence comparator, as in the accelerator."""
+    return _no_dsps(LossUnit(cfg))
+
+
+def loss_unit_without_comparator(cfg: Config) -> LossUnit:
+    """The loss unit alone: the comparator left out (its outputs stay 0)."""
+    return _no_dsps(LossUnit(cfg, comparator=False))
+
+
+def skip_controller(cfg: Config) -> SkipController:
+    """The mini-batch skip controller with its LFSR."""
+    return _no_dsps(SkipController(cfg))
