@@ -18,12 +18,16 @@ Simulator settings, and why:
   Amaranth output has an initial value, so nothing is X to begin with. Only the top ports
   are public (cocotb's ``--public-flat-rw`` made the model 4x slower).
 - Both: timescale 1ns/1ps (Amaranth Verilog has no ``timescale``), passed to build and test.
-- Both: the cocotb toplevel is a small generated wrapper, ``skiptrain_cosim``, that makes the
-  clock itself (``always #5 clk = ~clk``) and passes every other port of ``skiptrain_top``
-  through. A clock toggled from Python (even cocotb's GPI clock) costs two VPI writes and their
-  callbacks per cycle, about 40 % of Verilator's time on the default preset; generated inside
-  the model it costs nothing in the VPI layer, and the bench wakes only for bus accesses and for
-  ``done``. Verilator builds it with ``--timing`` (C++20 coroutines).
+- Both: the cocotb toplevel is a small generated wrapper, ``skiptrain_cosim``, around
+  ``skiptrain_top``, with the clock made inside the simulator: under Icarus by the wrapper
+  (``always #5 clk = ~clk``), under Verilator by the model's own main
+  (``cocotb_tests/verilator_main.cpp``, built in place of cocotb's ``verilator.cpp``), which
+  toggles ``clk`` in C++ and runs the edges between the bench's timers without the VPI
+  sequence of a time step. A clock toggled from Python (even cocotb's GPI clock) costs two VPI
+  writes and their callbacks per cycle, about 40 % of Verilator's time on the default preset;
+  a Verilog clock generator under Verilator's ``--timing`` still ran the whole VPI sequence and
+  the timing scheduler every half cycle (the bench at 83 % of a raw C++ harness; 94-97 % with
+  the main). The bench wakes only for bus accesses and for ``done``.
 - Verilator's C++ is compiled at ``-O3`` in one file (``--output-split 0``) instead of
   verilated.mk's ``-Os`` split files (see ``CXX_OPTS``).
 """
