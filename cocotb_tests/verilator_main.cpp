@@ -101,7 +101,8 @@ int main(int argc, char **argv) {
     while (!Verilated::gotFinish()) {
         const uint64_t deadline = VerilatedVpi::cbNextDeadline();
         // edges strictly before the bench's next timer: nothing of the bench runs there
-        // unless it awaits an edge (a value callback), which ends the fast loop
+        // unless it awaits an edge (a value callback), which ends the fast loop; with no timer
+        // (kNever) only such a callback or the bench finishing ends it
         bool woke = false;
         while (next_edge < deadline && !Verilated::gotFinish()) {
             main_time = next_edge;
@@ -122,7 +123,6 @@ int main(int argc, char **argv) {
             settle_step(*top);
             continue;
         }
-        if (deadline == kNever) break;  // no timer and no clock... cannot happen: the clock runs
         // a timer is due (at a clock edge or between two): the timed callbacks come first in
         // the step, before the edge is evaluated, as with the clock made by a Verilog delay
         main_time = deadline;

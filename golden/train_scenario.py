@@ -116,6 +116,15 @@ def _logits(M: int, N: int, cfg: Config, rng: random.Random) -> torch.Tensor:
     return z
 
 
+def _loss_regions(rng, spad, V: int, max_classes: int, max_batch: int):
+    """A LOSS's shape, aimed at 1, 2 and V as often as at random ones, and its logits (Z),
+    labels (Y) and error (D) regions (None where one does not fit)."""
+    M = rng.choice([1, 2, rng.randint(1, max_classes), rng.randint(2, max_classes)])
+    N = rng.choice([1, V, rng.randint(1, max_batch), rng.randint(1, max_batch)])
+    return (M, N, spad.region(M, N, V, slack=True), spad.region(1, N, V, slack=True),
+            spad.region(M, N, V, slack=True))
+
+
 def loss_scenario(cfg: Config, seed: int, n_commands: int = 2, max_classes: int = 12,
                   max_batch: int = 20, bad_label: bool = False) -> Scenario:
     """LOSS commands on edge-aimed logits, random shapes, strides and shifts; with
@@ -125,11 +134,7 @@ def loss_scenario(cfg: Config, seed: int, n_commands: int = 2, max_classes: int 
     spad = _Allocator(cfg.spad_depth, rng)
     sc = Scenario(cfg, name=f"loss(seed={seed}{', bad label' if bad_label else ''})")
     for n in range(n_commands):
-        M = rng.choice([1, 2, rng.randint(1, max_classes), rng.randint(2, max_classes)])
-        N = rng.choice([1, V, rng.randint(1, max_batch), rng.randint(1, max_batch)])
-        Z = spad.region(M, N, V, slack=True)
-        Y = spad.region(1, N, V, slack=True)
-        D = spad.region(M, N, V, slack=True)
+        M, N, Z, Y, D = _loss_regions(rng, spad, V, max_classes, max_batch)
         if None in (Z, Y, D):
             raise ValueError(f"loss scenario seed={seed}: command {n} ({M} x {N}) does not fit")
         labels = torch.tensor([[rng.randrange(M) for _ in range(N)]])
@@ -218,11 +223,7 @@ def skip_scenario(cfg: Config, seed: int, n_losses: int = 2, max_classes: int = 
     sc = Scenario(cfg, name=f"skip(seed={seed}, {ctrl})")
     logits = []
     for n in range(n_losses):
-        M = rng.choice([1, 2, rng.randint(1, max_classes), rng.randint(2, max_classes)])
-        N = rng.choice([1, V, rng.randint(1, max_batch), rng.randint(1, max_batch)])
-        Z = spad.region(M, N, V, slack=True)
-        Y = spad.region(1, N, V, slack=True)
-        D = spad.region(M, N, V, slack=True)
+        M, N, Z, Y, D = _loss_regions(rng, spad, V, max_classes, max_batch)
         A = Z   # the gated GEMMs read the logits as A (M x K=N) and B (K=N x 3)
         B = spad.region(N, 3, V, slack=False)
         C = spad.region(M, 3, V, slack=True)

@@ -202,10 +202,11 @@ class LossUnit(wiring.Component):
             with m.If(t4.valid & (t4.pass_ == MAX)):
                 with m.If(t4.first | (z > zmax[lane])):
                     m.d.sync += [zmax[lane].eq(z), amax[lane].eq(t4.r)]
+            label_row = t4.r == labels[lane].as_unsigned()
             m.d.sync += [diff_5[lane].eq((zmax[lane] - z).as_unsigned()),
-                         onehot_5[lane].eq(t4.r == labels[lane].as_unsigned()),
-                         take_5[lane].eq(Mux(mode == ConfMode.TRUE_CLASS_PROB,
-                                             t4.r == labels[lane].as_unsigned(), t4.r == amax[lane]))]
+                         onehot_5[lane].eq(label_row),
+                         take_5[lane].eq(Mux(mode == ConfMode.TRUE_CLASS_PROB, label_row,
+                                             t4.r == amax[lane]))]
             y = labels[lane]
             m.d.comb += [bad[lane].eq(t4.lanes_ok[lane] & ((y < 0) | (y >= mm))),
                          hits[lane].eq(t4.lanes_ok[lane] & (amax[lane] == y.as_unsigned()))]
