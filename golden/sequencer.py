@@ -26,8 +26,8 @@ from skiptrain.numerics import MAX_CLASSES
 FETCH_CYCLES = 4     # FETCH, 2 x WAIT (program memory read latency 3), DECODE
 CHECK_CYCLES = 10    # rtl Sequencer.check_cycles
 READER_LATENCY = 9   # rtl OperandReader.latency (6 + the scratchpad read latency 3)
-WRITER_LATENCY = 15  # rtl ResultWriter.latency (14 + the memories' input register)
-#: without the training hardware (Config.training = False): no noise stage, aux read (3) or
+WRITER_LATENCY = 16  # rtl ResultWriter.latency (15 + the memories' input register)
+#: without the training hardware (Config.training = False): no noise stage, aux read (3) and capture (1) or
 #: epilogue stages (3)
 WRITER_LATENCY_GEMM_ONLY = 8
 
