@@ -21,7 +21,7 @@ from pathlib import Path
 
 from skiptrain.config import Config
 from skiptrain.driver import SKIP_CSRS
-from skiptrain.hostmap import COUNTER_CSRS, COUNTERS, READ_LATENCY, Csr, Ctrl, HostMap, Region, Status
+from skiptrain.hostmap import READBACK_CSRS, READ_LATENCY, Csr, Ctrl, HostMap, Region, Status
 
 from . import runner
 from .scenarios import compare
@@ -113,8 +113,8 @@ def script(cfg: Config, entries: list[dict]) -> tuple[str, list[list[tuple]]]:
         ops.append(f"d {sc['budget_cycles']}")
         answers = [("done",), ("status",)]
         ops.append(f"r {hm.addr(Region.CSR, Csr.STATUS):x}")
-        for name in COUNTERS:
-            ops.append(f"r {hm.addr(Region.CSR, COUNTER_CSRS[name]):x}")
+        for name, csr in READBACK_CSRS.items():
+            ops.append(f"r {hm.addr(Region.CSR, csr):x}")
             answers.append(("counter", name))
         for mem, lines in sc["expected"]["lines"].items():
             for w, _ in lines:

@@ -38,9 +38,9 @@ def training_session(cfg: Config, *, sizes=(64, 128, 10), batch: int = 32, steps
                      seed: int = 0, lr: float = 0.25, rounding: str = "nearest",
                      policy: str = "none", options: dict | None = None) -> tuple[dict, dict]:
     """The document for the bench, and the golden model's per-step images (for diagnosis).
-    ``policy`` (none, conf_batch, random_batch) with the training library's ``options``
-    (confidence, batch_tau, rate) sets the skip registers; its warm-up is left out, so the
-    accelerator decides from the first step on."""
+    ``policy`` (none, conf_sample, random_sample, conf_batch, random_batch) with the training
+    library's ``options`` (tau, confidence, batch_tau, rate) sets the skip registers; its
+    warm-up is left out, so the accelerator decides from the first step on."""
     from golden.mlp import MlpOnChip, quantize
     from golden.training.accel import skip_registers
     from golden.training.datasets import load_digits
@@ -139,8 +139,9 @@ def run_training(cfg: Config, sim: str, *, sizes=(64, 128, 10), batch: int = 32,
     cycles = sum(r.get("cycles") or 0 for r in results)
     compute_s = sum(r.get("compute_wall_s", 0.0) for r in results)
     skipped = sum(st["expected"]["status"]["batch_skipped"] for st in doc["steps"])
+    samples = [st["expected"]["counters"]["skipped_samples"] for st in doc["steps"]]
     return {"steps": steps, "passed": passed, "errors": errors, "cycles": cycles,
-            "skipped_steps": skipped,
+            "skipped_steps": skipped, "skipped_samples": samples,
             "cycles_per_step": doc["steps"][0]["expected"]["cycles"] if steps else 0,
             "golden_s": golden_s, "sim_s": sim_s, "compute_s": compute_s,
             "counters": results[-1].get("counters") if results else None, "build_s": b.build_s, "build_reused": b.reused}

@@ -16,16 +16,16 @@ from skiptrain.hostmap import COUNTERS, PHASE_NAMES
 from skiptrain import numerics
 from skiptrain.isa import Command, Epilogue, ErrorCode, Gate, Opcode, OutMode, decode, encode
 from skiptrain.skip import (CONF_TAU_WIDTH, RATE_BITS, BatchPolicy, SkipCtrl, batch_tau_width,
-                            skip_lfsr_seed)
+                            sample_lfsr_seeds, skip_lfsr_seed)
 from skiptrain.layout import Region
 
 from . import lfsr
-from .loss_unit import Comparator, loss_cycles, loss_error
+from .loss_unit import Comparator, SampleSkip, loss_cycles, loss_error
 from .operand_reader import read_operand
 from .requantizer import requantize, round_half_even, wrap
 from .result_writer import write_result
-from .sequencer import (CHECK_CYCLES, FETCH_CYCLES, check, effective_shift, gemm_cycles, skip_cycles,
-                        tiling)
+from .sequencer import (CHECK_CYCLES, FETCH_CYCLES, aux_ld, check, effective_shift, gemm_cycles,
+                        run_dims, samples_gated, skip_cycles, tiling, transposed_aux)
 from .systolic_array import gemm
 
 
@@ -38,6 +38,7 @@ class RunResult:
     saturated: bool
     counters: dict = field(default_factory=dict)
     batch_skipped: bool = False  #: Status.BATCH_SKIPPED
+    kept: int = 0                #: the KEPT register
 
     @property
     def cycles(self) -> int:
@@ -64,7 +65,12 @@ class Accelerator:
         self.batch_tau = 0
         self.skip_rate = 0
         self.skip_lfsr = skip_lfsr_seed(0)
+        self.sample_lfsr = sample_lfsr_seeds(0, cfg)  #: the loss unit's per-sample LFSRs
         self.batch_skipped = False
+        self.kept = 0  #: the KEPT register: samples the run's last LOSS kept (START clears it)
+        self.loss_n = 0  #: the N of the run's last LOSS (START clears it)
+        #: the kept list: entry e is the sample index of the e-th kept sample (max_batch entries)
+        self.kept_list = torch.zeros(cfg.max_batch, dtype=torch.int64)
 
     # ---- host side --------------------------------------------------------------------------
     def image(self, memory: str) -> torch.Tensor:
@@ -105,6 +111,7 @@ class Accelerator:
             self.skip_rate = int(rate) & ((1 << (RATE_BITS + 1)) - 1)
         if seed is not None:
             self.skip_lfsr = skip_lfsr_seed(int(seed) & 0xFFFFFFFF)
+            self.sample_lfsr = sample_lfsr_seeds(int(seed) & 0xFFFFFFFF, self.cfg)
 
     def clear(self) -> None:
         """The CLEAR control bit: counters and the sticky saturation flag."""
@@ -118,6 +125,8 @@ class Accelerator:
         pc = start_pc
         error = ErrorCode.NONE
         self.batch_skipped = False  # START clears the decision
+        self.kept = 0               # and KEPT
+        self.loss_n = 0
         ctrl = SkipCtrl.decode(self.skip_ctrl)
         while True:
             cnt["cycles"] += 1  # FETCH
@@ -133,7 +142,7 @@ class Accelerator:
                 break
             phase_counter = ("loss_cycles" if cmd.opcode == Opcode.LOSS
                              else f"phase_cycles_{PHASE_NAMES[cmd.phase]}")
-            error = check(cmd, cfg, self.lr_shift, ctrl.valid or not cfg.training)
+            error = check(cmd, cfg, self.lr_shift, ctrl.valid or not cfg.training, self.loss_n)
             if error != ErrorCode.NONE:
                 cnt["cycles"] += CHECK_CYCLES
                 cnt[phase_counter] += CHECK_CYCLES
@@ -150,19 +159,23 @@ class Accelerator:
                 pc += 1
                 continue
             phase = PHASE_NAMES[cmd.phase]
-            if cmd.gate == Gate.BATCH and self.batch_skipped:
+            samples = samples_gated(cmd)
+            if (cmd.gate != Gate.ALWAYS and self.batch_skipped) or (samples and self.kept == 0):
                 cyc = CHECK_CYCLES + skip_cycles(cfg)
                 cnt["cycles"] += cyc
                 cnt[f"phase_cycles_{phase}"] += cyc
                 cnt[f"skipped_macs_{phase}"] += cmd.m * cmd.k * cmd.n
                 pc += 1
                 continue
-            self._gemm(cmd)
-            cyc = gemm_cycles(cmd, cfg)
-            t = tiling(cmd, cfg)
+            run = run_dims(cmd, self.kept)
+            self._gemm(cmd, run)
+            cyc = gemm_cycles(run, cfg)
+            t = tiling(run, cfg)
             cnt["cycles"] += cyc["in_command"]
             cnt[f"phase_cycles_{phase}"] += cyc["in_command"]
-            cnt[f"phase_macs_{phase}"] += cmd.m * cmd.k * cmd.n
+            cnt[f"phase_macs_{phase}"] += run.m * run.k * run.n
+            # the samples not kept: their MACs are counted skipped while the command runs
+            cnt[f"skipped_macs_{phase}"] += (cmd.m * cmd.k - run.m * run.k) * cmd.n
             cnt["tiles"] += t.tiles
             cnt["bubbles"] += t.bubbles
             cnt["commands"] += 1
@@ -171,13 +184,22 @@ class Accelerator:
         for k in cnt:
             cnt[k] &= mask
         return RunResult(done=True, error=error != ErrorCode.NONE, error_code=error, pc=pc,
-                         saturated=self.saturated, counters=dict(cnt), batch_skipped=self.batch_skipped)
+                         saturated=self.saturated, counters=dict(cnt) | {"kept": self.kept}, batch_skipped=self.batch_skipped,
+                         kept=self.kept)
 
-    def _gemm(self, cmd: Command) -> None:
+    def _gemm(self, cmd: Command, run: Command | None = None) -> None:
+        """``run``: ``cmd`` with a SAMPLES gate's batch dimension replaced by KEPT (the default)."""
         cfg = self.cfg
-        a = read_operand(self.spad, cmd.a_base, cmd.a_ld, *cmd.a_shape(), bool(cmd.trans_a))
-        b = read_operand(self.spad, cmd.b_base, cmd.b_ld, *cmd.b_shape(), bool(cmd.trans_b))
+        run = run_dims(cmd, self.kept) if run is None else run
+        kept = self.kept_list[:self.kept]
+        a = read_operand(self.spad, run.a_base, run.a_ld, *run.a_shape(), bool(run.trans_a))
+        if cmd.gate == Gate.SAMPLES_K:
+            # op(B) row k is stored column list[k] (B is stored transposed: N x K)
+            b = read_operand(self.spad, cmd.b_base, cmd.b_ld, *cmd.b_shape(), True)[kept]
+        else:
+            b = read_operand(self.spad, run.b_base, run.b_ld, *run.b_shape(), bool(run.trans_b))
         acc = gemm(a, b, cfg)
+        full, cmd = cmd, run
         if cmd.out_mode != OutMode.QUANT:
             write_result(self.acc, cmd.c_base, cmd.c_ld, acc)
             return
@@ -205,7 +227,13 @@ class Accelerator:
             values = values.clamp(min=0)
             write_result(self.acc, aux.base, aux.ld, values)
         elif cmd.epilogue == Epilogue.MASK:
-            values = torch.where(aux.load(self.acc) > 0, values, 0)
+            if transposed_aux(full):
+                # aux is N x M (the batch), packed; output row r reads its column list[r]
+                stored = Region(full.aux_base, full.n, full.m, aux_ld(full, cfg)).load(self.acc)
+                mask = stored[:, kept].t()
+            else:
+                mask = aux.load(self.acc)
+            values = torch.where(mask > 0, values, 0)
         write_result(self.spad, cmd.c_base, cmd.c_ld, values)
 
     def _loss(self, cmd: Command) -> int | None:
@@ -215,12 +243,19 @@ class Accelerator:
         labels = Region(cmd.b_base, 1, cmd.n, cmd.b_ld).load(self.spad)
         ctrl = SkipCtrl.decode(self.skip_ctrl)
         comp = Comparator(ctrl.mode, ctrl.require_correct, self.conf_tau)
-        res = loss_error(z, labels, cmd.shift, cfg, comp)
-        if res.columns:
-            write_result(self.spad, cmd.c_base, cmd.c_ld, res.dy[:, :res.columns])
+        sample = SampleSkip(ctrl.sample, self.skip_rate, tuple(self.sample_lfsr))
+        res = loss_error(z, labels, cmd.shift, cfg, comp, sample)
+        if res.kept:
+            write_result(self.spad, cmd.c_base, cmd.c_ld, res.dy)
         self.saturated |= res.saturated
+        self.sample_lfsr = res.lfsr
+        self.kept, self.loss_n = res.kept, cmd.n
+        # the kept list: entries 0..kept-1 (those past max_batch are not stored)
+        idx = torch.nonzero(res.keep).reshape(-1)[:cfg.max_batch]
+        self.kept_list[:len(idx)] = idx & (cfg.max_batch - 1)
         self.counters["correct"] += res.correct
         self.counters["confident"] += res.confident
+        self.counters["skipped_samples"] += res.skipped
         if res.bad_group is None:
             # the skip controller's decision (rtl/skip_controller.py)
             if ctrl.policy == BatchPolicy.CONFIDENCE:

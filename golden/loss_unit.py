@@ -8,7 +8,7 @@ import torch
 
 from skiptrain import numerics
 from skiptrain.config import Config
-from skiptrain.skip import ConfMode
+from skiptrain.skip import RATE_BITS, ConfMode, SamplePolicy
 
 from .requantizer import requantize
 
@@ -39,6 +39,10 @@ class LossResult:
     bad_group: int | None     # the first group of V samples with a label outside 0..M-1
     confident: int = 0        # samples that passed the per-sample test, over the written columns
     batch_sum: int = 0        # sum of c_i over every column (meaningful without a bad group)
+    keep: torch.Tensor | None = None  # per sample of the decided groups: kept (dY written)
+    kept: int = 0             # samples kept: dY columns 0..kept-1 written, compacted
+    skipped: int = 0          # samples of the decided groups skipped by the sample policy
+    lfsr: list | None = None  # the per-sample LFSR states after the command
 
 
 @dataclass(frozen=True)
@@ -114,10 +118,41 @@ def softmax_parts(z: torch.Tensor, cfg: Config):
     return zmax, argmax, d, log_sum(s, log)
 
 
+@dataclass(frozen=True)
+class SampleSkip:
+    """The per-sample skip's registers (skiptrain.skip): policy, SKIP_RATE, and the lanes'
+    LFSR states (skiptrain.skip.sample_lfsr_seeds)."""
+    policy: int = SamplePolicy.OFF
+    rate: int = 0
+    lfsr: tuple = ()
+
+
+def sample_keep(passed: torch.Tensor, groups: int, sample: SampleSkip, cfg: Config):
+    """Per sample of the first ``groups`` groups: kept or not, and the lanes' LFSR states after.
+    Every lane's LFSR steps once per group under the RANDOM policy (lanes past N too); a
+    sample is skipped when its lane's new state's low 16 bits are below SKIP_RATE."""
+    V = cfg.banks
+    states = list(sample.lfsr)
+    n = groups * V
+    if sample.policy == SamplePolicy.CONFIDENCE:
+        skip = passed[:n]
+    elif sample.policy == SamplePolicy.RANDOM:
+        draws = []
+        for _ in range(groups):
+            states = [numerics.lfsr_step(x) for x in states]
+            draws.extend(x & ((1 << RATE_BITS) - 1) for x in states)
+        skip = torch.tensor(draws[:n], dtype=torch.int64) < sample.rate
+    else:
+        skip = torch.zeros(n, dtype=torch.bool)
+    return ~skip, states
+
+
 def loss_error(z: torch.Tensor, labels: torch.Tensor, shift: int, cfg: Config,
-               comp: Comparator = Comparator()) -> LossResult:
+               comp: Comparator = Comparator(), sample: SampleSkip = SampleSkip()) -> LossResult:
     """What a LOSS command computes and writes (see rtl/loss_unit.py), with the comparator's
-    count and batch sum for the registers ``comp``."""
+    count and batch sum for the registers ``comp``, and the per-sample decisions for
+    ``sample``: ``dy`` holds the kept columns only, compacted (columns 0..kept-1 of the
+    region are written)."""
     z = z.to(torch.int64)
     labels = labels.to(torch.int64).reshape(-1)
     M, N = z.shape
@@ -136,5 +171,11 @@ def loss_error(z: torch.Tensor, labels: torch.Tensor, shift: int, cfg: Config,
     dy, sat = requantize(v, shift, cfg)
     correct = int((argmax[:columns] == labels[:columns]).sum())
     passed, c = confidence(z, labels.clamp(0, M - 1), comp, cfg)
-    return LossResult(dy, columns, bool(sat[:, :columns].any()), correct, bad_group,
-                      confident=int(passed[:columns].sum()), batch_sum=int(c.sum()))
+    groups = -(-columns // V)
+    keep, states = sample_keep(passed, groups, sample, cfg)
+    keep = keep[:columns]
+    kept_cols = torch.nonzero(keep).reshape(-1)
+    return LossResult(dy[:, kept_cols], len(kept_cols), bool(sat[:, kept_cols].any()), correct,
+                      bad_group, confident=int(passed[:columns].sum()), batch_sum=int(c.sum()),
+                      keep=keep, kept=len(kept_cols), skipped=columns - len(kept_cols),
+                      lfsr=states)

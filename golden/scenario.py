@@ -285,7 +285,7 @@ def quant_accumulators(sc: Scenario) -> list[tuple[torch.Tensor, int]]:
     out = []
     for pc in range(sc.start_pc, cfg.prog_depth):
         cmd = decode(gold.prog[pc], cfg)
-        if cmd.opcode not in (Opcode.GEMM, Opcode.LOSS) or check(cmd, cfg, gold.lr_shift) != ErrorCode.NONE:
+        if cmd.opcode not in (Opcode.GEMM, Opcode.LOSS) or check(cmd, cfg, gold.lr_shift, loss_n=gold.loss_n) != ErrorCode.NONE:
             break
         if cmd.opcode == Opcode.LOSS:
             if gold._loss(cmd) is not None:  # a bad label stops the run

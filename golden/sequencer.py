@@ -16,6 +16,7 @@ Cycle accounting of one run (every busy cycle, as the CYCLES counter counts them
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from skiptrain.config import Config
@@ -24,7 +25,7 @@ from skiptrain.layout import words_per_row
 from skiptrain.numerics import MAX_CLASSES
 
 FETCH_CYCLES = 4     # FETCH, 2 x WAIT (program memory read latency 3), DECODE
-CHECK_CYCLES = 10    # rtl Sequencer.check_cycles
+CHECK_CYCLES = 11    # rtl Sequencer.check_cycles
 READER_LATENCY = 9   # rtl OperandReader.latency (6 + the scratchpad read latency 3)
 WRITER_LATENCY = 16  # rtl ResultWriter.latency (15 + the memories' input register)
 #: without the training hardware (Config.training = False): no noise stage, aux read (3) and capture (1) or
@@ -55,9 +56,30 @@ def skip_cycles(cfg: Config) -> int:
     return 2 * cfg.dim_width
 
 
-def check(cmd: Command, cfg: Config, lr_shift: int = 0, skip_config_ok: bool = True) -> ErrorCode:
+def samples_gated(cmd: Command) -> bool:
+    return cmd.opcode == Opcode.GEMM and cmd.gate in (Gate.SAMPLES_M, Gate.SAMPLES_K)
+
+
+def batch_dim(cmd: Command) -> int:
+    """The dimension a SAMPLES gate runs over the kept samples: M or K."""
+    return cmd.m if cmd.gate == Gate.SAMPLES_M else cmd.k
+
+
+def transposed_aux(cmd: Command) -> bool:
+    """A SAMPLES_M command's MASK reads its aux (N x M, packed) transposed, through the kept list."""
+    return cmd.gate == Gate.SAMPLES_M and cmd.epilogue == Epilogue.MASK
+
+
+def aux_ld(cmd: Command, cfg: Config) -> int:
+    return words_per_row(cmd.m, cfg.banks) if transposed_aux(cmd) else cmd.c_ld
+
+
+def check(cmd: Command, cfg: Config, lr_shift: int = 0, skip_config_ok: bool = True,
+          loss_n: int = 0) -> ErrorCode:
     """The error a GEMM or LOSS command stops with, in the RTL's priority order (NONE if it runs).
-    ``skip_config_ok``: SKIP_CTRL holds an assigned policy and mode (LOSS checks it)."""
+    ``skip_config_ok``: SKIP_CTRL holds an assigned policy and mode (LOSS checks it);
+    ``loss_n``: the N of the run's last LOSS (0 before one), which a SAMPLES gate's batch
+    dimension must equal."""
     if cmd.opcode not in (Opcode.HALT, Opcode.GEMM, Opcode.LOSS) or \
             (cmd.opcode == Opcode.LOSS and not cfg.training):
         return ErrorCode.BAD_OPCODE
@@ -71,7 +93,12 @@ def check(cmd: Command, cfg: Config, lr_shift: int = 0, skip_config_ok: bool = T
     quant = cmd.out_mode == OutMode.QUANT or loss
     if cmd.epilogue != Epilogue.NONE and (loss or not quant or not cfg.training):
         return ErrorCode.BAD_EPILOGUE
-    if cmd.gate != Gate.ALWAYS and (loss or cmd.gate not in tuple(Gate) or not cfg.training):
+    if cmd.gate != Gate.ALWAYS and (loss or not cfg.training):
+        return ErrorCode.BAD_GATE
+    if samples_gated(cmd) and (batch_dim(cmd) != loss_n or batch_dim(cmd) > cfg.max_batch
+                               or (cmd.gate == Gate.SAMPLES_K and not cmd.trans_b)
+                               or (cmd.gate == Gate.SAMPLES_M
+                                   and cmd.epilogue not in (Epilogue.NONE, Epilogue.MASK))):
         return ErrorCode.BAD_GATE
     if loss and not skip_config_ok:
         return ErrorCode.SKIP_CONFIG
@@ -86,7 +113,8 @@ def check(cmd: Command, cfg: Config, lr_shift: int = 0, skip_config_ok: bool = T
         last[name] = extent(base, ld, rows, cols, cfg)
         if last[name] >= depth:
             return range_err
-    if cmd.epilogue != Epilogue.NONE and extent(cmd.aux_base, cmd.c_ld, cmd.m, cmd.n, cfg) >= cfg.acc_depth:
+    aux_shape = (cmd.n, cmd.m) if transposed_aux(cmd) else (cmd.m, cmd.n)
+    if cmd.epilogue != Epilogue.NONE and extent(cmd.aux_base, aux_ld(cmd, cfg), *aux_shape, cfg) >= cfg.acc_depth:
         return ErrorCode.AUX_RANGE
     if quant:
         for x, x_base in (("a", cmd.a_base), ("b", cmd.b_base)):
@@ -115,6 +143,15 @@ def drain_cycles(cmd: Command, cfg: Config) -> int:
     period = max(cmd.k, R, C)
     return (ISSUE_REGISTER + READER_LATENCY + array_latency + writer_latency(cfg)
             - (period - cmd.k))
+
+
+def run_dims(cmd: Command, kept: int) -> Command:
+    """The command as it runs: a SAMPLES gate's batch dimension replaced by the kept count."""
+    if cmd.gate == Gate.SAMPLES_M:
+        return dataclasses.replace(cmd, m=kept)
+    if cmd.gate == Gate.SAMPLES_K:
+        return dataclasses.replace(cmd, k=kept)
+    return cmd
 
 
 def gemm_cycles(cmd: Command, cfg: Config) -> dict:

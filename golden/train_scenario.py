@@ -20,7 +20,7 @@ from skiptrain import numerics
 from skiptrain.config import Config
 from skiptrain.isa import Command, Epilogue, ErrorCode, Gate, OutMode, Phase
 from skiptrain.layout import Region
-from skiptrain.skip import BatchPolicy, ConfMode, SkipCtrl, batch_tau_width
+from skiptrain.skip import CONF_TAU_WIDTH, BatchPolicy, ConfMode, SamplePolicy, SkipCtrl, batch_tau_width
 
 from .loss_unit import exp_lookup, softmax_parts, tables
 from .scenario import Scenario, _Allocator, random_matrix
@@ -207,11 +207,12 @@ def train_error_scenarios(cfg: Config) -> dict[str, tuple[Scenario, ErrorCode]]:
 
 
 def skip_scenario(cfg: Config, seed: int, n_losses: int = 2, max_classes: int = 10,
-                  max_batch: int = 18) -> Scenario:
+                  max_batch: int = 18, sample: SamplePolicy | None = None) -> Scenario:
     """The confidence comparator and the batch-skip controller: per LOSS (edge-aimed logits), a
     policy, a confidence mode, require_correct and thresholds aimed at the decision edges (the
     per-sample threshold exactly at one sample's S, p_y or margin; the batch threshold exactly
     at the batch sum, one above it, 0 or the largest), or a random skip at rate 0, 1 or between;
+    a per-sample policy (``sample``, or drawn) that skips none, some or every sample;
     after each LOSS two gated GEMMs (B, G) and an ungated one. The registers stay the same for
     the whole run; the decision changes from LOSS to LOSS."""
     from .loss_unit import Comparator, confidence  # noqa: PLC0415 (beside its use)
@@ -219,7 +220,12 @@ def skip_scenario(cfg: Config, seed: int, n_losses: int = 2, max_classes: int = 
     V = cfg.banks
     spad = _Allocator(cfg.spad_depth, rng)
     policy = rng.choice([BatchPolicy.CONFIDENCE, BatchPolicy.CONFIDENCE, BatchPolicy.RANDOM, BatchPolicy.OFF])
-    ctrl = SkipCtrl(policy, rng.choice(list(ConfMode)), rng.random() < 0.5)
+    drawn = rng.choice([SamplePolicy.OFF, SamplePolicy.CONFIDENCE, SamplePolicy.CONFIDENCE,
+                        SamplePolicy.RANDOM])
+    sample = drawn if sample is None else sample
+    # the per-sample confidence policy decides before OUT: max_prob only
+    mode = ConfMode.MAX_PROB if sample == SamplePolicy.CONFIDENCE else rng.choice(list(ConfMode))
+    ctrl = SkipCtrl(policy, mode, rng.random() < 0.5, sample)
     sc = Scenario(cfg, name=f"skip(seed={seed}, {ctrl})")
     logits = []
     for n in range(n_losses):
@@ -256,6 +262,9 @@ def skip_scenario(cfg: Config, seed: int, n_losses: int = 2, max_classes: int = 
     _, c = confidence(z, labels, probe, cfg)
     per_sample = values[ctrl.mode] if values[ctrl.mode] is not None else c
     conf_tau = int(per_sample[rng.randrange(len(per_sample))]) + rng.choice([0, 0, -1, 1])
+    if sample == SamplePolicy.CONFIDENCE and rng.random() < 0.3:
+        # every sample skipped (those argmax == label with require_correct), or none
+        conf_tau = rng.choice([0, (1 << CONF_TAU_WIDTH) - 1])
     batch_sum = int(c.sum())
     top = (1 << batch_tau_width(cfg)) - 1
     batch_tau = rng.choice([batch_sum, batch_sum, batch_sum + 1, 0, top])
@@ -270,12 +279,25 @@ def skip_error_scenarios(cfg: Config) -> dict[str, tuple[Scenario, ErrorCode]]:
     Z, Y, D, A, B, C, inputs = _error_program_data(cfg, random.Random(99))
     good = Command.loss(3, 5, Z, Y, D, shift=6)
     gemm = Command.gemm(3, 4, 5, A, B, C, shift=cfg.frac_bits)
+    # a GEMM whose K is the LOSS's 5 samples, B stored transposed (5 x 5 over B and C's words)
+    bt = Region(B.base, 5, 4, B.ld)
+    over_k = Command.gemm(3, 5, 4, A, bt, C, trans_b=True, shift=cfg.frac_bits)
     bad = {
-        "gate_unassigned": (dataclasses.replace(gemm, gate=2), {}, ErrorCode.BAD_GATE),
-        "gate_three": (dataclasses.replace(gemm, gate=3), {}, ErrorCode.BAD_GATE),
+        "samples_m_batch_not_loss_n": (dataclasses.replace(gemm, gate=Gate.SAMPLES_M), {},
+                                       ErrorCode.BAD_GATE),
+        "samples_k_batch_not_loss_n": (dataclasses.replace(gemm, gate=Gate.SAMPLES_K, trans_b=1), {},
+                                       ErrorCode.BAD_GATE),
+        "samples_k_not_transposed": (dataclasses.replace(over_k, gate=Gate.SAMPLES_K, trans_b=0), {},
+                                     ErrorCode.BAD_GATE),
+        "samples_m_update": (dataclasses.replace(gemm, m=5, gate=Gate.SAMPLES_M, epilogue=Epilogue.UPDATE,
+                                                 aux_base=0), {}, ErrorCode.BAD_GATE),
         "gate_on_loss": (dataclasses.replace(good, gate=Gate.BATCH), {}, ErrorCode.BAD_GATE),
         "policy_unassigned": (good, {"ctrl": 3}, ErrorCode.SKIP_CONFIG),
         "mode_unassigned": (good, {"ctrl": 1 | 3 << 2}, ErrorCode.SKIP_CONFIG),
+        "sample_unassigned": (good, {"ctrl": 3 << 5}, ErrorCode.SKIP_CONFIG),
+        "sample_confidence_margin": (good, {"ctrl": SkipCtrl(mode=ConfMode.MARGIN,
+                                                             sample=SamplePolicy.CONFIDENCE).encode()},
+                                     ErrorCode.SKIP_CONFIG),
     }
     out = {}
     for name, (cmd, skip, code) in bad.items():

@@ -39,6 +39,8 @@ class Epilogue(enum.Enum, shape=2):
 class Gate(enum.Enum, shape=2):
     ALWAYS = isa.Gate.ALWAYS.value
     BATCH = isa.Gate.BATCH.value
+    SAMPLES_M = isa.Gate.SAMPLES_M.value
+    SAMPLES_K = isa.Gate.SAMPLES_K.value
 
 
 class ErrorCode(enum.Enum, shape=8):
@@ -65,6 +67,7 @@ _ENUMS = {"opcode": Opcode, "phase": Phase, "out_mode": OutMode, "epilogue": Epi
 
 assert [e.name for e in ErrorCode] == [e.name for e in isa.ErrorCode]
 assert [e.name for e in Epilogue] == [e.name for e in isa.Epilogue]
+assert [e.name for e in Gate] == [e.name for e in isa.Gate]
 
 
 def command_layout(cfg: Config) -> data.StructLayout:

@@ -6,10 +6,14 @@ from amaranth.lib.wiring import In, Out
 
 from skiptrain import numerics
 from skiptrain.config import Config
-from skiptrain.skip import CONF_TAU_WIDTH, ConfMode, batch_tau_width
+from skiptrain.skip import (CONF_TAU_WIDTH, RATE_BITS, SAMPLE_LFSR_LANE, ConfMode, SamplePolicy,
+                            batch_tau_width)
 
 from .banked_memory import read_port_signature, write_port_signature
+from .compactor import Compactor
 from .confidence import Confidence
+from .kept_list import kept_list_widths
+from .lfsr import Lfsr
 from .rom import Rom
 
 
@@ -30,6 +34,15 @@ class LossUnit(wiring.Component):
        (:func:`skiptrain.numerics.log_table`);
     4. OUT (M cycles): p = EXP[z_max - z + L], minus 2**EXP_FRAC on the label's row, rounded
        half to even by ``shift`` and saturated (``saturated``), written to dY.
+
+    The per-sample skip (``sample_policy``, :class:`skiptrain.skip.SamplePolicy`) decides, once
+    S is final and before OUT writes, which of the group's samples are kept: CONFIDENCE skips
+    those with S <= ``conf_tau`` (and argmax == label with ``require_correct``), RANDOM those
+    whose lane LFSR (stepped once per group) draws below ``rate``. The kept samples' dY columns
+    are written compacted: the group's k-th kept sample goes to column ``kept`` + k, where
+    ``kept`` counts the samples kept by the earlier groups of the command. A run of at most V
+    adjacent columns is in V different banks, so every row is still one write. With the
+    policy off every sample is kept and column n is sample n.
 
     Groups follow each other without a gap: ``3 M + 8`` cycles each (:meth:`group_cycles`),
     then ``drain_cycles`` until the last row is in memory and ``done`` pulses. On a bad label the
@@ -101,8 +114,9 @@ class LossUnit(wiring.Component):
         tag = data.StructLayout({"valid": 1, "pass_": 2, "first": 1, "last": 1, "r": dim,
                                  "rot": bb, "word": aw, "lanes_ok": V, "label_read": 1})
         t0 = Signal(tag)
+        # ``word`` is the dY row's first word; the group's kept columns are added at the write
         m.d.comb += [t0.valid.eq(issuing), t0.pass_.eq(pass_), t0.first.eq(r == 0),
-                     t0.last.eq(r_last), t0.r.eq(r), t0.rot.eq(r[:bb]), t0.word.eq(d_row + gw),
+                     t0.last.eq(r_last), t0.r.eq(r), t0.rot.eq(r[:bb]), t0.word.eq(d_row),
                      t0.label_read.eq(issuing & (pass_ == MAX) & (r == 0))]
         for lane in range(V):
             m.d.comb += t0.lanes_ok[lane].eq(n_left > lane)
@@ -217,6 +231,10 @@ class LossUnit(wiring.Component):
             m.d.sync += correct.eq(sum(hits[lane] for lane in range(V)))
         with m.If(t4.valid & (t4.pass_ == OUT) & t4.first):
             m.d.sync += [hit_q.eq(hits), sample_q.eq(t4.lanes_ok)]
+        # the same, for the per-sample decision at the end of SUM
+        hit_s, sample_s = Signal(V), Signal(V)
+        with m.If(t4.valid & (t4.pass_ == SUM) & t4.first):
+            m.d.sync += [hit_s.eq(hits), sample_s.eq(t4.lanes_ok)]
 
         # ---- B2 (cycle 5): the exp index d = z_max - z (+ L in OUT), registered ---------------
         Lq = [Signal(l_bits, name=f"log{lane}") for lane in range(V)]
@@ -249,6 +267,7 @@ class LossUnit(wiring.Component):
         total = [Signal(s_bits, name=f"exp_sum{lane}") for lane in range(V)]
         out_13 = [Signal(signed(dw), name=f"dy_13_{lane}") for lane in range(V)]
         sat_13 = Signal(V)
+        keep = Signal(V)  # the group's kept samples (the per-sample decision, below)
         t9, t12 = tag_at[9], tag_at[12]
         lo, hi = cfg.data_min, cfg.data_max
         for lane in range(V):
@@ -270,7 +289,7 @@ class LossUnit(wiring.Component):
             r_12 = Signal(signed(e_bits + 3), name=f"err_r_12_{lane}")
             m.d.sync += r_12.eq(q_11 + up_11)
             m.d.sync += [out_13[lane].eq(Mux(r_12 > hi, hi, Mux(r_12 < lo, lo, r_12))),
-                         sat_13[lane].eq(t12.valid & (t12.pass_ == OUT) & t12.lanes_ok[lane]
+                         sat_13[lane].eq(t12.valid & (t12.pass_ == OUT) & keep[lane]
                                          & ((r_12 > hi) | (r_12 < lo)))]
 
         # ---- L = ln S: leading one of S and the log table, once SUM's last row is summed -------
@@ -296,6 +315,61 @@ class LossUnit(wiring.Component):
             m.d.comb += rom.addr.eq(log_index)
             with m.If(sum_final_13):
                 m.d.sync += Lq[lane].eq(rom.data)
+
+        # ---- the per-sample decision: S is final in cycle 10 of SUM's last row. 11: the test
+        # (and the lanes' LFSRs have stepped), 12: keep, 13: the kept samples' ranks, their
+        # count and the group's first column; 14: per rank the lane that holds it. OUT's first
+        # row reaches the write stage in its cycle 12, 21 cycles after SUM's last row, and the
+        # next group's decision comes 2M + 12 cycles after the last OUT row: the registers
+        # below serve one group at a time. A group cut short by a bad label decides nothing.
+        policy = self.sample_policy
+        decide_11 = Signal()
+        m.d.sync += decide_11.eq(sum_final_10 & ~bad_seen)
+        conf_11 = Signal(V)
+        draw_low = Signal(V)
+        for lane in range(V):
+            m.submodules[f"sample_lfsr{lane}"] = lf = Lfsr(SAMPLE_LFSR_LANE + lane)
+            m.d.comb += [lf.seed.eq(self.seed), lf.load.eq(self.seed_load),
+                         lf.step.eq(sum_final_10 & ~bad_seen & (policy == SamplePolicy.RANDOM)),
+                         draw_low[lane].eq(lf.value[:RATE_BITS] < self.rate)]
+            m.d.sync += conf_11[lane].eq((total[lane] <= self.conf_tau)
+                                         & (hit_s[lane] | ~self.require_correct))
+        with m.If(decide_11):
+            skip = Mux(policy == SamplePolicy.CONFIDENCE, conf_11,
+                       Mux(policy == SamplePolicy.RANDOM, draw_low, 0))
+            m.d.sync += keep.eq(sample_s & ~skip)
+        decide_12 = Signal()
+        m.d.sync += decide_12.eq(decide_11)
+        # the kept count (13) and per rank the lane that holds it (14): rtl/compactor.py
+        m.submodules.compactor = compactor = Compactor(V)
+        m.d.comb += compactor.keep.eq(keep)
+        count, lane_of_rank = compactor.count, list(compactor.lane_of_rank)
+        group_k0 = Signal(dim)   # the group's first dY column
+        kept_total = Signal(dim)
+        m.d.sync += self.skipped.eq(0)
+        with m.If(self.start):
+            m.d.sync += kept_total.eq(0)
+        with m.Elif(decide_12):
+            n_kept = sum(keep[i] for i in range(V))
+            m.d.sync += [group_k0.eq(kept_total), kept_total.eq(kept_total + n_kept),
+                         self.skipped.eq(sum(sample_s[i] & ~keep[i] for i in range(V)))]
+        m.d.comb += self.kept.eq(kept_total)
+        # 14: the kept list (rtl/kept_list.py): entry group_k0 + q is sample gw * V + lane_of_rank[q],
+        # in bank (group_k0 + q) mod V; entries past max_batch are not stored
+        # (the group's index is taken when its SUM pass issues its last row: gw moves on at the
+        # end of OUT, which for a few classes comes before cycle 14)
+        decide_13, decide_14 = Signal(), Signal()
+        m.d.sync += [decide_13.eq(decide_12), decide_14.eq(decide_13)]
+        group = Signal.like(gw)
+        with m.If(issuing & (pass_ == SUM) & r_last):
+            m.d.sync += group.eq(gw)
+        entries = Array(lane_of_rank)
+        for b in range(V):
+            q = (b - group_k0[:bb])[:bb]
+            entry = group_k0 + q
+            m.d.sync += [self.list_wr.addr[b].eq(entry >> bb),
+                         self.list_wr.data[b].eq(Cat(entries[q], group)),
+                         self.list_wr.en[b].eq(decide_14 & (q < count) & (entry < cfg.max_batch))]
 
         if self._comparator:
             # ---- the confidence comparator: once the group's last OUT row has passed C1 (cycle 10),
@@ -326,15 +400,30 @@ class LossUnit(wiring.Component):
             with m.Else():
                 m.d.sync += self.batch_sum.eq(self.batch_sum + level[0])
 
-        # ---- D (cycle 12): lanes into bank order, into the write port registers ----------------
-        tD = tag_at[13]
+        # ---- D (cycle 12): per bank, the rank it writes and the lane that holds it, the word and
+        # the enable, registered (the row's kept columns group_k0 .. group_k0 + count - 1 lie in
+        # banks (r + column) mod V: bank b takes rank (b - r - group_k0) mod V, in the word
+        # after the row's group_k0 // V when (b - r) mod V is below group_k0 mod V);
+        # then (cycle 13) the lanes into the write port registers
+        row_word_12 = Signal(aw)
+        m.d.sync += row_word_12.eq(tag_at[11].word + (group_k0 >> bb))
+        bank_lane = [Signal(max(bb, 1), name=f"dy_bank_lane{b}") for b in range(V)]
+        bank_word = [Signal(aw, name=f"dy_bank_word{b}") for b in range(V)]
+        bank_en = Signal(V)
+        ranks = Array(lane_of_rank)
+        for b in range(V):
+            if V > 1:
+                q = (b - t12.r[:bb] - group_k0[:bb])[:bb]
+                carry = (b - t12.r[:bb])[:bb] < group_k0[:bb]
+            else:
+                q, carry = Const(0, 1), 0
+            m.d.sync += [bank_lane[b].eq(ranks[q]), bank_word[b].eq(row_word_12 + carry),
+                         bank_en[b].eq(t12.valid & (t12.pass_ == OUT) & (q < count))]
         outs = Array(out_13)
         m.d.sync += self.saturated.eq(sat_13.any())
         for b in range(V):
-            lane = (b - tD.rot)[:bb] if V > 1 else 0
-            ok = Array(tD.lanes_ok[x] for x in range(V))[lane]
-            m.d.sync += [self.wr.addr[b].eq(tD.word), self.wr.data[b].eq(outs[lane]),
-                         self.wr.en[b].eq(tD.valid & (tD.pass_ == OUT) & ok)]
+            m.d.sync += [self.wr.addr[b].eq(bank_word[b]), self.wr.data[b].eq(outs[bank_lane[b]]),
+                         self.wr.en[b].eq(bank_en[b])]
         return m
 
 
@@ -358,4 +447,11 @@ def loss_unit_signature(cfg: Config) -> wiring.Signature:
         "conf_mode": In(2), "require_correct": In(1), "conf_tau": In(CONF_TAU_WIDTH),
         "confident": Out(range(V + 1)),
         "batch_sum": Out(batch_tau_width(cfg)),
+        # the per-sample skip (skiptrain.skip.SamplePolicy): the policy, SKIP_RATE and the lane
+        # LFSRs' seed in; per group the count of skipped samples, per command the kept count
+        "sample_policy": In(2), "rate": In(RATE_BITS + 1),
+        "seed": In(32), "seed_load": In(1),
+        "skipped": Out(range(V + 1)),
+        "kept": Out(unsigned(cfg.dim_width)),
+        "list_wr": Out(write_port_signature(V, kept_list_widths(cfg)[2], unsigned(kept_list_widths(cfg)[0]))),
     })

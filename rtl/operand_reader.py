@@ -24,6 +24,11 @@ class OperandReader(wiring.Component):
     ``lanes*ld`` per new tile offset. Lanes past ``limit`` (ragged tile edges) and steps that
     are not valid read as zero.
 
+    With ``gather`` (``Gate.SAMPLES_K``, lane_is_row = 1 only) the inner index is not k but
+    ``list_k``, entry k of the kept list, which must arrive in the cycle after ``k`` does
+    (the kept list is read one step ahead, rtl/kept_list.py): op(B) row k is stored column
+    list[k].
+
     Pipeline (``latency`` = 6 + memory_latency): issue registered -> base update -> lane addresses ->
     bank addresses (rotated into bank order and registered here, so only a register drives
     the long routes to the block RAMs) -> memory read (``memory_latency`` cycles, its input
@@ -43,6 +48,7 @@ class OperandReader(wiring.Component):
             "limit": In(unsigned(dim)),
             "valid": In(1), "first": In(1), "last": In(1),
             "k": In(unsigned(dim)), "l0": In(unsigned(dim)),
+            "gather": In(1), "list_k": In(unsigned(dim)),
             "port": Out(read_port_signature(cfg.banks, cfg.spad_addr_width, signed(cfg.data_width))),
             "data": Out(data.ArrayLayout(signed(cfg.data_width), lanes)),
             "out_first": Out(1), "out_last": Out(1),
@@ -61,13 +67,16 @@ class OperandReader(wiring.Component):
         # die: the command fields (constant while a command runs, so this costs no cycle) and
         # the issue stream (stage 0, one cycle of latency).
         base, ld, limit = Signal.like(self.base), Signal.like(self.ld), Signal.like(self.limit)
-        lane_is_row = Signal()
+        lane_is_row, gather = Signal(), Signal()
         m.d.sync += [base.eq(self.base), ld.eq(self.ld), limit.eq(self.limit),
-                     lane_is_row.eq(self.lane_is_row)]
+                     lane_is_row.eq(self.lane_is_row), gather.eq(self.gather)]
         valid, first, last = Signal(name="valid0"), Signal(name="first0"), Signal(name="last0")
-        k, l0 = Signal.like(self.k, name="k0"), Signal.like(self.l0, name="l0_in")
+        k_in, l0 = Signal.like(self.k, name="k0"), Signal.like(self.l0, name="l0_in")
         m.d.sync += [valid.eq(self.valid), first.eq(self.first), last.eq(self.last),
-                     k.eq(self.k), l0.eq(self.l0)]
+                     k_in.eq(self.k), l0.eq(self.l0)]
+        # the inner index: k, or the kept list's entry k (it arrives now, with k)
+        k = Signal.like(self.k, name="k_inner")
+        m.d.comb += k.eq(Mux(gather, self.list_k, k_in))
 
         # per-command constants, registered so the shift-adds stay off the issue path
         lane_off = [Signal(saw, name=f"lane_off{l}") for l in range(lanes)]

@@ -27,7 +27,8 @@ class PerfCounters(wiring.Component):
     (M*K*N per command, ragged tile edges excluded). The skip counters: ``confident`` the
     samples that passed the per-sample confidence test, ``skipped_batches`` the batches the
     skip controller skipped, and per phase ``skipped_macs`` the M*K*N of gated GEMMs skipped
-    (the sequencer's SKIP state hands them over as partial products).
+    (the sequencer's SKIP state hands them over as partial products); ``skipped_samples`` the
+    samples the per-sample policy skipped.
     """
 
     def __init__(self, cfg: Config):
@@ -39,6 +40,7 @@ class PerfCounters(wiring.Component):
             "macs": In(range(cfg.rows * cfg.cols + 1)),
             "confident": In(range(cfg.banks + 1)), "skipped_batch": In(1),
             "skipped_macs": In(unsigned(3 * cfg.dim_width)),
+            "skipped_samples": In(range(cfg.banks + 1)),
             "count": Out(data.ArrayLayout(unsigned(cfg.counter_width), len(COUNTERS))),
         })
 
@@ -50,8 +52,9 @@ class PerfCounters(wiring.Component):
         m.d.sync += [in_loss.eq(self.in_loss), correct.eq(self.correct)]
         confident, skipped_batch = Signal.like(self.confident), Signal()
         skipped_macs = Signal.like(self.skipped_macs)
+        skipped_samples = Signal.like(self.skipped_samples)
         m.d.sync += [confident.eq(self.confident), skipped_batch.eq(self.skipped_batch),
-                     skipped_macs.eq(self.skipped_macs)]
+                     skipped_macs.eq(self.skipped_macs), skipped_samples.eq(self.skipped_samples)]
         m.d.sync += [busy.eq(self.busy), in_command.eq(self.in_command), tile.eq(self.tile),
                      bubble.eq(self.bubble), cmd_done.eq(self.cmd_done), phase.eq(self.phase),
                      macs.eq(self.macs)]
@@ -60,7 +63,8 @@ class PerfCounters(wiring.Component):
         # enable is the flip-flops' clock enable rather than a multiplexer on the adder's input
         incs = {"cycles": (busy, 1), "commands": (cmd_done, 1), "tiles": (tile, 1),
                 "bubbles": (bubble, 1), "loss_cycles": (in_loss, 1), "correct": (1, correct),
-                "confident": (1, confident), "skipped_batches": (skipped_batch, 1)}
+                "confident": (1, confident), "skipped_batches": (skipped_batch, 1),
+                "skipped_samples": (1, skipped_samples)}
         for p in Phase:
             active = phase == p
             incs[f"phase_cycles_{p.name.lower()}"] = (in_command & active, 1)

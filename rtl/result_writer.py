@@ -33,6 +33,12 @@ class ResultWriter(wiring.Component):
     round_half_even(aux / 2**frac_bits), saturated, to C. Every command runs through the same
     stages, so the latency does not depend on the epilogue.
 
+    With ``aux_trans`` (a MASK of ``Gate.SAMPLES_M``: C's rows are the kept samples) the aux
+    matrix is stored transposed, N x (the batch) with ``aux_ld``, and output row r reads its
+    column list[r], entry r of the kept list (``list_entry`` out, ``list_data`` in, two cycles
+    later): element (r, c) reads aux word aux_base + c*aux_ld + list[r] // V of bank
+    (c + list[r]) mod V, and the "aux > 0" flags come back rotated into C's bank order.
+
     With ``stochastic`` set, UPDATE rounds its step stochastically instead of half to even: lane
     j adds the low ``shift`` bits (at most 32) of its LFSR (:class:`~rtl.lfsr.Lfsr`) to the
     accumulator and the requantizer floors. Every lane's LFSR steps once per row the writer
@@ -61,6 +67,8 @@ class ResultWriter(wiring.Component):
             "m": In(unsigned(dim)), "n": In(unsigned(dim)),
             "quant": In(1), "shift": In(unsigned(cfg.shift_width)),
             "epilogue": In(Epilogue), "aux_base": In(unsigned(aw)),
+            "aux_trans": In(1), "aux_ld": In(unsigned(aw)),
+            "list_entry": Out(unsigned(dim)), "list_data": In(unsigned(dim)),
             "acc_rd": Out(read_port_signature(V, cfg.acc_addr_width, signed(cfg.acc_width))),
             "stochastic": In(1), "sr_seed": In(32), "sr_load": In(1),
             "row_valid": In(1),
@@ -95,9 +103,11 @@ class ResultWriter(wiring.Component):
         base, ld = Signal.like(self.base), Signal.like(self.ld)
         m_dim, n_dim, shift = Signal.like(self.m), Signal.like(self.n), Signal.like(self.shift)
         epilogue, aux_base = Signal.like(self.epilogue), Signal.like(self.aux_base)
+        aux_trans, aux_ld = Signal(), Signal.like(self.aux_ld)
         m.d.sync += [start.eq(self.start), quant.eq(self.quant), base.eq(self.base), ld.eq(self.ld),
                      m_dim.eq(self.m), n_dim.eq(self.n), shift.eq(self.shift),
-                     epilogue.eq(self.epilogue), aux_base.eq(self.aux_base)]
+                     epilogue.eq(self.epilogue), aux_base.eq(self.aux_base),
+                     aux_trans.eq(self.aux_trans & cfg.training), aux_ld.eq(self.aux_ld)]
 
         # the row arrives from the far side of the array: capture it before any logic
         row_valid = Signal()
@@ -113,6 +123,11 @@ class ResultWriter(wiring.Component):
         aux_tile_base, aux_row_base = Signal(aw), Signal(aw)
         rows_ld = Signal(aw)
         m.d.sync += rows_ld.eq(const_mul(ld, R))
+        # the transposed aux: column j0 + j starts at aux_col_base + j*aux_ld
+        aux_col_base, aux_cols_ld = Signal(aw), Signal(aw)
+        aux_lane_off = [Signal(aw, name=f"aux_lane_off{j}") for j in range(C)]
+        m.d.sync += [aux_cols_ld.eq(const_mul(aux_ld, C))]
+        m.d.sync += [o.eq(const_mul(aux_ld, j)) for j, o in enumerate(aux_lane_off)]
         # "row i is the tile's last" (i_last), "this is the last tile column" (col_last) and
         # "the last tile row" (row_last), kept one row ahead in flip-flops so the counters'
         # enables see no comparator
@@ -122,7 +137,7 @@ class ResultWriter(wiring.Component):
         with m.If(start):
             m.d.sync += [i.eq(0), i0.eq(0), j0.eq(0), m_rem.eq(m_dim), n_rem.eq(n_dim),
                          tile_base.eq(base), row_base.eq(base),
-                         aux_tile_base.eq(aux_base), aux_row_base.eq(aux_base),
+                         aux_tile_base.eq(aux_base), aux_row_base.eq(aux_base), aux_col_base.eq(aux_base),
                          i_last.eq(R == 1), col_last.eq(n_dim <= C), single_col.eq(n_dim <= C),
                          row_last.eq(m_dim <= R)]
         with m.Elif(row_valid):
@@ -132,11 +147,11 @@ class ResultWriter(wiring.Component):
                     m.d.sync += [j0.eq(0), n_rem.eq(n_dim), i0.eq(i0 + R), m_rem.eq(m_rem - R),
                                  tile_base.eq(tile_base + rows_ld), row_base.eq(tile_base + rows_ld),
                                  aux_tile_base.eq(aux_tile_base + rows_ld),
-                                 aux_row_base.eq(aux_tile_base + rows_ld),
+                                 aux_row_base.eq(aux_tile_base + rows_ld), aux_col_base.eq(aux_base),
                                  col_last.eq(single_col), row_last.eq(m_rem <= 2 * R)]
                 with m.Else():
                     m.d.sync += [j0.eq(j0 + C), n_rem.eq(n_rem - C), row_base.eq(tile_base),
-                                 aux_row_base.eq(aux_tile_base),
+                                 aux_row_base.eq(aux_tile_base), aux_col_base.eq(aux_col_base + aux_cols_ld),
                                  col_last.eq(n_rem <= 2 * C)]
             with m.Else():
                 m.d.sync += [i.eq(i + 1), row_base.eq(row_base + ld), aux_row_base.eq(aux_row_base + ld),
@@ -165,18 +180,28 @@ class ResultWriter(wiring.Component):
         takes_step = (epilogue == Epilogue.UPDATE) if cfg.training else 0
 
         # row metadata, delayed to meet the requantizer output
+        # (aux_row_base: the transposed aux's column base until the list entry s comes, then
+        # that plus s // V: the word of element (s, j0) of the stored aux)
         meta = data.StructLayout({"row_ok": 1, "lanes_ok": C, "last": 1, "rot": bb,
-                                  "row_base": aw, "aux_row_base": aw, "j0": dim + 1})
+                                  "row_base": aw, "aux_row_base": aw, "j0": dim + 1, "s": bb})
         cur = Signal(meta)
         m.d.comb += [cur.row_ok.eq(row_valid & (m_rem > i)),
                      cur.last.eq(row_valid & last_row),
                      cur.rot.eq(i0 + i + j0), cur.row_base.eq(row_base),
-                     cur.aux_row_base.eq(aux_row_base), cur.j0.eq(j0)]
+                     cur.aux_row_base.eq(Mux(aux_trans, aux_col_base, aux_row_base)), cur.j0.eq(j0)]
+        m.d.comb += self.list_entry.eq(i0 + i)
         for j in range(C):
             m.d.comb += cur.lanes_ok[j].eq(n_rem > j)
+        assert int(cfg.training) + rq.latency > 2 or not cfg.training
         for stage in range(int(cfg.training) + rq.latency):  # the noise stage, the requantizer
             nxt = Signal(meta, name=f"meta_d{stage}")
-            m.d.sync += nxt.eq(cur)
+            if stage == 2:  # the kept list's entry for this row has come (two cycles)
+                m.d.sync += nxt.eq(cur)
+                with m.If(aux_trans):
+                    m.d.sync += [nxt.s.eq(self.list_data[:bb]),
+                                 nxt.aux_row_base.eq(cur.aux_row_base + (self.list_data >> bb))]
+            else:
+                m.d.sync += nxt.eq(cur)
             cur = nxt
 
         # stage 3: lane addresses and write enables
@@ -190,10 +215,17 @@ class ResultWriter(wiring.Component):
         last = Signal()
         for j in range(C):
             m.d.sync += [word[j].eq(cur.row_base + ((cur.j0 + j) >> bb)),
-                         aux_word[j].eq(cur.aux_row_base + ((cur.j0 + j) >> bb)),
+                         aux_word[j].eq(cur.aux_row_base + Mux(aux_trans, aux_lane_off[j],
+                                                               (cur.j0 + j) >> bb)),
                          en[j].eq(cur.row_ok & cur.lanes_ok[j]), value[j].eq(Mux(takes_step, rq.out_wide[j], rq.out[j]))]
         m.d.sync += [sel.eq(b - cur.rot) for b, sel in enumerate(bank_sel)]
         m.d.sync += last.eq(cur.last)
+        # the transposed aux: bank b serves lane (b - j0 - s) mod V, and C's bank b takes the
+        # "aux > 0" flag of aux bank (b - rot + j0 + s) mod V (both b itself otherwise)
+        aux_sel = [Signal(bb, name=f"aux_bank_sel{b}") for b in range(V)]
+        flag_sel = [Signal(bb, name=f"flag_sel{b}") for b in range(V)]
+        m.d.sync += [sel.eq(Mux(aux_trans, b - cur.j0 - cur.s, b - cur.rot)) for b, sel in enumerate(aux_sel)]
+        m.d.sync += [sel.eq(Mux(aux_trans, b - cur.rot + cur.j0 + cur.s, b)) for b, sel in enumerate(flag_sel)]
 
         # stage 4: bank b takes lane (b - rot) mod V, into one set of bank-ordered registers for
         # both memories (only the enables differ), so the rotation stays in one place
@@ -204,9 +236,12 @@ class ResultWriter(wiring.Component):
         bank_aux = [Signal(aw, name=f"bank_aux{b}") for b in range(V)]
         bank_data = [Signal(signed(cfg.acc_width), name=f"bank_data{b}") for b in range(V)]
         bank_en = Signal(V)
+        bank_flag_sel = [Signal(bb, name=f"bank_flag_sel{b}") for b in range(V)]
+        m.d.sync += [f.eq(flag_sel[b]) for b, f in enumerate(bank_flag_sel)]
+        flag_sel = bank_flag_sel  # with the bank registers, one stage after the selects
         for b in range(V):
             lane = bank_sel[b]
-            m.d.sync += [bank_addr[b].eq(words[lane]), bank_aux[b].eq(aux_words[lane]),
+            m.d.sync += [bank_addr[b].eq(words[lane]), bank_aux[b].eq(aux_words[aux_sel[b]]),
                          bank_data[b].eq(values[lane]), bank_en[b].eq(ens[lane])]
             # the aux read goes out from these registers; its data comes acc_read_latency later
             m.d.comb += self.acc_rd.addr[b].eq(bank_aux[b])
@@ -232,11 +267,13 @@ class ResultWriter(wiring.Component):
             nxt_aux = [Signal(aw, name=f"bank_aux_d{stage}_{b}") for b in range(V)]
             nxt_data = [Signal(signed(cfg.acc_width), name=f"bank_data_d{stage}_{b}") for b in range(V)]
             nxt_en = Signal(V, name=f"bank_en_d{stage}")
+            nxt_flag = [Signal(bb, name=f"flag_sel_d{stage}_{b}") for b in range(V)]
             m.d.sync += [nxt_en.eq(bank_en)]
             for b in range(V):
                 m.d.sync += [nxt_addr[b].eq(bank_addr[b]), nxt_aux[b].eq(bank_aux[b]),
-                             nxt_data[b].eq(bank_data[b])]
+                             nxt_data[b].eq(bank_data[b]), nxt_flag[b].eq(flag_sel[b])]
             bank_addr, bank_aux, bank_data, bank_en = nxt_addr, nxt_aux, nxt_data, nxt_en
+            flag_sel = nxt_flag
 
         # combine (E1): the epilogue's element-wise step, per bank
         aw_ = cfg.acc_width
@@ -245,6 +282,9 @@ class ResultWriter(wiring.Component):
         e1_aux = [Signal(aw, name=f"e1_aux{b}") for b in range(V)]
         e1_data = [Signal(signed(aw_), name=f"e1_data{b}") for b in range(V)]
         e1_en, e1_sat = Signal(V), Signal(V)
+        # MASK: per aux bank "aux > 0", registered here; C's bank b takes flag flag_sel[b] in E2a
+        e1_pos = Signal(V)
+        e1_flag_sel = [Signal(bb, name=f"e1_flag_sel{b}") for b in range(V)]
         is_mask, is_update = epilogue == Epilogue.MASK, epilogue == Epilogue.UPDATE
         is_relu = epilogue == Epilogue.RELU
         # the aux words, registered as they leave the block RAM: its output and the route from
@@ -262,9 +302,9 @@ class ResultWriter(wiring.Component):
                          # ReLU here, after the requantizer's saturation (a sign bit, no
                          # more logic on the requantizer's own critical path)
                          e1_data[b].eq(Mux(is_update, updated,
-                                           Mux((is_mask & (aux <= 0)) | (is_relu & bank_data[b][-1]),
-                                               0, bank_data[b]))),
-                         e1_sat[b].eq(is_update & bank_en[b] & (d_over | d_under))]
+                                           Mux(is_relu & bank_data[b][-1], 0, bank_data[b]))),
+                         e1_sat[b].eq(is_update & bank_en[b] & (d_over | d_under)),
+                         e1_pos[b].eq(aux > 0), e1_flag_sel[b].eq(flag_sel[b])]
         m.d.sync += e1_en.eq(bank_en)
 
         # operand copy (E2a, E2b) into the write-port registers: UPDATE writes the new master
@@ -277,9 +317,11 @@ class ResultWriter(wiring.Component):
         a_w = [Signal(signed(aw_), name=f"e2_w{b}") for b in range(V)]
         a_q = [Signal(signed(aw_ - f), name=f"e2_q{b}") for b in range(V)]
         a_up, a_en = Signal(V), Signal(V)
+        pos = Array(e1_pos[x] for x in range(V))
         for b in range(V):
             w = e1_data[b]
-            m.d.sync += [a_addr[b].eq(e1_addr[b]), a_aux[b].eq(e1_aux[b]), a_w[b].eq(w),
+            masked = is_mask & ~pos[e1_flag_sel[b]]
+            m.d.sync += [a_addr[b].eq(e1_addr[b]), a_aux[b].eq(e1_aux[b]), a_w[b].eq(Mux(masked, 0, w)),
                          a_q[b].eq(w >> f), a_up[b].eq(_round_up(w, f))]
         m.d.sync += a_en.eq(e1_en)
         to_spad = Signal()

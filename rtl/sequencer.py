@@ -8,6 +8,8 @@ from skiptrain.config import Config
 
 from skiptrain.numerics import MAX_CLASSES
 
+from skiptrain.isa import Gate
+
 from .command import Epilogue, ErrorCode, Opcode, OutMode, command_layout, issue_layout
 from .multiplier import Multiplier
 
@@ -25,21 +27,24 @@ class Sequencer(wiring.Component):
     period = max(K, R, C) steps of which the first K are valid; DRAIN waits for the result
     writer's ``writer_done``. A LOSS command, once checked, hands over to the loss unit
     (``loss_start``) and waits for its ``loss_done`` (with ``loss_error`` on a bad label).
-    A GEMM with ``gate`` BATCH, checked, while ``batch_skip`` is set (the skip controller's
-    decision for this batch) goes to SKIP instead of ISSUE: ``skip_cycles`` (2 x dim_width)
-    cycles in which a shift-and-add multiplier puts M*K*N on ``skipped_macs`` (M*K first, then
-    its partial products by the bits of N, one a cycle: the counter sums them), then the next
-    command. HALT ends after its first CHECK cycle. An invalid command ends the
+    A GEMM with a ``gate``, checked, while ``batch_skip`` is set (the skip controller's
+    decision for this batch), or with a SAMPLES gate while ``kept`` is 0, goes to SKIP instead
+    of ISSUE: ``skip_cycles`` (2 x dim_width) cycles in which a shift-and-add multiplier puts
+    M*K*N on ``skipped_macs`` (M*K first, then its partial products by the bits of N, one a
+    cycle: the counter sums them), then the next command. A SAMPLES gate otherwise runs the
+    command with its batch dimension (M for SAMPLES_M, K for SAMPLES_K) replaced by ``kept``
+    (``m_run``, ``k_run``), and the same multiplier counts the samples not kept, (batch -
+    kept) times the other two dimensions, while the command runs (it always ends first). HALT ends after its first CHECK cycle. An invalid command ends the
     program with ``error`` set, ``error_code`` telling why, and ``pc`` at the offending slot;
     the sequencer is then idle again and never waits on anything that cannot come.
 
     The cycle count of every program is thus a closed formula (golden/sequencer.py).
     """
 
-    #: cycles in CHECK for a GEMM: operand extents through one pipelined multiplier (three
-    #: operands, a register, the multiplier's 3 stages), the flags, the first failing check
-    #: encoded, the decision
-    check_cycles = 10
+    #: cycles in CHECK for a GEMM: operand extents through one pipelined multiplier (A, B, C
+    #: and the aux region, a register, the multiplier's 3 stages), the flags, the aux flag,
+    #: the first failing check encoded, the decision
+    check_cycles = 11
 
     def __init__(self, cfg: Config, prog_latency: int = 2):
         if prog_latency < 1:
@@ -47,6 +52,11 @@ class Sequencer(wiring.Component):
         self._cfg = cfg
         self._prog_latency = prog_latency
         R, C = cfg.rows, cfg.cols
+        if cfg.training and 2 * cfg.dim_width > 30 + R + C:
+            # the MACs of the samples not kept are counted while the command runs, which takes
+            # at least 31 + R + C cycles after CHECK (one step, the pipeline's latency)
+            raise ValueError(f"dim_width={cfg.dim_width}: with the training hardware, 2 * dim_width "
+                             f"must be at most 30 + rows + cols = {30 + R + C}")
         super().__init__({
             "start": In(1),
             "start_pc": In(unsigned(cfg.prog_addr_width)),
@@ -70,6 +80,12 @@ class Sequencer(wiring.Component):
             # the gradient-skip controller: its decision, and its register error (LOSS checks it)
             "batch_skip": In(1), "skip_config_error": In(1),
             "skipped_macs": Out(unsigned(3 * cfg.dim_width)),
+            # the per-sample skip: the kept count and N of the run's last LOSS; the dimensions
+            # the command runs with, and the step counter (the kept list's read address: the
+            # step issued next cycle)
+            "kept": In(unsigned(cfg.dim_width)), "loss_n": In(unsigned(cfg.dim_width)),
+            "m_run": Out(unsigned(cfg.dim_width)), "k_run": Out(unsigned(cfg.dim_width)),
+            "step_k": Out(unsigned(cfg.dim_width)),
         })
 
     @property
@@ -103,10 +119,11 @@ class Sequencer(wiring.Component):
         m.d.comb += [mul.a.eq(mul_a), mul.b.eq(mul_b)]
         prod = mul.p[:dim + cfg.addr_width]
         # operand n enters mul_a/mul_b at step n, the multiplier at n + 1, its product is
-        # there at n + 1 + latency; then the flags, the encoded first error, the decision
+        # there at n + 1 + latency; then the flags (the aux region, the fourth, one step
+        # later), the encoded first error, the decision
         product_step = 1 + mul.latency
         flags_step = 2 + product_step + 1
-        assert self.check_cycles == flags_step + 3, (self.check_cycles, flags_step)
+        assert self.check_cycles == flags_step + 4, (self.check_cycles, flags_step)
         ext_w = dim + cfg.addr_width + 2
 
         def stored(trans, rows, cols):
@@ -138,6 +155,17 @@ class Sequencer(wiring.Component):
         gate_err, config_err = Signal(), Signal()
         has_aux = cmd.epilogue != Epilogue.NONE
         aux_base_colw, aux_last = Signal(ext_w), Signal(ext_w)
+        # the per-sample gates: the batch dimension runs over the kept samples
+        samples = (cmd.gate == Gate.SAMPLES_M) | (cmd.gate == Gate.SAMPLES_K) if cfg.training else 0
+        batch = Mux(cmd.gate == Gate.SAMPLES_M, cmd.m, cmd.k)
+        m.d.comb += [self.m_run.eq(Mux((cmd.gate == Gate.SAMPLES_M) & cfg.training, self.kept, cmd.m)),
+                     self.k_run.eq(Mux((cmd.gate == Gate.SAMPLES_K) & cfg.training, self.kept, cmd.k))]
+        m_run, k_run = self.m_run, self.k_run
+        # a SAMPLES_M MASK reads aux transposed: N x M, packed (ld = ceil(M / V))
+        aux_trans = (cmd.gate == Gate.SAMPLES_M) & (cmd.epilogue == Epilogue.MASK) if cfg.training else 0
+        aux_rows = Mux(aux_trans, cmd.n, cmd.m)
+        aux_ld = Mux(aux_trans, (cmd.m + (cfg.banks - 1)) >> bb, cmd.c_ld)
+        aux_colw = Signal(dim)
         eff_shift = self.eff_shift
         first_err, checks_pass = Signal(ErrorCode), Signal()
         period, k_m1 = Signal(dim), Signal(dim)
@@ -153,6 +181,7 @@ class Sequencer(wiring.Component):
         # "this is the last tile row/column", kept one step ahead so the FSM sees flags only
         last_row, last_col, single_col = Signal(), Signal(), Signal()
 
+        m.d.comb += self.step_k.eq(s)
         m.d.sync += [self.issue.valid.eq(0), self.issue.first.eq(0), self.issue.last.eq(0),
                      self.cmd_start.eq(0), self.tile.eq(0), self.bubble.eq(0), self.cmd_done.eq(0)]
 
@@ -173,8 +202,10 @@ class Sequencer(wiring.Component):
         decide = at["CHECK"] & step[self.check_cycles - 1]
         loss_over = at["LOSS"] & self.loss_done
         tiles_done = at["ISSUE"] & at_end & last_col & last_row
-        # a checked GEMM gated by the batch decision: skipped (the gate is 0 or 1 here)
-        gated = (cmd.gate == 1) & self.batch_skip if cfg.training else 0
+        # a checked GEMM gated by the batch decision, or by the kept samples when none is kept:
+        # skipped
+        gated = ((cmd.gate != 0) & self.batch_skip) | (samples & (self.kept == 0)) if cfg.training else 0
+        mac_on = Signal()  # the shift-and-add multiplier of the skipped MACs runs
         skip_count = Signal(range(2 * dim + 1))
         skip_mul, skip_bits, skip_mk = Signal(2 * dim), Signal(dim), Signal(3 * dim)
         skip_over = at["SKIP"] & (skip_count == 0)
@@ -233,36 +264,45 @@ class Sequencer(wiring.Component):
                              classes_err.eq(is_loss & (cmd.m > MAX_CLASSES) if cfg.training else 0),
                              epi_err.eq(has_aux & (is_loss | (cmd.out_mode == OutMode.ACC)
                                                    | (not cfg.training))),
-                             gate_err.eq((cmd.gate != 0) & (is_loss | (cmd.gate > 1) | (not cfg.training))),
+                             gate_err.eq(((cmd.gate != 0) & (is_loss | (not cfg.training)))
+                                         | (samples & ((batch != self.loss_n) | (batch > cfg.max_batch)
+                                                       | ((cmd.gate == Gate.SAMPLES_K) & ~cmd.trans_b)
+                                                       | ((cmd.gate == Gate.SAMPLES_M)
+                                                          & (cmd.epilogue != Epilogue.NONE)
+                                                          & (cmd.epilogue != Epilogue.MASK))))),
+                             aux_colw.eq((Mux(aux_trans, cmd.m, cmd.n) - 1) >> bb),
                              config_err.eq(is_loss & self.skip_config_error if cfg.training else 0),
-                             period.eq(Mux(cmd.k > max(R, C), cmd.k, max(R, C)))]
+                             period.eq(Mux(k_run > max(R, C), k_run, max(R, C)))]
                 m.d.sync += [op["colw"].eq((op["cols"] - 1) >> bb) for op in operands]
             with m.If(step[1]):
-                m.d.sync += [period_m2.eq(period - 2), period_is_one.eq(period == 1), k_m1.eq(cmd.k - 1),
+                m.d.sync += [period_m2.eq(period - 2), period_is_one.eq(period == 1), k_m1.eq(k_run - 1),
                              shift_err.eq(eff_shift > cfg.acc_width - 1),
-                             aux_base_colw.eq(cmd.aux_base + operands[2]["colw"] if cfg.training else 0)]
+                             aux_base_colw.eq(cmd.aux_base + aux_colw if cfg.training else 0)]
                 for op in operands:
                     m.d.sync += [op["base_colw"].eq(op["base"] + op["colw"]),
                                  op["stride_err"].eq(op["ld"] <= op["colw"])]
-            name_of = lambda n: "abc"[n]
             for n, op in enumerate(operands):
                 with m.If(step[n]):
                     m.d.sync += [mul_a.eq(op["rows"] - 1), mul_b.eq(op["ld"])]
                 with m.If(step[n + product_step]):
                     m.d.sync += op["last"].eq(op["base_colw"] + prod)
-                    if name_of(n) == "c" and cfg.training:
-                        # aux has C's rows and ld: the same product
-                        m.d.sync += aux_last.eq(aux_base_colw + prod)
                 with m.If(step[flags_step]):
                     m.d.sync += op["range_err"].eq(op["last"] >= op["depth"])
+            if cfg.training:
+                # the aux region: the fourth operand (C's shape and ld, or transposed)
+                with m.If(step[3]):
+                    m.d.sync += [mul_a.eq(aux_rows - 1), mul_b.eq(aux_ld)]
+                with m.If(step[3 + product_step]):
+                    m.d.sync += aux_last.eq(aux_base_colw + prod)
             a, b, c = operands
-            with m.If(step[flags_step]):
+            with m.If(step[flags_step + 1]):
                 # without the training hardware an epilogue is BAD_EPILOGUE before this matters
                 m.d.sync += aux_err.eq(has_aux & (aux_last >= cfg.acc_depth) if cfg.training else 0)
+            with m.If(step[flags_step]):
                 m.d.sync += overlap_err.eq(quant & (
                     ((cmd.c_base <= a["last"]) & (cmd.a_base <= c["last"])) |
                     ((cmd.c_base <= b["last"]) & (cmd.b_base <= c["last"]))))
-            with m.If(step[flags_step + 1]):
+            with m.If(step[flags_step + 2]):
                 # the priority encoder of the checks, in the order golden/sequencer.py's
                 # check() tests them, registered so the state decision sees one code
                 code = ErrorCode.NONE
@@ -289,14 +329,21 @@ class Sequencer(wiring.Component):
                     m.d.sync += self.loss_start.eq(1)
                 with m.Elif(gated):
                     m.d.sync += [skip_count.eq(2 * dim - 1), skip_mk.eq(0), skip_mul.eq(cmd.m),
-                                 skip_bits.eq(cmd.k)]
+                                 skip_bits.eq(cmd.k), mac_on.eq(1)]
                 with m.Else():
                     m.d.sync += [s.eq(0), at_end.eq(period_is_one),
-                                 i0.eq(0), j0.eq(0), m_rem.eq(cmd.m), n_rem.eq(cmd.n),
-                                 last_row.eq(cmd.m <= R), last_col.eq(cmd.n <= C),
+                                 i0.eq(0), j0.eq(0), m_rem.eq(m_run), n_rem.eq(cmd.n),
+                                 last_row.eq(m_run <= R), last_col.eq(cmd.n <= C),
                                  single_col.eq(cmd.n <= C)]
+                    if cfg.training:
+                        # the samples not kept: (M - m_run) * (K - k_run) is M*K - m_run*k_run
+                        # as one of the two differences is 0
+                        with m.If(samples):
+                            m.d.sync += [skip_count.eq(2 * dim - 1), skip_mk.eq(0), mac_on.eq(1),
+                                         skip_mul.eq(Mux(cmd.gate == Gate.SAMPLES_M, cmd.m - m_run, cmd.m)),
+                                         skip_bits.eq(Mux(cmd.gate == Gate.SAMPLES_K, cmd.k - k_run, cmd.k))]
         with m.If(at["ISSUE"]):
-            valid = s < cmd.k
+            valid = s < k_run
             m.d.sync += [self.issue.valid.eq(valid), self.issue.first.eq(s == 0),
                          self.issue.last.eq(s == k_m1), self.issue.k.eq(s),
                          self.issue.i0.eq(i0), self.issue.j0.eq(j0),
@@ -323,8 +370,10 @@ class Sequencer(wiring.Component):
         # not barrel shifters, so each cycle has one adder
         m.d.sync += self.skipped_macs.eq(0)
         if cfg.training:
-            with m.If(at["SKIP"]):
+            with m.If(mac_on):
                 m.d.sync += skip_count.eq(skip_count - 1)
+                with m.If(skip_count == 0):
+                    m.d.sync += mac_on.eq(0)
                 with m.If(skip_count >= dim):
                     m.d.sync += [skip_mul.eq(skip_mul << 1), skip_bits.eq(skip_bits >> 1)]
                     with m.If(skip_bits[0]):

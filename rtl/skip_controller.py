@@ -6,7 +6,8 @@ from amaranth.lib.wiring import In, Out
 
 from skiptrain.config import Config
 from skiptrain.numerics import LFSR_WIDTH
-from skiptrain.skip import RATE_BITS, SKIP_LFSR_LANE, BatchPolicy, ConfMode, SkipCtrl, batch_tau_width
+from skiptrain.skip import (RATE_BITS, SKIP_LFSR_LANE, BatchPolicy, ConfMode, SamplePolicy, SkipCtrl,
+                            batch_tau_width)
 
 from .lfsr import Lfsr
 
@@ -23,8 +24,9 @@ class SkipController(wiring.Component):
       by ``seed_load``) steps once, then skip when its low 16 bits are below ``rate``;
     - ``OFF``: never.
 
-    ``config_error`` is high while ``ctrl`` holds an unassigned policy or confidence mode (the
-    sequencer stops a LOSS with SKIP_CONFIG then). ``skipped`` pulses once per skipped batch.
+    ``config_error`` is high while ``ctrl`` holds an unassigned policy, sample policy or
+    confidence mode, or the per-sample confidence policy with a mode other than max_prob (the
+    sequencer stops a LOSS with SKIP_CONFIG then; :attr:`skiptrain.skip.SkipCtrl.valid`). ``skipped`` pulses once per skipped batch.
     """
 
     #: cycles from loss_done to ``skip`` holding the decision
@@ -40,8 +42,10 @@ class SkipController(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        policy, mode = self.ctrl[:2], self.ctrl[2:4]
-        m.d.comb += self.config_error.eq((policy > max(BatchPolicy)) | (mode > max(ConfMode)))
+        policy, mode, sample = self.ctrl[:2], self.ctrl[2:4], self.ctrl[5:7]
+        m.d.comb += self.config_error.eq((policy > max(BatchPolicy)) | (mode > max(ConfMode))
+                                         | (sample > max(SamplePolicy))
+                                         | ((sample == SamplePolicy.CONFIDENCE) & (mode != ConfMode.MAX_PROB)))
 
         m.submodules.lfsr = lfsr = self.lfsr
         ended = self.loss_done & ~self.loss_error

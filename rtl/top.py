@@ -9,10 +9,11 @@ from skiptrain import hostmap
 from skiptrain.config import Config
 from skiptrain.hostmap import COUNTER_CSRS, Csr, HostMap, Region
 from skiptrain.skip import CONF_TAU_WIDTH, RATE_BITS, SkipCtrl, batch_tau_width
-from skiptrain.isa import command_width
+from skiptrain.isa import Gate, command_width
 
 from .banked_memory import BankedMemory
-from .command import OutMode
+from .command import Epilogue, OutMode
+from .kept_list import KeptList
 from .loss_unit import LossUnit, loss_unit_signature
 from .operand_reader import OperandReader
 from .perf_counters import COUNTERS, PerfCounters
@@ -158,7 +159,9 @@ class Accelerator(wiring.Component):
                          skip.start.eq(start & idle), skip.loss_done.eq(loss.done),
                          skip.loss_error.eq(loss.error), skip.batch_sum.eq(loss.batch_sum),
                          loss.conf_mode.eq(skip_ctrl[2:4]), loss.require_correct.eq(skip_ctrl[4]),
-                         loss.conf_tau.eq(conf_tau)]
+                         loss.conf_tau.eq(conf_tau), loss.sample_policy.eq(skip_ctrl[5:7]),
+                         loss.rate.eq(skip_rate), loss.seed.eq(host.w_data[:32]),
+                         loss.seed_load.eq(skip_w[Csr.SKIP_SEED] & idle)]
             # the decision (and batch_sum before it) must be in before the next command can
             # reach its gate: FETCH, the program read, DECODE and CHECK after loss_done
             assert (LossUnit.batch_sum_after_done(V) < SkipController.decision_latency
@@ -166,6 +169,15 @@ class Accelerator(wiring.Component):
         else:
             skip = skip_controller_signature(cfg).create(path=("skip",))  # outputs stay 0
         m.d.comb += [seq.batch_skip.eq(skip.skip), seq.skip_config_error.eq(skip.config_error)]
+        # KEPT and the N of the run's last LOSS, taken when it ends (START clears both): the
+        # SAMPLES gates run over the kept samples and check their batch against N
+        kept, loss_n = Signal.like(loss.kept), Signal(cfg.dim_width)
+        if cfg.training:
+            with m.If(start & idle):
+                m.d.sync += [kept.eq(0), loss_n.eq(0)]
+            with m.Elif(loss.done):
+                m.d.sync += [kept.eq(loss.kept), loss_n.eq(cmd.n)]
+        m.d.comb += [seq.kept.eq(kept), seq.loss_n.eq(loss_n)]
         m.d.comb += [seq.lr_shift.eq(lr_shift),
                      seq.loss_done.eq(loss.done), seq.loss_error.eq(loss.error),
                      loss.start.eq(seq.loss_start), loss.m.eq(cmd.m), loss.n.eq(cmd.n),
@@ -180,7 +192,7 @@ class Accelerator(wiring.Component):
 
         # ---- operand path: readers -> skew -> array ------------------------------------------
         for reader, base, ld, lane_is_row, limit, l0 in (
-                (ra, cmd.a_base, cmd.a_ld, ~cmd.trans_a, cmd.m, issue.i0),
+                (ra, cmd.a_base, cmd.a_ld, ~cmd.trans_a, seq.m_run, issue.i0),
                 (rb, cmd.b_base, cmd.b_ld, cmd.trans_b, cmd.n, issue.j0)):
             m.d.comb += [reader.base.eq(base), reader.ld.eq(ld), reader.lane_is_row.eq(lane_is_row),
                          reader.limit.eq(limit), reader.valid.eq(issue.valid),
@@ -204,8 +216,21 @@ class Accelerator(wiring.Component):
             m.d.comb += [array.first[i].eq(skew_f.o[i][0]), array.last[i].eq(skew_f.o[i][1])]
 
         # ---- result path: array -> writer -> memories ----------------------------------------
+        # the kept list (the per-sample skip): the loss unit writes it; reader B reads entry k of
+        # SAMPLES_K commands one step ahead (the sequencer's step counter), the writer entry r
+        # of a SAMPLES_M MASK's rows
+        if cfg.training:
+            m.submodules.kept_list = kl = KeptList(cfg, read_ports=2)
+            assert kl.read_latency == 2  # = the step counter's lead over the reader's k register
+            m.d.comb += [kl.wr.addr.eq(loss.list_wr.addr), kl.wr.data.eq(loss.list_wr.data),
+                         kl.wr.en.eq(loss.list_wr.en),
+                         kl.entry[0].eq(seq.step_k), rb.list_k.eq(kl.data[0]),
+                         rb.gather.eq(cmd.gate == Gate.SAMPLES_K),
+                         kl.entry[1].eq(writer.list_entry), writer.list_data.eq(kl.data[1]),
+                         writer.aux_trans.eq((cmd.gate == Gate.SAMPLES_M) & (cmd.epilogue == Epilogue.MASK)),
+                         writer.aux_ld.eq((cmd.m + (V - 1)) >> cfg.bank_bits)]
         m.d.comb += [writer.start.eq(seq.cmd_start), writer.base.eq(cmd.c_base),
-                     writer.ld.eq(cmd.c_ld), writer.m.eq(cmd.m), writer.n.eq(cmd.n),
+                     writer.ld.eq(cmd.c_ld), writer.m.eq(seq.m_run), writer.n.eq(cmd.n),
                      writer.quant.eq(cmd.out_mode == OutMode.QUANT), writer.shift.eq(seq.eff_shift),
                      writer.epilogue.eq(cmd.epilogue), writer.aux_base.eq(cmd.aux_base),
                      writer.stochastic.eq(stochastic), writer.sr_seed.eq(host.w_data[:32]),
@@ -238,7 +263,8 @@ class Accelerator(wiring.Component):
                      counters.cmd_done.eq(seq.cmd_done), counters.macs.eq(seq.macs),
                      counters.in_loss.eq(seq.in_loss), counters.correct.eq(loss.correct),
                      counters.confident.eq(loss.confident), counters.skipped_batch.eq(skip.skipped),
-                     counters.skipped_macs.eq(seq.skipped_macs)]
+                     counters.skipped_macs.eq(seq.skipped_macs),
+                     counters.skipped_samples.eq(loss.skipped)]
 
         # ---- host reads: memory data is captured near the memories' output registers before
         # the region multiplexer, so r_data comes READ_LATENCY = 5 cycles after r_en
@@ -246,7 +272,7 @@ class Accelerator(wiring.Component):
                      seq.error_code, seq.pc)
         csr_values = {Csr.STATUS: status, Csr.START_PC: start_pc, Csr.PC: seq.pc, Csr.LR_SHIFT: lr_shift,
                       Csr.ROUNDING: stochastic, Csr.SR_SEED: sr_seed,
-                      Csr.ID: Const(hm.id_value(), 64), **skip_regs}
+                      Csr.ID: Const(hm.id_value(), 64), Csr.KEPT: kept, **skip_regs}
         for n, name in enumerate(COUNTERS):
             csr_values[COUNTER_CSRS[name]] = counters.count[n]
         # CSR reads: the index waits two cycles, then the multiplexer runs in two registered

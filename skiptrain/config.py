@@ -67,6 +67,9 @@ class Config:
         Bits of the M, K, N fields of a command.
     counter_width:
         Bits of each performance counter.
+    max_batch:
+        Entries of the kept list (the per-sample skip's sample indices): the largest batch a
+        command gated by the kept samples (``Gate.SAMPLES_M``, ``SAMPLES_K``) may name.
     multiplier:
         One of :data:`MULTIPLIERS`; changes the netlist, never the behaviour or the timing.
     memory:
@@ -88,6 +91,7 @@ class Config:
     prog_depth: int = 64
     dim_width: int = 16
     counter_width: int = 48
+    max_batch: int = 256
     multiplier: str = "behavioral"
     memory: str = "inferred"
     training: bool = True
@@ -95,7 +99,7 @@ class Config:
 
     def __post_init__(self):
         ints = ("rows", "cols", "data_width", "frac_bits", "acc_width", "spad_depth",
-                "acc_depth", "prog_depth", "dim_width", "counter_width")
+                "acc_depth", "prog_depth", "dim_width", "counter_width", "max_batch")
         for f in ints:
             v = getattr(self, f)
             if not isinstance(v, int) or isinstance(v, bool):
@@ -113,6 +117,9 @@ class Config:
             self._check(f, _is_pow2(v) and 2 <= v <= 1 << 20, "must be a power of two in 2..2**20")
         self._check("dim_width", 4 <= self.dim_width <= 24, "must be in 4..24")
         self._check("counter_width", 24 <= self.counter_width <= 64, "must be in 24..64")
+        self._check("max_batch", _is_pow2(self.max_batch) and self.banks <= self.max_batch <= min(1 << self.dim_width, 4096),
+                    f"must be a power of two in banks..min(2**dim_width, 4096) = "
+                    f"{self.banks}..{min(1 << self.dim_width, 4096)}")
         self._check("multiplier", self.multiplier in MULTIPLIERS, f"must be one of {MULTIPLIERS}")
         self._check("memory", self.memory in MEMORIES, f"must be one of {MEMORIES}")
         self._check("training", isinstance(self.training, bool), "must be true or false")
@@ -233,10 +240,11 @@ class Config:
 #: ``default`` is the 8x8 array.
 PRESETS: dict[str, Config] = {
     "tiny": Config(rows=2, cols=2, data_width=8, frac_bits=4, acc_width=24, spad_depth=512,
-                   acc_depth=256, prog_depth=16, dim_width=8, counter_width=24, name="tiny"),
+                   acc_depth=256, prog_depth=16, dim_width=8, counter_width=24, max_batch=32,
+                   name="tiny"),
     # the tiny GEMM engine without the training hardware: what fits the iCE40 UP5K
     "tiny_gemm": Config(rows=2, cols=2, data_width=8, frac_bits=4, acc_width=24, spad_depth=512,
-                        acc_depth=256, prog_depth=16, dim_width=8, counter_width=24,
+                        acc_depth=256, prog_depth=16, dim_width=8, counter_width=24, max_batch=32,
                         training=False, name="tiny_gemm"),
     "small": Config(rows=4, cols=4, spad_depth=1024, acc_depth=256, prog_depth=32, name="small"),
     "default": Config(name="default"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .config import Config
-from .hostmap import COUNTER_CSRS, COUNTERS, Csr, Ctrl, HostMap, Region, Status
+from .hostmap import READBACK_CSRS, Csr, Ctrl, HostMap, Region, Status
 from .isa import Command, encode
 
 
@@ -89,7 +89,8 @@ class Driver:
         return Status.decode(await self.read_csr(Csr.STATUS))
 
     async def counters(self) -> dict:
-        return {name: await self.read_csr(COUNTER_CSRS[name]) for name in COUNTERS}
+        """The counters and the KEPT register (hostmap.READBACK_CSRS)."""
+        return {name: await self.read_csr(csr) for name, csr in READBACK_CSRS.items()}
 
     async def run(self, start_pc: int = 0) -> dict:
         """Start, wait for done, and return the status with the counters."""

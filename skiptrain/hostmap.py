@@ -17,7 +17,7 @@ from .config import Config
 from .isa import command_width
 
 __all__ = ["Region", "Csr", "Ctrl", "Status", "READ_LATENCY", "HostMap", "ID_MAGIC", "COUNTERS",
-           "COUNTER_CSRS"]
+           "COUNTER_CSRS", "READBACK_CSRS"]
 
 READ_LATENCY = 5  #: cycles from r_en to r_valid (memory read 3, data capture, the region multiplexer)
 ID_MAGIC = 0x5354  #: "ST" in the top bits of the ID register
@@ -55,6 +55,8 @@ class Csr(enum.IntEnum):
     CONFIDENT = 32     #: R: samples that passed the per-sample confidence test, over LOSS commands
     SKIPPED_BATCHES = 33   #: R: LOSS commands that decided to skip their batch
     SKIPPED_MACS = 34      #: R: 34..37, MACs (M*K*N) of GEMMs skipped by their gate, per Phase
+    SKIPPED_SAMPLES = 38   #: R: samples the per-sample policy skipped (their dY not written)
+    KEPT = 40              #: R: samples the run's last LOSS kept: its dY columns 0..KEPT-1 (START clears it)
 
 
 CSR_COUNT = 64
@@ -66,10 +68,14 @@ _COUNTERS_LOW = (["cycles", "commands", "tiles", "bubbles"]
                  + [f"phase_cycles_{p}" for p in PHASE_NAMES]
                  + [f"phase_macs_{p}" for p in PHASE_NAMES]
                  + ["loss_cycles", "correct"])
-_COUNTERS_HIGH = ["confident", "skipped_batches"] + [f"skipped_macs_{p}" for p in PHASE_NAMES]
+_COUNTERS_HIGH = (["confident", "skipped_batches"] + [f"skipped_macs_{p}" for p in PHASE_NAMES]
+                  + ["skipped_samples"])
 COUNTERS = _COUNTERS_LOW + _COUNTERS_HIGH
 COUNTER_CSRS = ({name: Csr.CYCLES + n for n, name in enumerate(_COUNTERS_LOW)}
                 | {name: Csr.CONFIDENT + n for n, name in enumerate(_COUNTERS_HIGH)})
+#: what a host reads back after a run besides STATUS: the counters and the KEPT register (which
+#: START clears and CLEAR does not); benches compare them all
+READBACK_CSRS = {**COUNTER_CSRS, "kept": Csr.KEPT}
 #: counters of the training hardware (they stay 0 without it)
 TRAINING_COUNTERS = ("loss_cycles", "correct", *_COUNTERS_HIGH)
 

@@ -49,11 +49,18 @@ class Epilogue(enum.IntEnum):
 
 
 class Gate(enum.IntEnum):
-    """Whether a GEMM runs, decided by the gradient-skip controller (rtl/skip_controller.py)."""
+    """Whether a GEMM runs, and over which samples, decided by the gradient-skip hardware
+    (rtl/skip_controller.py, the loss unit's per-sample decision)."""
     ALWAYS = 0  #: runs
     BATCH = 1   #: skipped (checked, not run, its MACs counted as skipped) when the last LOSS of
     #: this run decided to skip the batch: the B, G and U commands of a training step
-    # 2 and 3 are not assigned: ErrorCode.BAD_GATE
+    SAMPLES_M = 2  #: M is the batch and runs over the kept samples only: M becomes KEPT (the
+    #: kept count of the run's last LOSS), A's rows are the kept samples compacted, and a MASK
+    #: epilogue reads its aux (N x M, packed: ld = ceil(M / V)) transposed, column list[r] for
+    #: output row r (the kept list); skipped as BATCH, and when KEPT is 0
+    SAMPLES_K = 3  #: K is the batch: K becomes KEPT, A's columns are the kept samples
+    #: compacted, and B (stored transposed) is read through the kept list: op(B) row k is
+    #: stored column list[k]; skipped as SAMPLES_M
 
 
 class ErrorCode(enum.IntEnum):
@@ -73,7 +80,9 @@ class ErrorCode(enum.IntEnum):
     AUX_RANGE = 13  #: the epilogue's aux region is past the accumulator memory
     BAD_EPILOGUE = 14  #: an epilogue with out_mode ACC, or on LOSS
     LOSS_CLASSES = 15  #: LOSS with more than MAX_CLASSES rows
-    BAD_GATE = 16   #: a gate not in Gate, a gate on LOSS, or any gate without the training hardware
+    BAD_GATE = 16   #: a gate on LOSS, any gate without the training hardware, a SAMPLES gate whose
+    #: batch dimension is over max_batch, SAMPLES_K without trans_b, SAMPLES_M with an epilogue
+    #: other than NONE and MASK
     SKIP_CONFIG = 17  #: LOSS while SKIP_CTRL holds an unassigned policy or confidence mode
 
 
@@ -109,10 +118,13 @@ class Command:
              shift=0, phase=Phase.FWD, epilogue=Epilogue.NONE, aux=None,
              gate=Gate.ALWAYS) -> "Command":
         """A GEMM on three :class:`~skiptrain.layout.Region` objects (anything with base, ld);
-        ``aux`` (a Region in the accumulator memory, ld = C's) for the RELU, MASK, UPDATE
-        epilogues; ``gate`` BATCH for work the batch-skip decision may skip."""
+        ``aux`` (a Region in the accumulator memory, ld = C's; for a SAMPLES_M MASK the N x M
+        aux stored packed) for the RELU, MASK, UPDATE epilogues; ``gate`` for work the skip
+        hardware may skip (:class:`Gate`)."""
         aux_base = 0 if aux is None else aux.base
-        if aux is not None and aux.ld != c.ld:
+        # a SAMPLES_M MASK reads its aux transposed (N x M, packed: the hardware derives its ld)
+        transposed = gate == Gate.SAMPLES_M and epilogue == Epilogue.MASK
+        if aux is not None and aux.ld != c.ld and not transposed:
             raise ValueError(f"aux region ld={aux.ld}: must equal C's ld={c.ld}")
         return cls(Opcode.GEMM, phase, int(trans_a), int(trans_b), out_mode, epilogue, shift,
                    m, k, n, a.base, a.ld, b.base, b.ld, c.base, c.ld, aux_base, gate)

@@ -11,21 +11,28 @@ Layout (one sample per column, so the loss unit reads V samples per line):
   weights (accumulator memory, ``2 * frac_bits`` fraction bits, updated in place);
 - ``relu[l]``: the ReLU output of hidden layer l in the accumulator memory (the RELU
   epilogue's aux), read back by the MASK epilogue of the input gradient;
-- ``z``: logits ``n_L x B``; ``labels``: ``1 x B`` integers; ``err[l]``: dY_l, ``n_l x B``
-  with ``grad_frac_bits`` fraction bits.
+- ``z``: logits ``n_L x B``; ``labels``: ``1 x B`` integers; ``err[L]``: dY, ``n_L x B``
+  (the LOSS writes the kept samples' columns compacted: columns 0..KEPT-1); ``err[l]`` for a
+  hidden layer: dH_l *transposed*, ``B x n_l`` (rows 0..KEPT-1: the kept samples), with
+  ``grad_frac_bits`` fraction bits.
 
 One training step (:attr:`MlpProgram.train`)::
 
     F_l:   act[l] = relu(W_l act[l-1])   (RELU epilogue, aux = relu[l]); the last layer: z
-    LOSS:  err[L] = (softmax(z) - onehot(labels)) / B
+    LOSS:  err[L] = (softmax(z) - onehot(labels)) / B, the kept samples' columns
     per layer l = L .. 1:
-      B_l: err[l-1] = W_l^T err[l], masked by relu[l-1] > 0   (MASK epilogue; not for l = 1)
-      G_l: W_l -= lr * err[l] act[l-1]^T                     (UPDATE epilogue, aux = master[l])
+      B_l: err[l-1] = err[l]^T W_l (dH transposed: rows are the kept samples), masked by
+           relu[l-1] > 0, read transposed through the kept list  (MASK; not for l = 1)
+      G_l: W_l -= lr * err[l] act[l-1]^T, act[l-1]'s samples through the kept list
+                                                          (UPDATE epilogue, aux = master[l])
     HALT
 
 B_l runs before G_l, which overwrites W_l. The learning rate is 2**-LR_SHIFT (a register).
-B_l and G_l carry ``Gate.BATCH``: when the skip controller decides at the LOSS to skip the
-batch (skiptrain.skip), they are checked and skipped, and the step ends after the forward pass.
+B_l carries ``Gate.SAMPLES_M`` and G_l ``Gate.SAMPLES_K``: they run over the KEPT samples of
+the LOSS (every sample with the per-sample skip off), and when the skip controller decides at
+the LOSS to skip the batch, or no sample is kept, they are checked and skipped and the step
+ends after the forward pass (skiptrain.skip). The results are those of the batch's kept
+samples, bit for bit; the sums are the same whichever samples order the array takes.
 Inference (:attr:`MlpProgram.infer`) is the F commands and the LOSS (its CORRECT counter is the
 accuracy), for a full batch and for the last partial one.
 """
@@ -159,7 +166,8 @@ def build_mlp(spec: MlpSpec, cfg: Config, *, test_batch_last: int = 0) -> MlpPro
     p.act = [sp.region(sizes[l] + 1, B, f"activations of layer {l}") for l in range(L)]
     p.z = sp.region(sizes[L], B, "logits")
     p.labels = sp.region(1, B, "labels")
-    p.err = [None] + [sp.region(sizes[l], B, f"error of layer {l}") for l in range(1, L + 1)]
+    p.err = ([None] + [sp.region(B, sizes[l], f"error of layer {l} (transposed)") for l in range(1, L)]
+             + [sp.region(sizes[L], B, "error of the output layer")])
     p.w = [None] + [sp.region(sizes[l], sizes[l - 1] + 1, f"weights of layer {l}") for l in range(1, L + 1)]
     p.master = [None] + [ac.region(sizes[l], sizes[l - 1] + 1, f"master weights of layer {l}")
                          for l in range(1, L + 1)]
@@ -183,14 +191,21 @@ def build_mlp(spec: MlpSpec, cfg: Config, *, test_batch_last: int = 0) -> MlpPro
 
     train = forward(B)
     for l in range(L, 0, -1):
+        # err[L] is n_L x B (the LOSS's columns), a hidden err[l] is B x n_l: as op(A) of B_l
+        # (B x n_l) the output layer's is transposed, and as op(A) of G_l (n_l x B) the others
+        out_layer = l == L
         if l > 1:
-            train.append(Command.gemm(sizes[l - 1], sizes[l], B, p.w[l], p.err[l], p.err[l - 1],
-                                      trans_a=True, shift=f, phase=Phase.BWD_INPUT,
-                                      epilogue=Epilogue.MASK, aux=p.relu[l - 1], gate=Gate.BATCH))
-        # dW = dY act^T: dY (gf) x act (f) -> gf + f fraction bits; master weights have 2f
+            # dH^T = dY^T W_l over the kept samples (M); W_l's first n_{l-1} columns (no bias)
+            train.append(Command.gemm(B, sizes[l], sizes[l - 1], p.err[l], p.w[l], p.err[l - 1],
+                                      trans_a=out_layer, shift=f, phase=Phase.BWD_INPUT,
+                                      epilogue=Epilogue.MASK, aux=p.relu[l - 1],
+                                      gate=Gate.SAMPLES_M))
+        # dW = dY act^T over the kept samples (K): dY (gf) x act (f) -> gf + f fraction bits;
+        # master weights have 2f
         train.append(Command.gemm(sizes[l], B, sizes[l - 1] + 1, p.err[l], p.act[l - 1], p.w[l],
-                                  trans_b=True, shift=gf - f, phase=Phase.BWD_WEIGHT,
-                                  epilogue=Epilogue.UPDATE, aux=p.master[l], gate=Gate.BATCH))
+                                  trans_a=not out_layer, trans_b=True, shift=gf - f,
+                                  phase=Phase.BWD_WEIGHT, epilogue=Epilogue.UPDATE,
+                                  aux=p.master[l], gate=Gate.SAMPLES_K))
     train.append(Command())
     infer = forward(B) + [Command()]
     slots = train + infer

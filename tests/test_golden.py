@@ -45,14 +45,14 @@ def test_gemm_wraps_like_a_40_bit_register():
 def test_cycle_model_by_hand():
     """tiny (2x2), M=3 K=5 N=4: 4 tiles of period 5; drain = issue register 1 + reader 9
     + array (C + 3 + 2 + R - 1 = 8) + writer 16 = 34; a GEMM is FETCH + 2 WAIT + DECODE 4
-    + CHECK 10 + 20 + 34 = 68 cycles, and the HALT 5 more."""
+    + CHECK 11 + 20 + 34 = 69 cycles, and the HALT 5 more."""
     cfg = preset("tiny")
     cmd = Command(opcode=1, m=3, k=5, n=4)
     assert drain_cycles(cmd, cfg) == 34
-    assert gemm_cycles(cmd, cfg) == {"total": 68, "in_command": 64}
+    assert gemm_cycles(cmd, cfg) == {"total": 69, "in_command": 65}
     # K < max(R, C): the tile period is max(R, C) and the bubbles shorten the drain
     cmd1 = Command(opcode=1, m=2, k=1, n=2)
-    assert drain_cycles(cmd1, cfg) == 33 and gemm_cycles(cmd1, cfg)["in_command"] == 10 + 2 + 33
+    assert drain_cycles(cmd1, cfg) == 33 and gemm_cycles(cmd1, cfg)["in_command"] == 11 + 2 + 33
 
 
 def test_accelerator_run_end_to_end():

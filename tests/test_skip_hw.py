@@ -13,7 +13,7 @@ import pytest
 import torch
 from amaranth_bus import run_scenarios
 
-from golden.loss_unit import Comparator, confidence, softmax_parts
+from golden.loss_unit import Comparator, confidence, exp_lookup, softmax_parts, tables
 from golden.sequencer import CHECK_CYCLES, FETCH_CYCLES, skip_cycles
 from golden.train_scenario import skip_error_scenarios, skip_scenario
 from rtl.top import Accelerator
@@ -21,8 +21,8 @@ from skiptrain import numerics
 from skiptrain.config import Config, preset
 from skiptrain.isa import Command, ErrorCode, Gate, Phase, decode, encode
 from skiptrain.layout import Region
-from skiptrain.skip import (BatchPolicy, ConfMode, SkipCtrl, batch_tau_width, batch_threshold,
-                            conf_threshold, rate_register)
+from skiptrain.skip import (BatchPolicy, ConfMode, SamplePolicy, SkipCtrl, batch_tau_width,
+                            batch_threshold, conf_threshold, rate_register)
 
 TINY = preset("tiny")
 CONFIGS = {
@@ -33,10 +33,13 @@ CONFIGS = {
 
 # ---- the shared register helpers ----------------------------------------------------------------
 def test_skip_ctrl_round_trip_and_validity():
-    for word in range(32):
+    for word in range(1 << SkipCtrl.WIDTH):
         c = SkipCtrl.decode(word)
         assert c.encode() == word
-        assert c.valid == ((word & 3) != 3 and ((word >> 2) & 3) != 3), word
+        policy, mode, sample = word & 3, (word >> 2) & 3, (word >> 5) & 3
+        # the per-sample confidence policy decides before OUT writes: max_prob only
+        expected = policy != 3 and mode != 3 and sample != 3 and not (sample == 1 and mode != 0)
+        assert c.valid == expected, (word, c.valid, expected)
     with pytest.raises(ValueError, match="policy=4"):
         SkipCtrl(4).encode()
 
@@ -111,9 +114,47 @@ def test_skip_scenarios_cover_the_decision_edges():
         seen[("mode", ctrl.mode)] += 1
         seen[("skipped", res.counters["skipped_batches"] > 0)] += 1
         seen[("confident", res.counters["confident"] > 0)] += 1
+        seen[("sample", ctrl.sample)] += 1
+        if ctrl.sample:
+            # per-sample: none, some, or every sample of a LOSS skipped
+            seen[("samples skipped", _share(res.counters["skipped_samples"], sc))] += 1
     for key in ([("policy", p) for p in BatchPolicy] + [("mode", m) for m in ConfMode]
+                + [("sample", p) for p in SamplePolicy]
+                + [("samples skipped", s) for s in ("none", "some", "all")]
                 + [("skipped", True), ("skipped", False), ("confident", True), ("confident", False)]):
         assert seen[key] > 0, f"no scenario with {key}: {dict(seen)}"
+
+
+def _share(skipped: int, sc) -> str:
+    total = sum(c.n for c in sc.commands if c.opcode == 2)
+    return "none" if skipped == 0 else "all" if skipped == total else "some"
+
+
+def test_golden_sample_skip_compacts_the_kept_columns():
+    """The per-sample skip writes the kept samples' dY columns compacted, in order: here the
+    confident samples (S <= CONF_TAU) are skipped; KEPT and SKIPPED_SAMPLES count them."""
+    V = TINY.banks
+    z = torch.tensor([[64, 0, 0, 64, 0], [0, 0, 64, 0, 1]])  # 0, 2, 3 are confident; 1 and 4 are not
+    labels = torch.tensor([[0, 1, 1, 0, 1]])
+    Z = Region.packed(0, 2, 5, V)
+    Y = Region.packed(Z.end(V), 1, 5, V)
+    D = Region.packed(Y.end(V), 2, 5, V)
+    from golden.scenario import Scenario  # noqa: PLC0415
+    inputs = [("spad", Z, z), ("spad", Y, labels), ("spad", D, torch.full((2, 5), 99))]
+    cmds = [Command.loss(2, 5, Z, Y, D, shift=8), Command()]
+    exp, _ = tables(TINY.frac_bits)
+    s = exp_lookup(softmax_parts(z, TINY)[2], exp).sum(0)
+    tau = int(s[0])  # sample 0's S exactly: S <= tau passes
+    assert int(s[1]) > tau and int(s[4]) > tau and int(s[2]) <= tau and int(s[3]) <= tau, s
+    plain = Scenario(TINY, inputs=inputs, commands=cmds, name="plain")
+    gold_plain, _ = plain.expected()
+    sc = Scenario(TINY, inputs=inputs, commands=cmds, name="sample skip",
+                  skip={"ctrl": SkipCtrl(sample=SamplePolicy.CONFIDENCE).encode(), "conf_tau": tau})
+    gold, res = sc.expected()
+    assert res.kept == 2 and res.counters["kept"] == 2 and res.counters["skipped_samples"] == 3
+    full, got = gold_plain.load(D), gold.load(D)
+    assert torch.equal(got[:, :2], full[:, [1, 4]]), (got, full)
+    assert torch.equal(got[:, 2:], torch.full((2, 3), 99)), "the columns past KEPT stay as they were"
 
 
 def test_golden_skip_counts_cycles_and_macs():
@@ -162,6 +203,19 @@ def test_skip_scenarios_match_golden(name):
     assert not errors, "\n".join(errors[:20])
 
 
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_sample_skip_scenarios_match_golden(name):
+    """The per-sample skip on its own: compacted dY columns, KEPT, SKIPPED_SAMPLES, the lanes'
+    LFSRs, with one class (the shortest group) and batches that end mid-group."""
+    cfg = CONFIGS[name]
+    scs = [skip_scenario(cfg, 100 + seed, sample=policy)
+           for policy in (SamplePolicy.CONFIDENCE, SamplePolicy.RANDOM) for seed in range(4)]
+    shares = Counter(_share(sc.expected()[1].counters["skipped_samples"], sc) for sc in scs)
+    assert shares["some"] >= 2, f"too few runs that keep some samples and skip others: {dict(shares)}"
+    errors = run_scenarios(Accelerator(cfg), cfg, scs)
+    assert not errors, "\n".join(errors[:20])
+
+
 def test_skip_errors_match_golden():
     scs = []
     for name, (sc, code) in skip_error_scenarios(TINY).items():
@@ -174,7 +228,7 @@ def test_skip_errors_match_golden():
 
 def test_without_training_hardware_gates_are_refused():
     cfg = preset("tiny_gemm")
-    sc = skip_error_scenarios(preset("tiny"))["gate_unassigned"][0]
+    sc = skip_error_scenarios(preset("tiny"))["gate_on_loss"][0]
     r = Region(0, 1, 1, 1)
     gated = Command.gemm(1, 1, 1, r, Region(1, 1, 1, 1), Region(2, 1, 1, 1), gate=Gate.BATCH)
     sc = dataclasses.replace(sc, cfg=cfg, inputs=[], commands=[gated, Command()], outputs=[], skip={})

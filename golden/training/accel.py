@@ -14,12 +14,14 @@ What differs from the float backend, by construction of the hardware:
   to even or stochastically (``rounding``; the LFSRs seeded with the run's seed);
 - a batch is a power of two, and the last partial batch of an epoch is dropped (the float
   backend trains on it);
-- MLPs only (linear layers with ReLU between them); policies ``none``, ``conf_batch`` and
-  ``random_batch``, decided by the accelerator itself (the confidence comparator and the
-  skip controller, :mod:`skiptrain.skip`): the host only writes the policy's registers
+- MLPs only (linear layers with ReLU between them); policies ``none``, ``conf_sample``,
+  ``random_sample``, ``conf_batch`` and ``random_batch``, decided by the accelerator itself
+  (the confidence comparator, the loss unit's per-sample decision and the skip controller,
+  :mod:`skiptrain.skip`): the host only writes the policy's registers
   (:func:`skip_registers`), per epoch, from the same policy objects the float backend runs,
   and records the hardware's decisions into them (so logs, rates and matched baselines work
-  alike). The per-sample policies are not in hardware yet.
+  alike). The per-sample confidence test is ``max_prob`` (its S is known before the loss
+  unit writes dY), and the per-sample skip normalises by the batch (``normalize="batch"``).
 
 It returns a :class:`~golden.training.trainer.RunResult`, so tables, JSON and plots are the
 float backend's; every epoch record also has ``accel``: the accelerator's cycles of the
@@ -39,15 +41,15 @@ from torch import nn
 from skiptrain.config import Config, preset
 from skiptrain.hostmap import PHASE_NAMES
 from skiptrain.program import MlpSpec, ProgramError, lr_shift_of
-from skiptrain.skip import (CONF_MODE_NAMES, BatchPolicy, SkipCtrl, batch_threshold,
-                            conf_threshold, rate_register)
+from skiptrain.skip import (CONF_MODE_NAMES, BatchPolicy, ConfMode, SamplePolicy, SkipCtrl,
+                            batch_threshold, conf_threshold, rate_register)
 
 from ..mlp import MlpOnChip, quantize
 from .counting import COUNTERS
 from .datasets import Dataset
 from .distributed import Dist
-from .policies import (DEFAULT_SAMPLE_TAU, ConfidenceBatchSkip, RandomBatchSkip, RunContext, StepInfo,
-                       _margin_of, _rate_at)
+from .policies import (DEFAULT_SAMPLE_TAU, ConfidenceBatchSkip, ConfidenceSampleSkip, RandomBatchSkip,
+                       RandomSampleSkip, RunContext, StepInfo, _margin_of, _rate_at)
 from .registry import make_policy
 from .trainer import RunResult, TrainConfig
 
@@ -56,9 +58,10 @@ __all__ = ["AccelTrainer", "check_accel", "mlp_sizes", "skip_registers", "CYCLE_
 #: accelerator counters summed per epoch into ``epochs[i]["accel"]``
 CYCLE_KEYS = (["cycles"] + [f"phase_cycles_{p}" for p in PHASE_NAMES]
               + ["loss_cycles"] + [f"phase_macs_{p}" for p in PHASE_NAMES]
-              + ["confident", "skipped_batches"] + [f"skipped_macs_{p}" for p in PHASE_NAMES])
+              + ["confident", "skipped_batches"] + [f"skipped_macs_{p}" for p in PHASE_NAMES]
+              + ["skipped_samples"])
 #: the policies the accelerator decides itself
-ACCEL_POLICIES = ("none", "conf_batch", "random_batch")
+ACCEL_POLICIES = ("none", "conf_sample", "random_sample", "conf_batch", "random_batch")
 
 
 def skip_registers(policy, epoch: int, batch: int, cfg: Config, seed: int) -> dict:
@@ -74,6 +77,20 @@ def skip_registers(policy, epoch: int, batch: int, cfg: Config, seed: int) -> di
                 "batch_tau": batch_threshold(policy.confidence, policy.threshold, batch, cfg)}
     if isinstance(policy, RandomBatchSkip):
         return {"ctrl": SkipCtrl(BatchPolicy.RANDOM).encode(),
+                "rate": rate_register(_rate_at(policy.rate, epoch)), "seed": seed}
+    if isinstance(policy, (ConfidenceSampleSkip, RandomSampleSkip)) and policy.normalize != "batch":
+        raise ValueError(f"normalize={policy.normalize!r}: backend accel's per-sample skip normalises "
+                         "by the batch (the loss unit's 1/B is a shift); use normalize='batch'")
+    if isinstance(policy, ConfidenceSampleSkip):
+        if policy.confidence != "max_prob":
+            raise ValueError(f"confidence={policy.confidence!r}: backend accel's per-sample test is "
+                             "max_prob (its S is final before the loss unit writes dY)")
+        on = epoch >= policy.warmup_epochs  # the warm-up: the sample policy register says OFF
+        ctrl = SkipCtrl(BatchPolicy.OFF, ConfMode.MAX_PROB, policy.require_correct,
+                        SamplePolicy.CONFIDENCE if on else SamplePolicy.OFF)
+        return {"ctrl": ctrl.encode(), "conf_tau": conf_threshold("max_prob", policy.threshold, cfg)}
+    if isinstance(policy, RandomSampleSkip):
+        return {"ctrl": SkipCtrl(sample=SamplePolicy.RANDOM).encode(),
                 "rate": rate_register(_rate_at(policy.rate, epoch)), "seed": seed}
     if type(policy).name == "none":
         return {"ctrl": SkipCtrl(BatchPolicy.OFF).encode()}
@@ -103,8 +120,8 @@ def check_accel(config: TrainConfig, policies, accel_cfg: Config) -> int:
     bad = [p for p in policies if p not in ACCEL_POLICIES]
     if bad:
         raise ValueError(f"policies {bad}: backend accel runs {', '.join(ACCEL_POLICIES)} (decided "
-                         "by the accelerator's skip controller); the per-sample, weight, layer and "
-                         "resolution policies are not in hardware yet")
+                         "by the accelerator's skip hardware); the weight, layer and resolution "
+                         "policies are not in hardware yet")
     try:
         return lr_shift_of(config.lr, accel_cfg)
     except ProgramError as e:
@@ -190,10 +207,15 @@ class AccelTrainer:
                 x, y = self._x("train", perm[s * B:(s + 1) * B])
                 res = chip.train_step(x, y)
                 info = StepInfo(epoch, epoch * steps_per_epoch + s, s, B, B)
-                if hasattr(self.policy, "_count"):
+                # the rows B and G ran over: the kept samples, none when the batch was skipped
+                kept = 0 if res.batch_skipped else res.kept
+                if getattr(self.policy, "kind", None) == "sample":
+                    self.policy._count(torch.arange(B) < res.kept, info)
+                elif hasattr(self.policy, "_count"):
                     self.policy._count(res.batch_skipped, info)
                 step_macs = per_step.copy()
-                if res.batch_skipped:  # B, G and U did not run
+                step_macs[:, 1:3] = step_macs[:, 1:3] // B * kept
+                if kept == 0:  # B, G and U did not run
                     step_macs[:, 1:4] = 0
                 z = chip.acc.load(chip.prog.z).to(torch.float64) / frac
                 sums["loss"] += float(F.cross_entropy(z.t(), y, reduction="sum"))
@@ -201,7 +223,7 @@ class AccelTrainer:
                 sums["seen"] += B
                 for k in CYCLE_KEYS:
                     accel[k] += res.counters[k]
-                step_rows.append(0 if res.batch_skipped else B)
+                step_rows.append(kept)
                 step_ex.append(step_macs)
                 step_wall.append(time.perf_counter() - t0)
             self.stack.end_epoch(epoch)
@@ -212,12 +234,13 @@ class AccelTrainer:
             ex = epoch_steps.sum((0, 1))
             ref = per_step.sum(0) * steps_per_epoch
             skipped = sum(1 for r in step_rows[-steps_per_epoch:] if r == 0)
+            rows = sum(step_rows[-steps_per_epoch:])
             epochs.append({
                 "epoch": epoch, "test_accuracy": acc,
                 "train_accuracy": sums["correct"] / sums["seen"],
                 "train_loss": sums["loss"] / sums["seen"], "wall_s": wall, "lr": cfg.lr,
                 "steps": steps_per_epoch, "updates": steps_per_epoch - skipped,
-                "rows_backpropagated": sums["seen"] - skipped * B, "low_res_steps": 0,
+                "rows_backpropagated": rows, "low_res_steps": 0,
                 "weight_skip_steps": 0,
                 "executed": {c: int(ex[i]) for i, c in enumerate(COUNTERS)},
                 "reference": {c: int(ref[i]) for i, c in enumerate(COUNTERS[:4])},

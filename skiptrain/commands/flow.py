@@ -4,7 +4,7 @@ generate the Verilog -> co-simulate random programs against the golden model -> 
 training steps of the digits MLP -> measure the GEMM cycles, utilisation and simulation speed
 -> synthesize, place and route -> train with the skip policies on the built-in data set (float)
 -> train the digits MLP on the accelerator's arithmetic with no skipping, with the hardware's
-mini-batch skip and with its matched random baseline (the headline the flow ends with). Each step is the ordinary command of the same name, so
+per-sample skip and with its matched random baseline (the headline the flow ends with). Each step is the ordinary command of the same name, so
 every number the flow prints can be reproduced step by step.
 """
 
@@ -28,10 +28,11 @@ def register(subparsers):
         description="Run the whole skiptrain flow on one preset and write every result under "
                     "--out: Verilog and config, a co-simulation of random programs against the "
                     "golden model (Verilator), 100 training steps of the digits MLP with the "
-                    "hardware's batch skip, co-simulated and checked after every step, the GEMM benchmark, ECP5 synthesis (one "
-                    "seed), a training comparison of the skip policies on the digits data set, "
-                    "and the digits MLP trained on the accelerator's arithmetic without and with "
-                    "the hardware's mini-batch skip.")
+                    "hardware's per-sample skip, co-simulated and checked after every step, the "
+                    "GEMM benchmark, ECP5 synthesis (one seed), a training comparison of the skip "
+                    "policies on the digits data set, and the digits MLP trained on the "
+                    "accelerator's arithmetic without and with the hardware's per-sample skip "
+                    "and its random baseline.")
     p.add_argument("--preset", default="default", metavar="NAME",
                    help="config preset (tiny, small, default; default: default)")
     p.add_argument("--out", default="out/flow", metavar="DIR", help="output folder (default out/flow)")
@@ -74,11 +75,11 @@ def run(args) -> int:
     plan = [
         ("generate", ["generate", "--preset", p, "--out", str(out / "rtl")]),
         ("cosim", ["cosim", "--sim", "verilator", "--preset", p, "--seeds", "4"]),
-        # 100 steps with the hardware's batch skip on: from about step 70 the network is
-        # confident enough that the skip controller skips some batches' B, G and U
+        # 100 steps with the hardware's per-sample skip on: at tau 0.5 the loss unit skips
+        # about a third of the samples of these first steps, and B and G run over the others
         ("cosim_train", ["cosim", "train", "--sim", "verilator", "--preset", p, "--steps", "100",
                          "--sizes", FLOW_MLP.get(p, ("", ""))[0], "--batch", FLOW_MLP.get(p, ("", ""))[1],
-                         "--policy", "conf_batch", "--batch-tau", "0.7"]),
+                         "--policy", "conf_sample", "--tau", "0.5"]),
         ("bench", ["bench", "gemm", "--preset", p, "--sims", "verilator", "--json", str(out / "bench_gemm.json")]),
         ("synth", ["synth", "--preset", p, "--target", "ecp5", "--seeds", "1",
                    "--json", str(out / "synth_ecp5.json"), "--markdown", str(out / "synth_ecp5.md"),
@@ -89,7 +90,7 @@ def run(args) -> int:
         ("train_accel", ["compare", "--backend", "accel", "--accel-preset", p, "--model", "mlp1",
                          "--width", FLOW_MLP.get(p, ("64,0",))[0].split(",")[1], "--momentum", "0",
                          "--lr", "0.25", "--batch-size", FLOW_MLP.get(p, ("", "32"))[1],
-                         "--policies", "none,conf_batch", "--seeds", "1",
+                         "--policies", "none,conf_sample", "--seeds", "1",
                          "--out", str(out / "train_accel")]),
     ]
     summary: dict = {"preset": p}
@@ -116,7 +117,7 @@ def run(args) -> int:
     headline = out / "train_accel" / "table.txt"
     if isinstance(summary.get("train_accel"), dict) and headline.exists():
         print("\n=== the digits MLP trained on the accelerator (golden model, bit-exact with the RTL): "
-              "no skipping, the hardware's mini-batch skip (conf_batch) and its matched random "
+              "no skipping, the hardware's per-sample skip (conf_sample) and its matched random "
               "baseline", file=sys.stderr)
         print(headline.read_text(), file=sys.stderr, end="")
     print(f"results in {out}/", file=sys.stderr)

@@ -61,14 +61,18 @@ def register(subparsers):
                    help="initialisation and data order (default 0)")
     g.add_argument("--rounding", default="nearest", choices=("nearest", "stochastic"),
                    help="the weight update's rounding (default nearest: half to even)")
-    g.add_argument("--policy", default="none", choices=("none", "conf_batch", "random_batch"),
-                   help="the skip controller's policy (default none); decided by the hardware "
-                        "from the first step on (no warm-up)")
+    g.add_argument("--policy", default="none",
+                   choices=("none", "conf_sample", "random_sample", "conf_batch", "random_batch"),
+                   help="the skip policy (default none); decided by the hardware from the first "
+                        "step on (no warm-up)")
+    g.add_argument("--tau", default=None, metavar="T",
+                   help="conf_sample: skip a sample when its p_max >= T (default 0.9)")
     g.add_argument("--confidence", default=None, choices=("max_prob", "true_class_prob", "margin"),
                    help="conf_batch: the confidence (default max_prob)")
     g.add_argument("--batch-tau", default=None, metavar="T",
                    help="conf_batch: skip a batch when its mean confidence >= T (default 0.95)")
-    g.add_argument("--rate", default=None, metavar="R", help="random_batch: skip rate in [0, 1] (default 0.5)")
+    g.add_argument("--rate", default=None, metavar="R",
+                   help="random_sample, random_batch: skip rate in [0, 1] (default 0.5)")
     p.add_argument("--seeds", default="10", metavar="N",
                    help="gemm: programs of seeds 0..N-1, even seeds random, odd seeds aimed at "
                         "the requantizer's edges (default 10)")
@@ -148,6 +152,36 @@ def _register_bench_train(bench_sub) -> None:
     q.set_defaults(func=_reports_sim_failures(bench_train))
 
 
+def _sample_skip_sweep(chip, x, y, full: dict, batch: int) -> list[dict]:
+    """The same step from the same state, keeping k = 1, 2, 4, ... of the samples (the
+    per-sample confidence policy, CONF_TAU at the S that leaves k above it): its cycles, and
+    the saving against the ideal (the skipped share of the full step's B, G and U cycles)."""
+    from golden.loss_unit import exp_lookup, softmax_parts, tables
+    from skiptrain.skip import SamplePolicy, SkipCtrl
+
+    acc = chip.acc
+    state = (acc.spad.clone(), acc.acc.clone())
+    z = acc.load(chip.prog.z)  # the step's logits: its forward ran from the same weights
+    exp, _ = tables(acc.cfg.frac_bits)
+    s = exp_lookup(softmax_parts(z, acc.cfg)[2], exp).sum(0).sort().values.tolist()
+    bg = full["phase_cycles_bwd_input"] + full["phase_cycles_bwd_weight"] + full["phase_cycles_update"]
+    rows = []
+    for kept in sorted({1, 2, 4, 6, 8, 12, 16, 24, batch - 1} & set(range(1, batch))):
+        # S <= CONF_TAU skips: the batch - kept smallest S (ties may keep fewer)
+        acc.spad, acc.acc = state[0].clone(), state[1].clone()
+        acc.set_skip(ctrl=SkipCtrl(sample=SamplePolicy.CONFIDENCE).encode(),
+                     conf_tau=int(s[batch - kept - 1]))
+        res = chip.train_step(x, y)
+        got = res.kept
+        saved = full["cycles"] - res.counters["cycles"]
+        ideal = bg * (batch - got) / batch
+        rows.append({"kept": got, "cycles": res.counters["cycles"], "saved_cycles": saved,
+                     "ideal_saved_cycles": ideal, "of_ideal": saved / ideal if ideal else 1.0})
+    acc.spad, acc.acc = state
+    acc.set_skip(ctrl=0)
+    return rows
+
+
 def bench_train(args) -> int:
     from skiptrain.config import preset
     from skiptrain.program import MlpSpec, build_mlp
@@ -219,6 +253,7 @@ def bench_train(args) -> int:
                             "ideal_saved_cycles": ideal, "of_ideal": saved / ideal,
                             "skipped_macs": {k: skipped.counters[f"skipped_macs_{k}"]
                                              for k in ("bwd_input", "bwd_weight")}}
+    report["sample_skip"] = _sample_skip_sweep(chip, x_all[:batch], ys[:batch], c, batch)
     if steps:
         from cocotb_tests.training_session import run_training
 
@@ -243,6 +278,11 @@ def bench_train(args) -> int:
         print(f"{p:<20} {cyc:>8} {cyc / c['cycles']:>7.1%} {macs.get(p, 0):>9}")
     print(f"utilisation over the step: {report['utilization']:.2%} (issued MACs {issued} / "
           f"({R}*{C}*{c['cycles']})); network MACs only: {report['utilization_network_macs']:.2%}")
+    print("per-sample skip: a step that keeps k of the batch's samples (B and G over the kept ones)")
+    print(f"{'kept':>5} {'cycles':>7} {'saved':>7} {'ideal':>7} {'of ideal':>9}")
+    for row in report["sample_skip"]:
+        print(f"{row['kept']:>5} {row['cycles']:>7} {row['saved_cycles']:>7} "
+              f"{row['ideal_saved_cycles']:>7.0f} {row['of_ideal']:>9.2%}")
     bs = report["batch_skip"]
     print(f"a step whose batch the skip controller skips: {bs['skipped_step_cycles']} cycles "
           f"(forward, LOSS, 3 gated commands checked and counted); saves {bs['saved_cycles']} of "
@@ -371,6 +411,7 @@ def cosim(args) -> int:
                   "--batch": (args.batch, "32"), "--lr": (args.lr, "0.25"),
                   "--seed": (args.train_seed, "0"), "--rounding": (args.rounding, "nearest"),
                   "--policy": (args.policy, "none"), "--confidence": (args.confidence, None),
+                  "--tau": (args.tau, None),
                   "--batch-tau": (args.batch_tau, None), "--rate": (args.rate, None)}
     given = [flag for flag, (value, default) in train_only.items() if value != default]
     if given:
@@ -453,7 +494,8 @@ def cosim_train(args) -> int:
     options = {}
     for flag, key, value, policies in (("--confidence", "confidence", args.confidence, ("conf_batch",)),
                                        ("--batch-tau", "batch_tau", args.batch_tau, ("conf_batch",)),
-                                       ("--rate", "rate", args.rate, ("random_batch",))):
+                                       ("--tau", "tau", args.tau, ("conf_sample",)),
+                                       ("--rate", "rate", args.rate, ("random_sample", "random_batch"))):
         if value is None:
             continue
         if args.policy not in policies:
@@ -486,7 +528,8 @@ def cosim_train(args) -> int:
     print(f"{r['passed']}/{steps} steps bit- and cycle-exact on {sim} ({cfg.name}): every "
           f"weight and bias line, status bit, counter and START-to-done cycle count; "
           f"{r['cycles_per_step']} cycles per step; the hardware skipped B, G and U of "
-          f"{r['skipped_steps']} of {steps} batches ({args.policy}); {verdict}")
+          f"{r['skipped_steps']} of {steps} batches and {sum(r['skipped_samples'])} of "
+          f"{steps * batch} samples ({args.policy}); {verdict}")
     print(f"simulation {r['sim_s']:.1f} s for {r['cycles']} cycles (with loading and the "
           f"per-step read-back of every weight); golden model {r['golden_s']:.1f} s"
           + (f"; build {r['build_s']:.1f} s" if not r["build_reused"] else ""))
