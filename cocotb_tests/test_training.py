@@ -48,6 +48,8 @@ async def run_training(dut):
     compute_s = check_s = 0.0
     for s, step in enumerate(doc["steps"]):
         exp = step["expected"]
+        if step.get("skip"):  # the host changes the skip registers between steps
+            await drv.write_skip(step["skip"])
         for w, values in step["batch"]:
             await drv.write_line("spad", w, values)
         tb.budget_cycles = exp["budget_cycles"]

@@ -36,11 +36,14 @@ def _lines(image, words) -> list:
 
 def training_session(cfg: Config, *, sizes=(64, 128, 10), batch: int = 32, steps: int = 10,
                      seed: int = 0, lr: float = 0.25, rounding: str = "nearest",
-                     policy: str = "none", options: dict | None = None) -> tuple[dict, dict]:
+                     policy: str = "none", options: dict | None = None,
+                     changes: dict | None = None) -> tuple[dict, dict]:
     """The document for the bench, and the golden model's per-step images (for diagnosis).
     ``policy`` (none, conf_sample, random_sample, conf_batch, random_batch) with the training
     library's ``options`` (tau, confidence, batch_tau, rate) sets the skip registers; its
-    warm-up is left out, so the accelerator decides from the first step on."""
+    warm-up is left out, so the accelerator decides from the first step on. ``changes`` maps a
+    step to the policy options the host switches to before it (the skip registers rewritten
+    between steps, e.g. a new tau)."""
     from golden.mlp import MlpOnChip, quantize
     from golden.training.accel import skip_registers
     from golden.training.datasets import load_digits
@@ -76,12 +79,19 @@ def training_session(cfg: Config, *, sizes=(64, 128, 10), batch: int = 32, steps
                       for _ in range(-(-steps * batch // data.x_train.shape[0]) + 1)])
     images = []
     for s in range(steps):
+        new = {}
+        if changes and s in changes:
+            new = skip_registers(make_policy(policy, changes[s]).policies[0],
+                                 getattr(pol, "warmup_epochs", 0), batch, cfg, seed)
+            new.pop("seed", None)  # the LFSRs run on
+            chip.acc.set_skip(**new)
         idx = perm[s * batch:(s + 1) * batch]
         x, y = data.fetch("train", idx, "cpu")
         x = quantize(x.reshape(batch, -1), cfg.frac_bits, cfg)
         res = chip.train_step(x, y)
         digest = lines_digest({m: _lines(chip.acc.image(m), weights[m]) for m in weights})
         doc["steps"].append({
+            "skip": new,
             "batch": _lines(chip.acc.image("spad"), batch_words),
             "expected": {"status": {"busy": 0, "done": 1, "error": int(res.error),
                                     "error_code": int(res.error_code),
@@ -112,7 +122,8 @@ def first_differences(golden: dict, step: int, hw_lines: dict, limit: int = 10) 
 
 def run_training(cfg: Config, sim: str, *, sizes=(64, 128, 10), batch: int = 32,
                  steps: int = 10, seed: int = 0, lr: float = 0.25, rounding: str = "nearest",
-                 policy: str = "none", options: dict | None = None, log=print) -> dict:
+                 policy: str = "none", options: dict | None = None, changes: dict | None = None,
+                 log=print) -> dict:
     """Build (or reuse) the model of ``cfg`` for ``sim``, run the steps, and summarise:
     ``{"steps", "passed", "errors", "cycles", "wall": {...}}``; ``errors`` names the first
     differing lines of a failing step."""
@@ -122,7 +133,8 @@ def run_training(cfg: Config, sim: str, *, sizes=(64, 128, 10), batch: int = 32,
 
     t = time.perf_counter()
     doc, golden = training_session(cfg, sizes=sizes, batch=batch, steps=steps, seed=seed, lr=lr,
-                                   rounding=rounding, policy=policy, options=options)
+                                   rounding=rounding, policy=policy, options=options,
+                                   changes=changes)
     golden_s = time.perf_counter() - t
     b = build(cfg, sim, log=log)
     t = time.perf_counter()

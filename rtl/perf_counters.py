@@ -1,6 +1,6 @@
 """Performance counters: cycles, commands, tiles, bubbles, and cycles and MACs per training phase."""
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Module, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 

@@ -69,6 +69,22 @@ def test_verilator_100_training_steps_with_sample_skip(policy, options):
     assert partial >= 50, f"{policy}: only {partial} of 100 steps kept some samples and skipped others"
 
 
+def test_verilator_training_steps_with_tau_changed_between_steps():
+    """The host rewrites CONF_TAU between steps (0.12, then 0.9, 0.12, ... every 5 steps; no
+    require_correct): the hardware's per-sample decisions follow the register from the next
+    step on, as the golden model's (at 0.12 it skips some, all or none of a batch; at 0.9,
+    this early in training, none)."""
+    _ready("verilator")
+    opts = {"require_correct": False}
+    changes = {s: {**opts, "tau": 0.9 if (s // 5) % 2 else 0.12} for s in range(5, 30, 5)}
+    r = run_training(preset("default"), "verilator", steps=30, policy="conf_sample",
+                     options={**opts, "tau": 0.12}, changes=changes, log=lambda *a: None)
+    assert r["errors"] == [] and r["passed"] == 30, "\n".join(r["errors"][:20])
+    low = [r["skipped_samples"][s] for s in range(30) if (s // 5) % 2 == 0]
+    high = [r["skipped_samples"][s] for s in range(30) if (s // 5) % 2 == 1]
+    assert sum(high) == 0 and any(0 < k < 32 for k in low) and 32 in low, (low, high)
+
+
 def test_skip_programs_tiny_both_simulators():
     from golden.train_scenario import skip_error_scenarios, skip_scenario
     from skiptrain.skip import SamplePolicy
