@@ -126,6 +126,12 @@ class Accelerator(wiring.Component):
                 m.d.sync += stochastic.eq(host.w_data[0])
             with m.If(seed_w & idle):
                 m.d.sync += sr_seed.eq(host.w_data[:32])
+        # the LFSR seeds (SR_SEED, SKIP_SEED) reach the LFSRs a cycle after the host's write,
+        # from registers: the write's decode with ``busy`` was a long route to the writer's and
+        # the loss unit's LFSRs across the die (an LFSR first steps many cycles after a START)
+        seed_q, sr_load_q, skip_load_q = Signal(32), Signal(), Signal()
+        m.d.sync += [seed_q.eq(host.w_data[:32]), sr_load_q.eq(seed_w & idle),
+                     skip_load_q.eq(wr[Region.CSR] & (index == Csr.SKIP_SEED) & idle)]
         # the gradient-skip registers (skiptrain.skip)
         skip_ctrl, conf_tau = Signal(SkipCtrl.WIDTH), Signal(CONF_TAU_WIDTH)
         batch_tau, skip_rate = Signal(batch_tau_width(cfg)), Signal(RATE_BITS + 1)
@@ -155,13 +161,13 @@ class Accelerator(wiring.Component):
         if cfg.training:
             m.submodules.skip = skip = SkipController(cfg)
             m.d.comb += [skip.ctrl.eq(skip_ctrl), skip.batch_tau.eq(batch_tau), skip.rate.eq(skip_rate),
-                         skip.seed.eq(host.w_data[:32]), skip.seed_load.eq(skip_w[Csr.SKIP_SEED] & idle),
+                         skip.seed.eq(seed_q), skip.seed_load.eq(skip_load_q),
                          skip.start.eq(start & idle), skip.loss_done.eq(loss.done),
                          skip.loss_error.eq(loss.error), skip.batch_sum.eq(loss.batch_sum),
                          loss.conf_mode.eq(skip_ctrl[2:4]), loss.require_correct.eq(skip_ctrl[4]),
                          loss.conf_tau.eq(conf_tau), loss.sample_policy.eq(skip_ctrl[5:7]),
-                         loss.rate.eq(skip_rate), loss.seed.eq(host.w_data[:32]),
-                         loss.seed_load.eq(skip_w[Csr.SKIP_SEED] & idle)]
+                         loss.rate.eq(skip_rate), loss.seed.eq(seed_q),
+                         loss.seed_load.eq(skip_load_q)]
             # the decision (and batch_sum before it) must be in before the next command can
             # reach its gate: FETCH, the program read, DECODE and CHECK after loss_done
             assert (LossUnit.batch_sum_after_done(V) < SkipController.decision_latency
@@ -233,8 +239,8 @@ class Accelerator(wiring.Component):
                      writer.ld.eq(cmd.c_ld), writer.m.eq(seq.m_run), writer.n.eq(cmd.n),
                      writer.quant.eq(cmd.out_mode == OutMode.QUANT), writer.shift.eq(seq.eff_shift),
                      writer.epilogue.eq(cmd.epilogue), writer.aux_base.eq(cmd.aux_base),
-                     writer.stochastic.eq(stochastic), writer.sr_seed.eq(host.w_data[:32]),
-                     writer.sr_load.eq(seed_w & idle),
+                     writer.stochastic.eq(stochastic), writer.sr_seed.eq(seed_q),
+                     writer.sr_load.eq(sr_load_q),
                      writer.row_valid.eq(array.out_valid), writer.row_data.eq(array.out_data),
                      seq.writer_done.eq(writer.done)]
         dw, aw = cfg.data_width, cfg.acc_width
