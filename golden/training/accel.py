@@ -66,7 +66,8 @@ ACCEL_POLICIES = ("none", "conf_sample", "random_sample", "conf_batch", "random_
 
 def skip_registers(policy, epoch: int, batch: int, cfg: Config, seed: int) -> dict:
     """The skip registers (golden Scenario.SKIP_KEYS) that make the accelerator decide as
-    ``policy`` (a NoSkip, ConfidenceBatchSkip or RandomBatchSkip) does in ``epoch``."""
+    ``policy`` (a NoSkip, ConfidenceSampleSkip, RandomSampleSkip, ConfidenceBatchSkip or
+    RandomBatchSkip) does in ``epoch``; ValueError for what the hardware does not do."""
     if isinstance(policy, ConfidenceBatchSkip):
         on = epoch >= policy.warmup_epochs  # the warm-up: the policy register says OFF
         ctrl = SkipCtrl(BatchPolicy.CONFIDENCE if on else BatchPolicy.OFF, CONF_MODE_NAMES[policy.confidence])
