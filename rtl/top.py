@@ -1,5 +1,8 @@
 """The accelerator top: memories, sequencer, readers, array, writer, counters and the host port."""
 
+import functools
+import operator
+
 from amaranth.back import verilog
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
@@ -282,8 +285,10 @@ class Accelerator(wiring.Component):
         for n, name in enumerate(COUNTERS):
             csr_values[COUNTER_CSRS[name]] = counters.count[n]
         # CSR reads: the index waits two cycles, then the multiplexer runs in two registered
-        # stages (groups of four by the low index bits, then the group), as the counters'
-        # registers are spread out; the registers sample the CSRs two cycles after the request
+        # stages, as the counters' registers are spread out. The first stage selects within
+        # groups of four by the low index bits and zeroes every group but the addressed one;
+        # the second is a plain OR of the groups, so no select decode (and no fan-out of the
+        # index to every bit) sits in front of csr_data (it was the critical path at 898840b).
         index_d1, index_d2 = Signal.like(index), Signal.like(index)
         m.d.sync += [index_d1.eq(index), index_d2.eq(index_d1)]
         groups = {}
@@ -291,21 +296,14 @@ class Accelerator(wiring.Component):
             groups.setdefault(int(idx) >> 2, {})[int(idx) & 3] = value
         group_q = {g: Signal(hm.data_width, name=f"csr_group{g}") for g in groups}
         for g, members in groups.items():
-            with m.Switch(index_d2[:2]):
-                for low, value in members.items():
-                    with m.Case(low):
-                        m.d.sync += group_q[g].eq(value)
-                with m.Default():
-                    m.d.sync += group_q[g].eq(0)
-        index_hi = Signal(len(index) - 2)
-        m.d.sync += index_hi.eq(index_d2[2:])
+            m.d.sync += group_q[g].eq(0)
+            with m.If(index_d2[2:] == g):
+                with m.Switch(index_d2[:2]):
+                    for low, value in members.items():
+                        with m.Case(low):
+                            m.d.sync += group_q[g].eq(value)
         csr_data = Signal(hm.data_width)
-        with m.Switch(index_hi):
-            for g in groups:
-                with m.Case(g):
-                    m.d.sync += csr_data.eq(group_q[g])
-            with m.Default():
-                m.d.sync += csr_data.eq(0)
+        m.d.sync += csr_data.eq(functools.reduce(operator.or_, group_q.values()))
         # the request waits beside the memories: 3 cycles of memory read, 1 of capture
         r_en_q, region_q, refused_q = host.r_en, region, rd_mem & busy
         region_at = []
