@@ -79,6 +79,12 @@ def test_cifar10_folder_trains(tmp_path, capsys):
     (["compare", "--policies", "none,none"], "a policy is listed twice"),
     (["train", "--policy", "downsample", "--low-every", "2", "--low-prob", "0.5"],
      "give one downsampling schedule"),
+    (["train", "--backend", "accel", "--accel-preset", "default", "--accel-config", "c.json"],
+     "give --accel-preset or --accel-config, not both"),
+    (["train", "--backend", "accel", "--accel-config", "/nonexistent/c.json"],
+     "config file '/nonexistent/c.json' does not exist"),
+    (["train", "--backend", "accel", "--accel-config", '{"rows": 8, "colz": 8}'],
+     "unknown config field(s) ['colz']"),
 ])
 def test_bad_arguments_exit_2_with_a_clear_message(args, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as e:

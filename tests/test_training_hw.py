@@ -267,6 +267,31 @@ def test_accel_sample_skip_refuses_what_the_hardware_does_not_do(policy, rule):
         skip_registers(pol, 5, 32, preset("default"), 0)
 
 
+def test_bench_train_on_a_config_file_that_holds_batch_128(tmp_path, capsys):
+    """bench train --config: the default array with the memories of configs/default_batch128.json
+    runs the whole batch-128 step, and keeping fewer samples
+    never costs more cycles."""
+    import json
+    from pathlib import Path
+    from skiptrain.cli import main
+    cfg_file = Path(__file__).resolve().parent.parent / "configs" / "default_batch128.json"
+    out = tmp_path / "b128.json"
+    assert main(["bench", "train", "--config", str(cfg_file), "--batch", "128", "--steps", "0",
+                 "--golden-steps", "1", "--json", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["preset"] == "default_batch128" and rep["batch"] == 128, rep
+    # every GEMM ran over the whole batch: F and G (M x K x N, the bias row and column included)
+    # and B of the second layer
+    full = (128 * 65 + 10 * 129) * 128
+    assert rep["phase_macs"] == {"F": full, "B": 128 * 10 * 128, "G+U": full}, rep["phase_macs"]
+    rows = rep["sample_skip"]
+    assert [r["kept"] for r in rows] == sorted(r["kept"] for r in rows), rows
+    assert all(a["cycles"] <= b["cycles"] for a, b in zip(rows, rows[1:])), rows
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "train", "--preset", "default", "--config", str(cfg_file), "--json", str(out)])
+    assert e.value.code == 2 and "give --preset or --config, not both" in capsys.readouterr().err
+
+
 # ---- Amaranth simulator: epilogues, LOSS, errors ------------------------------------------------
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_epilogue_and_loss_programs(name):
@@ -410,3 +435,28 @@ def test_gemm_only_config_runs_gemms_and_refuses_training_commands():
     scs += [bad, random_gemm_scenario(cfg, 12, n_commands=1, max_dim=5)]
     errors = run_scenarios(Accelerator(cfg), cfg, scs)
     assert not errors, "\n".join(errors[:20])
+
+
+def test_of_ideal_is_cycles_saved_over_the_skipped_share_of_the_baselines_bgu_cycles():
+    """compare --backend accel's "of ideal" column: per epoch and seed, the cycles saved against
+    the no-skip run over (skipped B+G MAC share x its B, G and U cycles)."""
+    from types import SimpleNamespace
+
+    from golden.training.report import PolicyRuns, accel_of_ideal
+
+    def epoch(cycles, bwd, skipped):
+        return {"accel": {"cycles": cycles, "phase_cycles_bwd_input": 100, "phase_cycles_bwd_weight": bwd,
+                          "phase_cycles_update": 0, "phase_macs_bwd_input": 30, "phase_macs_bwd_weight": 50,
+                          "skipped_macs_bwd_input": 10 * skipped, "skipped_macs_bwd_weight": 10 * skipped}}
+
+    def group(name, seeds_epochs):
+        g = PolicyRuns(name, name)
+        g.runs = [SimpleNamespace(seed=s, epochs=eps) for s, eps in seeds_epochs]
+        return g
+    # the baseline: 1000 cycles an epoch, of them 100 + 300 B, G and U
+    base = group("none", [(0, [epoch(1000, 300, 0)] * 2)])
+    # skipped 20 of 100 B+G MACs: ideal 80 cycles; saved 80 in one epoch, 40 in the other
+    half = group("p", [(0, [epoch(920, 240, 1), epoch(960, 240, 1)])])
+    assert accel_of_ideal(half, base) == pytest.approx(120 / 160)
+    assert accel_of_ideal(group("q", [(1, [epoch(920, 240, 1)] * 2)]), base) is None  # other seed
+    assert accel_of_ideal(group("r", [(0, [epoch(1000, 300, 0)] * 2)]), base) is None  # none skipped

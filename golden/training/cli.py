@@ -32,7 +32,8 @@ def run(command: str, policies: list[str], options: dict | None = None, *,
         width: int | None = None, device: str = "auto", target_acc: float | None = None,
         limit: int | None = None, threads: int | None = None, bn_replay: str = "kept",
         match: bool = True, progress: bool = False, backend: str = "float",
-        accel_preset: str = "default", accel_rounding: str = "nearest", stdout=None) -> int:
+        accel_preset: str = "default", accel_config: str | Path | None = None,
+        accel_rounding: str = "nearest", stdout=None) -> int:
     import torch
 
     from .datasets import DATASETS, Dataset, load_dataset
@@ -73,11 +74,11 @@ def run(command: str, policies: list[str], options: dict | None = None, *,
         raise ValueError(f"backend={backend!r}: must be 'float' or 'accel'")
     accel_cfg = None
     if backend == "accel":
-        from skiptrain.config import ConfigError, preset
+        from skiptrain.config import Config, ConfigError, preset
 
         from .accel import check_accel
         try:
-            accel_cfg = preset(accel_preset)
+            accel_cfg = Config.from_json(accel_config) if accel_config else preset(accel_preset)
         except ConfigError as e:
             raise ValueError(str(e)) from None
         check_accel(TrainConfig(**base), policies, accel_cfg)

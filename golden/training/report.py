@@ -144,6 +144,31 @@ def accel_cycles_per_epoch(group: PolicyRuns) -> float | None:
     return float(np.mean(vals))
 
 
+def accel_of_ideal(group: PolicyRuns, base: PolicyRuns) -> float | None:
+    """Backend accel: the share of the ideal cycle saving that ``group`` realised against
+    ``base`` (no skipping, same seeds): over every epoch of every seed, the cycles saved over
+    (the skipped share of B+G MACs x the baseline's B, G and U cycles). None when there is
+    nothing to compare (no accel counters, other seeds or epochs, or nothing skipped)."""
+    saved = ideal = 0.0
+    by_seed = {run.seed: run for run in base.runs}
+    for run in group.runs:
+        ref = by_seed.get(run.seed)
+        if ref is None or len(ref.epochs) != len(run.epochs):
+            return None
+        for e, e0 in zip(run.epochs, ref.epochs):
+            a, a0 = e.get("accel"), e0.get("accel")
+            if a is None or a0 is None:
+                return None
+            done = a["phase_macs_bwd_input"] + a["phase_macs_bwd_weight"]
+            skipped = a["skipped_macs_bwd_input"] + a["skipped_macs_bwd_weight"]
+            if done + skipped == 0:
+                continue
+            bgu = a0["phase_cycles_bwd_input"] + a0["phase_cycles_bwd_weight"] + a0["phase_cycles_update"]
+            ideal += bgu * skipped / (done + skipped)
+            saved += a0["cycles"] - a["cycles"]
+    return saved / ideal if ideal else None
+
+
 def format_table(groups: list[PolicyRuns], baseline: str | None = "none") -> str:
     """A plain-text table: accuracy (mean ± std, and its change against ``baseline``), MACs
     skipped per part, B+G and total, wall time, time to target."""
@@ -155,8 +180,10 @@ def format_table(groups: list[PolicyRuns], baseline: str | None = "none") -> str
     # factor fewer than the baseline's
     cycles = {g.name: accel_cycles_per_epoch(g) for g in groups}
     with_cycles = all(c is not None for c in cycles.values())
+    base = next((g for g in groups if g.name == baseline), None)
     if with_cycles:
-        head += ["cycles/epoch", "× fewer"]
+        # and the share of the ideal saving (skipped B+G share x the baseline's B, G, U cycles)
+        head += ["cycles/epoch", "× fewer", "of ideal"]
     table = []
     for r in rows:
         # + 0.0 turns a rounded -0.0 into 0.0, so no "-0.00" appears
@@ -172,7 +199,10 @@ def format_table(groups: list[PolicyRuns], baseline: str | None = "none") -> str
                      + [f"{r['wall_s_mean']:.2f}", tt])
         if with_cycles:
             c, c0 = cycles[r["name"]], cycles.get(baseline)
-            table[-1] += [f"{c:,.0f}", "" if c0 is None else f"{c0 / c:.2f}"]
+            of = None if base is None or r["name"] == baseline else \
+                accel_of_ideal(next(g for g in groups if g.name == r["name"]), base)
+            table[-1] += [f"{c:,.0f}", "" if c0 is None else f"{c0 / c:.2f}",
+                          "" if of is None else f"{100 * of:.1f} %"]
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths)))]
     lines.append("  ".join("-" * w for w in widths))

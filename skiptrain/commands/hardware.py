@@ -140,7 +140,10 @@ def _register_bench_train(bench_sub) -> None:
                     "by phase (F, loss, B, G with the fused update U), the array's utilisation "
                     "over the whole step (MACs / (R*C*cycles)), the golden model's steps per "
                     "second, and Verilator's (the steps are co-simulated and checked exact).")
-    q.add_argument("--preset", default="default", metavar="NAME", help="config preset (default default)")
+    q.add_argument("--preset", default=None, metavar="NAME", help="config preset (default default)")
+    q.add_argument("--config", default=None, metavar="FILE.json",
+                   help="a config as JSON instead of --preset (e.g. configs/default_batch128.json, "
+                        "the default array with memories that hold batch 128)")
     q.add_argument("--sizes", default="64,128,10", metavar="N,N,...", help="MLP sizes (default 64,128,10)")
     q.add_argument("--batch", default="32", metavar="N", help="batch (default 32)")
     q.add_argument("--steps", default="20", metavar="N",
@@ -186,7 +189,7 @@ def bench_train(args) -> int:
     from skiptrain.config import preset
     from skiptrain.program import MlpSpec, build_mlp
 
-    cfg = preset(args.preset)
+    cfg = _config(args.preset or (None if args.config else "default"), args.config)
     batch = _int("--batch", args.batch, 1, cfg.max_dim)
     steps = _int("--steps", args.steps, 0, 100_000)
     golden_steps = _int("--golden-steps", args.golden_steps, 1, 1_000_000)

@@ -77,8 +77,11 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="float: PyTorch; accel: the accelerator's exact fixed-point arithmetic "
                         "(golden model): MLPs, plain SGD (--momentum 0), lr a power of two, "
                         "batch a power of two, policy none")
-    g.add_argument("--accel-preset", default="default", metavar="NAME",
+    g.add_argument("--accel-preset", default=None, metavar="NAME",
                    help="backend accel: the accelerator preset (default: default)")
+    g.add_argument("--accel-config", default=None, metavar="FILE.json",
+                   help="backend accel: a config as JSON instead of --accel-preset (e.g. "
+                        "configs/default_batch128.json)")
     g.add_argument("--accel-rounding", default="nearest", choices=("nearest", "stochastic"),
                    help="backend accel: round the weight update half to even (default) or "
                         "stochastically (on-chip LFSRs seeded with the run's seed)")
@@ -148,6 +151,8 @@ def _run(command: str, policies: list[str], args) -> int:
     options = {dest: getattr(args, f"opt_{dest}") for _, dest, _ in _POLICY_OPTIONS}
     if options["rate"] is not None:
         options["rate"] = _parse_rate(options["rate"])
+    if args.accel_preset and args.accel_config:
+        raise CliError("give --accel-preset or --accel-config, not both")
     out = args.out or f"runs/{command}-{args.dataset}-{args.model}"
     from golden.training import cli
     try:
@@ -158,7 +163,8 @@ def _run(command: str, policies: list[str], args) -> int:
                        weight_decay=args.weight_decay, width=args.width, device=args.device,
                        target_acc=args.target_acc, limit=args.limit, threads=args.threads,
                        bn_replay=args.bn_replay, backend=args.backend,
-                       accel_preset=args.accel_preset, accel_rounding=args.accel_rounding,
+                       accel_preset=args.accel_preset or "default",
+                       accel_config=args.accel_config, accel_rounding=args.accel_rounding,
                        match=getattr(args, "match", False),
                        progress=not args.no_progress and sys.stderr.isatty())
     except ValueError as e:
