@@ -207,12 +207,14 @@ def train_error_scenarios(cfg: Config) -> dict[str, tuple[Scenario, ErrorCode]]:
 
 
 def skip_scenario(cfg: Config, seed: int, n_losses: int = 2, max_classes: int = 10,
-                  max_batch: int = 18, sample: SamplePolicy | None = None) -> Scenario:
+                  max_batch: int = 18, sample: SamplePolicy | None = None,
+                  mode: ConfMode | None = None) -> Scenario:
     """The confidence comparator and the batch-skip controller: per LOSS (edge-aimed logits), a
     policy, a confidence mode, require_correct and thresholds aimed at the decision edges (the
     per-sample threshold exactly at one sample's S, p_y or margin; the batch threshold exactly
     at the batch sum, one above it, 0 or the largest), or a random skip at rate 0, 1 or between;
-    a per-sample policy (``sample``, or drawn) that skips none, some or every sample;
+    a per-sample policy (``sample``, or drawn) that skips none, some or every sample, with the
+    confidence mode ``mode`` (or drawn: max_prob or margin for the per-sample policy);
     after each LOSS two gated GEMMs (B, G) and an ungated one. The registers stay the same for
     the whole run; the decision changes from LOSS to LOSS."""
     from .loss_unit import Comparator, confidence  # noqa: PLC0415 (beside its use)
@@ -223,8 +225,10 @@ def skip_scenario(cfg: Config, seed: int, n_losses: int = 2, max_classes: int = 
     drawn = rng.choice([SamplePolicy.OFF, SamplePolicy.CONFIDENCE, SamplePolicy.CONFIDENCE,
                         SamplePolicy.RANDOM])
     sample = drawn if sample is None else sample
-    # the per-sample confidence policy decides before OUT: max_prob only
-    mode = ConfMode.MAX_PROB if sample == SamplePolicy.CONFIDENCE else rng.choice(list(ConfMode))
+    # the per-sample confidence policy decides before OUT: max_prob or margin
+    drawn_mode = (rng.choice([ConfMode.MAX_PROB, ConfMode.MARGIN]) if sample == SamplePolicy.CONFIDENCE
+                  else rng.choice(list(ConfMode)))
+    mode = drawn_mode if mode is None else mode
     ctrl = SkipCtrl(policy, mode, rng.random() < 0.5, sample)
     sc = Scenario(cfg, name=f"skip(seed={seed}, {ctrl})")
     logits = []
@@ -295,9 +299,9 @@ def skip_error_scenarios(cfg: Config) -> dict[str, tuple[Scenario, ErrorCode]]:
         "policy_unassigned": (good, {"ctrl": 3}, ErrorCode.SKIP_CONFIG),
         "mode_unassigned": (good, {"ctrl": 1 | 3 << 2}, ErrorCode.SKIP_CONFIG),
         "sample_unassigned": (good, {"ctrl": 3 << 5}, ErrorCode.SKIP_CONFIG),
-        "sample_confidence_margin": (good, {"ctrl": SkipCtrl(mode=ConfMode.MARGIN,
-                                                             sample=SamplePolicy.CONFIDENCE).encode()},
-                                     ErrorCode.SKIP_CONFIG),
+        "sample_confidence_true_class_prob": (
+            good, {"ctrl": SkipCtrl(mode=ConfMode.TRUE_CLASS_PROB, sample=SamplePolicy.CONFIDENCE).encode()},
+            ErrorCode.SKIP_CONFIG),
     }
     out = {}
     for name, (cmd, skip, code) in bad.items():

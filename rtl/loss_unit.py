@@ -37,7 +37,9 @@ class LossUnit(wiring.Component):
 
     The per-sample skip (``sample_policy``, :class:`skiptrain.skip.SamplePolicy`) decides, once
     S is final and before OUT writes, which of the group's samples are kept: CONFIDENCE skips
-    those with S <= ``conf_tau`` (and argmax == label with ``require_correct``), RANDOM those
+    those with S <= ``conf_tau`` (max_prob) or z(1) - z(2) >= ``conf_tau`` (margin, taken in
+    the SUM pass), and argmax == label with ``require_correct``; true_class_prob needs p_y,
+    which needs L, and is refused before the LOSS runs (SKIP_CONFIG). RANDOM skips those
     whose lane LFSR (stepped once per group) draws below ``rate``. The kept samples' dY columns
     are written compacted: the group's k-th kept sample goes to column ``kept`` + k, where
     ``kept`` counts the samples kept by the earlier groups of the command. A run of at most V
@@ -210,6 +212,7 @@ class LossUnit(wiring.Component):
         take_5 = Signal(V)
         c_bits = max(e_bits, dw + 1)
         c_q = [Signal(c_bits, name=f"conf_c{lane}") for lane in range(V)]
+        margin_s = [Signal(dw + 1, name=f"margin_s{lane}") for lane in range(V)]
         hit_q, sample_q = Signal(V), Signal(V)
         for lane in range(V):
             z = zA[lane]
@@ -249,15 +252,20 @@ class LossUnit(wiring.Component):
                          exp_roms[lane].addr.eq(d_6)]
             m.d.sync += [d_6.eq(d[:t_bits]), past_6[lane].eq(d[t_bits:].any())]
             # the margin z(1) - z(2) = the least z_max - z over the rows other than the argmax,
-            # taken in the OUT pass (the argmax is final, and the next group's OUT, which
-            # overwrites it, comes after the comparator has read it); with one class
-            # z(2) = data_min, and z_max - data_min is z_max with its sign bit flipped
-            with m.If(t5.valid & (t5.pass_ == OUT) & (mode == ConfMode.MARGIN)):
+            # taken in the SUM pass (the argmax is final) into margin_s, where the per-sample
+            # decision finds it at the end of SUM; OUT's first row copies it into c_q for the
+            # comparator (the next group's SUM overwrites margin_s, for few classes before
+            # the comparator reads c_q). With one class z(2) = data_min, and z_max - data_min
+            # is z_max with its sign bit flipped
+            with m.If(t5.valid & (t5.pass_ == SUM) & (mode == ConfMode.MARGIN)):
                 with m.If(t5.first):
-                    m.d.sync += c_q[lane].eq(Mux(take_5[lane], zmax[lane].as_unsigned() ^ (1 << (dw - 1)),
-                                                 diff_5[lane]))
-                with m.Elif(~take_5[lane] & (diff_5[lane] < c_q[lane])):
-                    m.d.sync += c_q[lane].eq(diff_5[lane])
+                    m.d.sync += margin_s[lane].eq(Mux(take_5[lane],
+                                                      zmax[lane].as_unsigned() ^ (1 << (dw - 1)),
+                                                      diff_5[lane]))
+                with m.Elif(~take_5[lane] & (diff_5[lane] < margin_s[lane])):
+                    m.d.sync += margin_s[lane].eq(diff_5[lane])
+            with m.If(t5.valid & (t5.pass_ == OUT) & t5.first & (mode == ConfMode.MARGIN)):
+                m.d.sync += c_q[lane].eq(margin_s[lane])
 
         # ---- C0 (cycle 8): the exp table's word (Rom.latency = 2 after its index) registered ---
         # ---- C1 (cycle 9): e; the sum, or v = e - onehot ---------------------------------------
@@ -332,8 +340,11 @@ class LossUnit(wiring.Component):
             m.d.comb += [lf.seed.eq(self.seed), lf.load.eq(self.seed_load),
                          lf.step.eq(sum_final_10 & ~bad_seen & (policy == SamplePolicy.RANDOM)),
                          draw_low[lane].eq(lf.value[:RATE_BITS] < self.rate)]
-            m.d.sync += conf_11[lane].eq((total[lane] <= self.conf_tau)
-                                         & (hit_s[lane] | ~self.require_correct))
+            # max_prob: S <= CONF_TAU; margin: z(1) - z(2) >= CONF_TAU (final since SUM's
+            # last row passed cycle 5); true_class_prob is refused (SKIP_CONFIG): p_y needs L
+            passed = Mux(mode == ConfMode.MARGIN, margin_s[lane] >= self.conf_tau,
+                         total[lane] <= self.conf_tau)
+            m.d.sync += conf_11[lane].eq(passed & (hit_s[lane] | ~self.require_correct))
         with m.If(decide_11):
             skip = Mux(policy == SamplePolicy.CONFIDENCE, conf_11,
                        Mux(policy == SamplePolicy.RANDOM, draw_low, 0))

@@ -25,7 +25,9 @@ The decision holds until the next LOSS; START clears it.
 
 Per sample (the per-sample skip, method 1; SKIP_CTRL bits 5-6), the loss unit decides before
 it writes a group's dY whether each sample is kept: policy ``CONFIDENCE`` skips the samples
-that pass the per-sample test (``max_prob`` only: its S is final before the OUT pass), policy
+that pass the per-sample test (``max_prob`` or ``margin``: S and the margin are final after
+the SUM pass; ``true_class_prob`` needs p_y, known only in OUT, and stops the LOSS with
+SKIP_CONFIG), policy
 ``RANDOM`` skips a sample when its lane's LFSR (lane ``SAMPLE_LFSR_LANE + l``, seeded with the
 skip LFSR by SKIP_SEED, stepped once per group of V samples) draws below SKIP_RATE. The kept
 samples' dY columns are written compacted, in sample order, to columns 0..KEPT-1; a skipped
@@ -61,9 +63,9 @@ class BatchPolicy(enum.IntEnum):
 
 class SamplePolicy(enum.IntEnum):
     OFF = 0         #: every sample is kept
-    CONFIDENCE = 1  #: skip the samples that pass the per-sample test (method 1; max_prob only)
+    CONFIDENCE = 1  #: skip the samples that pass the per-sample test (method 1; max_prob or margin)
     RANDOM = 2      #: skip a sample when its lane's LFSR draws below SKIP_RATE (the baseline)
-    # 3, or CONFIDENCE with a mode other than max_prob: ErrorCode.SKIP_CONFIG at the next LOSS
+    # 3, or CONFIDENCE with true_class_prob: ErrorCode.SKIP_CONFIG at the next LOSS
 
 
 class ConfMode(enum.IntEnum):
@@ -103,10 +105,12 @@ class SkipCtrl:
     @property
     def valid(self) -> bool:
         """False for an unassigned policy or mode, and for the per-sample confidence policy with
-        a mode other than max_prob (a LOSS then stops with SKIP_CONFIG)."""
+        true_class_prob (p_y is not known before the loss unit writes dY; a LOSS then stops
+        with SKIP_CONFIG)."""
         return (self.policy in tuple(BatchPolicy) and self.mode in tuple(ConfMode)
                 and self.sample in tuple(SamplePolicy)
-                and not (self.sample == SamplePolicy.CONFIDENCE and self.mode != ConfMode.MAX_PROB))
+                and not (self.sample == SamplePolicy.CONFIDENCE
+                         and self.mode == ConfMode.TRUE_CLASS_PROB))
 
 
 def _real(name: str, value, lo, hi=None) -> Fraction:

@@ -56,17 +56,21 @@ def test_verilator_100_training_steps_with_batch_skip(policy, options):
     assert 5 <= r["skipped_steps"] <= 95, f"{policy}: {r['skipped_steps']} of 100 steps skipped"
 
 
-@pytest.mark.parametrize("policy,options", [("conf_sample", {"tau": 0.5}), ("random_sample", {"rate": 0.5})])
-def test_verilator_100_training_steps_with_sample_skip(policy, options):
-    """The per-sample skip on the hardware, 100 steps: the loss unit's decisions, the compacted
+@pytest.mark.parametrize("policy,options,steps", [("conf_sample", {"tau": 0.5}, 100),
+                                                  ("conf_sample", {"tau": 0.5, "confidence": "margin"}, 40),
+                                                  ("random_sample", {"rate": 0.5}, 100)],
+                         ids=["conf_sample-max_prob", "conf_sample-margin", "random_sample"])
+def test_verilator_training_steps_with_sample_skip(policy, options, steps):
+    """The per-sample skip on the hardware, 100 steps (40 with the margin test, whose decision
+    differs from max_prob's only in the loss unit): the loss unit's decisions, the compacted
     dY, B and G over the kept samples through the kept list, every weight line, counter (KEPT,
     SKIPPED_SAMPLES, MACs executed and skipped) and cycle count equal to the golden model's."""
     _ready("verilator")
-    r = run_training(preset("default"), "verilator", steps=100, policy=policy, options=options,
+    r = run_training(preset("default"), "verilator", steps=steps, policy=policy, options=options,
                      log=lambda *a: None)
-    assert r["errors"] == [] and r["passed"] == 100, "\n".join(r["errors"][:20])
+    assert r["errors"] == [] and r["passed"] == steps, "\n".join(r["errors"][:20])
     partial = sum(1 for s in r["skipped_samples"] if 0 < s < 32)
-    assert partial >= 50, f"{policy}: only {partial} of 100 steps kept some samples and skipped others"
+    assert partial >= steps // 2, f"{policy}: only {partial} of {steps} steps kept some samples and skipped others"
 
 
 def test_verilator_training_steps_with_tau_changed_between_steps():
@@ -87,11 +91,12 @@ def test_verilator_training_steps_with_tau_changed_between_steps():
 
 def test_skip_programs_tiny_both_simulators():
     from golden.train_scenario import skip_error_scenarios, skip_scenario
-    from skiptrain.skip import SamplePolicy
+    from skiptrain.skip import ConfMode, SamplePolicy
     cfg = preset("tiny")
     items = [(skip_scenario(cfg, s), "run", True) for s in range(6)]
     items += [(skip_scenario(cfg, 100 + s, sample=p), "run", True)
               for p in (SamplePolicy.CONFIDENCE, SamplePolicy.RANDOM) for s in range(2)]
+    items += [(skip_scenario(cfg, 200, sample=SamplePolicy.CONFIDENCE, mode=ConfMode.MARGIN), "run", True)]
     items += [(sc, "run", True) for sc, _ in skip_error_scenarios(cfg).values()]
     for sim in ("icarus", "verilator"):
         run_and_check("tiny", sim, items)

@@ -37,8 +37,8 @@ def test_skip_ctrl_round_trip_and_validity():
         c = SkipCtrl.decode(word)
         assert c.encode() == word
         policy, mode, sample = word & 3, (word >> 2) & 3, (word >> 5) & 3
-        # the per-sample confidence policy decides before OUT writes: max_prob only
-        expected = policy != 3 and mode != 3 and sample != 3 and not (sample == 1 and mode != 0)
+        # the per-sample confidence policy decides before OUT writes: max_prob or margin
+        expected = policy != 3 and mode != 3 and sample != 3 and not (sample == 1 and mode == 1)
         assert c.valid == expected, (word, c.valid, expected)
     with pytest.raises(ValueError, match="policy=4"):
         SkipCtrl(4).encode()
@@ -115,11 +115,14 @@ def test_skip_scenarios_cover_the_decision_edges():
         seen[("skipped", res.counters["skipped_batches"] > 0)] += 1
         seen[("confident", res.counters["confident"] > 0)] += 1
         seen[("sample", ctrl.sample)] += 1
+        if ctrl.sample == SamplePolicy.CONFIDENCE:
+            seen[("per-sample mode", ctrl.mode)] += 1
         if ctrl.sample:
             # per-sample: none, some, or every sample of a LOSS skipped
             seen[("samples skipped", _share(res.counters["skipped_samples"], sc))] += 1
     for key in ([("policy", p) for p in BatchPolicy] + [("mode", m) for m in ConfMode]
                 + [("sample", p) for p in SamplePolicy]
+                + [("per-sample mode", m) for m in (ConfMode.MAX_PROB, ConfMode.MARGIN)]
                 + [("samples skipped", s) for s in ("none", "some", "all")]
                 + [("skipped", True), ("skipped", False), ("confident", True), ("confident", False)]):
         assert seen[key] > 0, f"no scenario with {key}: {dict(seen)}"
@@ -206,10 +209,13 @@ def test_skip_scenarios_match_golden(name):
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_sample_skip_scenarios_match_golden(name):
     """The per-sample skip on its own: compacted dY columns, KEPT, SKIPPED_SAMPLES, the lanes'
-    LFSRs, with one class (the shortest group) and batches that end mid-group."""
+    LFSRs, with one class (the shortest group) and batches that end mid-group; the confidence
+    policy with max_prob and with margin (its margin taken in the SUM pass)."""
     cfg = CONFIGS[name]
-    scs = [skip_scenario(cfg, 100 + seed, sample=policy)
-           for policy in (SamplePolicy.CONFIDENCE, SamplePolicy.RANDOM) for seed in range(4)]
+    scs = [skip_scenario(cfg, 100 + seed, sample=policy, mode=mode)
+           for policy, mode in ((SamplePolicy.CONFIDENCE, ConfMode.MAX_PROB),
+                                (SamplePolicy.CONFIDENCE, ConfMode.MARGIN), (SamplePolicy.RANDOM, None))
+           for seed in range(3)]
     shares = Counter(_share(sc.expected()[1].counters["skipped_samples"], sc) for sc in scs)
     assert shares["some"] >= 2, f"too few runs that keep some samples and skip others: {dict(shares)}"
     errors = run_scenarios(Accelerator(cfg), cfg, scs)

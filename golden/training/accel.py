@@ -20,8 +20,9 @@ What differs from the float backend, by construction of the hardware:
   :mod:`skiptrain.skip`): the host only writes the policy's registers
   (:func:`skip_registers`), per epoch, from the same policy objects the float backend runs,
   and records the hardware's decisions into them (so logs, rates and matched baselines work
-  alike). The per-sample confidence test is ``max_prob`` (its S is known before the loss
-  unit writes dY), and the per-sample skip normalises by the batch (``normalize="batch"``).
+  alike). The per-sample confidence test is ``max_prob`` or ``margin`` (known when the
+  loss unit's SUM pass ends, before it writes dY; not ``true_class_prob``), and the per-sample
+  skip normalises by the batch (``normalize="batch"``).
 
 It returns a :class:`~golden.training.trainer.RunResult`, so tables, JSON and plots are the
 float backend's; every epoch record also has ``accel``: the accelerator's cycles of the
@@ -83,13 +84,15 @@ def skip_registers(policy, epoch: int, batch: int, cfg: Config, seed: int) -> di
         raise ValueError(f"normalize={policy.normalize!r}: backend accel's per-sample skip normalises "
                          "by the batch (the loss unit's 1/B is a shift); use normalize='batch'")
     if isinstance(policy, ConfidenceSampleSkip):
-        if policy.confidence != "max_prob":
+        if policy.confidence == "true_class_prob":
             raise ValueError(f"confidence={policy.confidence!r}: backend accel's per-sample test is "
-                             "max_prob (its S is final before the loss unit writes dY)")
+                             "max_prob or margin (known when the loss unit's SUM pass ends, before "
+                             "it writes dY; p_y comes later)")
         on = epoch >= policy.warmup_epochs  # the warm-up: the sample policy register says OFF
-        ctrl = SkipCtrl(BatchPolicy.OFF, ConfMode.MAX_PROB, policy.require_correct,
+        ctrl = SkipCtrl(BatchPolicy.OFF, CONF_MODE_NAMES[policy.confidence], policy.require_correct,
                         SamplePolicy.CONFIDENCE if on else SamplePolicy.OFF)
-        return {"ctrl": ctrl.encode(), "conf_tau": conf_threshold("max_prob", policy.threshold, cfg)}
+        return {"ctrl": ctrl.encode(),
+                "conf_tau": conf_threshold(policy.confidence, policy.threshold, cfg)}
     if isinstance(policy, RandomSampleSkip):
         return {"ctrl": SkipCtrl(sample=SamplePolicy.RANDOM).encode(),
                 "rate": rate_register(_rate_at(policy.rate, epoch)), "seed": seed}
