@@ -311,3 +311,49 @@ def skip_error_scenarios(cfg: Config) -> dict[str, tuple[Scenario, ErrorCode]]:
                       name=f"error:{name}", skip=skip)
         out[name] = (sc, code)
     return out
+
+
+def sample_gather_scenario(cfg: Config, seed: int, classes: int | None = None) -> Scenario:
+    """The per-sample skip's kept list at its timing edges: LOSS commands of few classes (one
+    class is the shortest group, the next group's SUM pass close behind the decision), a random
+    or confidence per-sample policy, and after each LOSS a GEMM over the kept samples that
+    gathers its B operand through the kept list (``Gate.SAMPLES_K``, as G does)."""
+    rng = random.Random(seed)
+    V = cfg.banks
+    spad = _Allocator(cfg.spad_depth, rng)
+    # with one class every S is EXP[0]: the confidence policy would keep all or none
+    sample = SamplePolicy.RANDOM if classes == 1 else rng.choice([SamplePolicy.RANDOM, SamplePolicy.CONFIDENCE])
+    ctrl = SkipCtrl(sample=sample, require_correct=False)
+    sc = Scenario(cfg, name=f"sample_gather(seed={seed}, {ctrl})")
+    passes = []
+    for n in range(2):
+        M = classes if classes is not None else rng.choice([1, 1, 2, 3])
+        N = rng.choice([2 * V + 1, 3 * V, rng.randint(V + 1, min(cfg.max_batch, 4 * V))])
+        P = rng.randint(1, 3)
+        Z, Y, D = (spad.region(M, N, V, slack=True), spad.region(1, N, V, slack=True),
+                   spad.region(M, N, V, slack=True))
+        # A: random, not the dY (with one class dY is 0); its first KEPT columns are summed
+        # against op(B) = Bt^T (N x P) rows gathered through the kept list
+        A = spad.region(2, N, V, slack=True)
+        Bt = spad.region(P, N, V, slack=False)
+        C = spad.region(2, P, V, slack=True)
+        if None in (Z, Y, D, A, Bt, C):
+            raise ValueError(f"sample gather scenario seed={seed}: LOSS {n} ({M} x {N}) does not fit")
+        z = _logits(M, N, cfg, rng)
+        passes.append(z)
+        sc.inputs += [("spad", Z, z), ("spad", Y, torch.tensor([[rng.randrange(M) for _ in range(N)]])),
+                      ("spad", D, torch.zeros((M, N), dtype=torch.int64)),
+                      ("spad", A, random_matrix(2, N, cfg, rng)), ("spad", Bt, random_matrix(P, N, cfg, rng)),
+                      ("spad", C, torch.zeros((2, P), dtype=torch.int64))]
+        sc.commands += [Command.loss(M, N, Z, Y, D, shift=rng.randint(4, 10)),
+                        Command.gemm(2, N, P, A, Bt, C, trans_b=True, shift=cfg.data_width + 3,
+                                     phase=Phase.BWD_WEIGHT, gate=Gate.SAMPLES_K)]
+        sc.outputs += [("spad", D), ("spad", C)]
+    sc.commands.append(Command())
+    # a threshold at the first LOSS's median S keeps about half of its samples
+    exp, _ = tables(cfg.frac_bits)
+    _, _, d, _ = softmax_parts(passes[0], cfg)
+    s = exp_lookup(d, exp).sum(dim=0).sort().values
+    sc.skip = {"ctrl": ctrl.encode(), "conf_tau": int(s[len(s) // 2]), "rate": 1 << 15,
+               "seed": rng.getrandbits(32)}
+    return sc

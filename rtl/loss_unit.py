@@ -367,13 +367,16 @@ class LossUnit(wiring.Component):
         m.d.comb += self.kept.eq(kept_total)
         # 14: the kept list (rtl/kept_list.py): entry group_k0 + q is sample gw * V + lane_of_rank[q],
         # in bank (group_k0 + q) mod V; entries past max_batch are not stored
-        # (the group's index is taken when its SUM pass issues its last row: gw moves on at the
-        # end of OUT, which for a few classes comes before cycle 14)
+        # (the group's index is taken when its SUM pass issues its last row, as gw moves on at
+        # the end of OUT, and held from cycle 11 to the write: with one class the next group's
+        # SUM pass issues its last row in cycle 11, before cycle 14)
         decide_13, decide_14 = Signal(), Signal()
         m.d.sync += [decide_13.eq(decide_12), decide_14.eq(decide_13)]
-        group = Signal.like(gw)
+        group_sum, group = Signal.like(gw), Signal.like(gw)
         with m.If(issuing & (pass_ == SUM) & r_last):
-            m.d.sync += group.eq(gw)
+            m.d.sync += group_sum.eq(gw)
+        with m.If(decide_11):
+            m.d.sync += group.eq(group_sum)
         entries = Array(lane_of_rank)
         for b in range(V):
             q = (b - group_k0[:bb])[:bb]

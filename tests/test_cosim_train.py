@@ -90,13 +90,14 @@ def test_verilator_training_steps_with_tau_changed_between_steps():
 
 
 def test_skip_programs_tiny_both_simulators():
-    from golden.train_scenario import skip_error_scenarios, skip_scenario
+    from golden.train_scenario import sample_gather_scenario, skip_error_scenarios, skip_scenario
     from skiptrain.skip import ConfMode, SamplePolicy
     cfg = preset("tiny")
     items = [(skip_scenario(cfg, s), "run", True) for s in range(6)]
     items += [(skip_scenario(cfg, 100 + s, sample=p), "run", True)
               for p in (SamplePolicy.CONFIDENCE, SamplePolicy.RANDOM) for s in range(2)]
     items += [(skip_scenario(cfg, 200, sample=SamplePolicy.CONFIDENCE, mode=ConfMode.MARGIN), "run", True)]
+    items += [(sample_gather_scenario(cfg, 300 + c, classes=c), "run", True) for c in (1, 2)]
     items += [(sc, "run", True) for sc, _ in skip_error_scenarios(cfg).values()]
     for sim in ("icarus", "verilator"):
         run_and_check("tiny", sim, items)

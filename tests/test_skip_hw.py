@@ -15,7 +15,7 @@ from amaranth_bus import run_scenarios
 
 from golden.loss_unit import Comparator, confidence, exp_lookup, softmax_parts, tables
 from golden.sequencer import CHECK_CYCLES, FETCH_CYCLES, skip_cycles
-from golden.train_scenario import skip_error_scenarios, skip_scenario
+from golden.train_scenario import sample_gather_scenario, skip_error_scenarios, skip_scenario
 from rtl.top import Accelerator
 from skiptrain import numerics
 from skiptrain.config import Config, preset
@@ -242,3 +242,16 @@ def test_without_training_hardware_gates_are_refused():
     assert res.error_code == ErrorCode.BAD_GATE and res.pc == 0
     errors = run_scenarios(Accelerator(cfg), cfg, [sc])
     assert not errors, "\n".join(errors)
+
+
+@pytest.mark.parametrize("classes", [1, 2, 3])
+def test_kept_list_holds_each_groups_samples_with_few_classes(classes):
+    """A LOSS of 1 to 3 classes has its next group's SUM pass right behind a group's decision:
+    the kept list must still name each kept sample of the right group (a GEMM gathers its B
+    operand through it, as G does)."""
+    cfg = CONFIGS["3x5"]
+    scs = [sample_gather_scenario(cfg, seed, classes) for seed in range(2)]
+    kept = [sc.expected()[1].counters["kept"] for sc in scs]
+    assert all(0 < k for k in kept), kept
+    errors = run_scenarios(Accelerator(cfg), cfg, scs)
+    assert not errors, "\n".join(errors[:20])
