@@ -4,6 +4,8 @@ from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from .arith import popcount
+
 
 class Compactor(wiring.Component):
     """From a group's ``keep`` mask (one bit per lane, lane = sample order), ``count`` = the
@@ -32,15 +34,16 @@ class Compactor(wiring.Component):
         })
 
     def _rank_of(self, keep, lane):
-        """Kept lanes below ``lane``: its rank if it is kept itself."""
-        return sum(keep[i] for i in range(lane)) if lane else 0
+        """Kept lanes below ``lane``: its rank if it is kept itself (each rank its own
+        table-and-tree popcount, no ripple from lane to lane)."""
+        return popcount(keep[:lane]) if lane else 0
 
     def elaborate(self, platform):
         V = self._lanes
         m = Module()
         rank = [Signal(range(V), name=f"rank{lane}") for lane in range(V)]
         kept = Signal(V)
-        m.d.sync += [kept.eq(self.keep), self.count.eq(sum(self.keep[i] for i in range(V)))]
+        m.d.sync += [kept.eq(self.keep), self.count.eq(popcount(self.keep))]
         m.d.sync += [r.eq(self._rank_of(self.keep, lane)) for lane, r in enumerate(rank)]
         for q in range(V):
             pick = 0

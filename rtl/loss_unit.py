@@ -9,6 +9,7 @@ from skiptrain.config import Config
 from skiptrain.skip import (CONF_TAU_WIDTH, RATE_BITS, SAMPLE_LFSR_LANE, ConfMode, SamplePolicy,
                             batch_tau_width)
 
+from .arith import popcount
 from .banked_memory import read_port_signature, write_port_signature
 from .compactor import Compactor
 from .confidence import Confidence
@@ -231,7 +232,7 @@ class LossUnit(wiring.Component):
             m.d.sync += bad_seen.eq(1)
         with m.If(t4.valid & (t4.pass_ == SUM) & t4.first & ~bad_seen):
             # the argmax is final when SUM's first row reaches this stage
-            m.d.sync += correct.eq(sum(hits[lane] for lane in range(V)))
+            m.d.sync += correct.eq(popcount(hits))
         with m.If(t4.valid & (t4.pass_ == OUT) & t4.first):
             m.d.sync += [hit_q.eq(hits), sample_q.eq(t4.lanes_ok)]
         # the same, for the per-sample decision at the end of SUM
@@ -361,9 +362,9 @@ class LossUnit(wiring.Component):
         with m.If(self.start):
             m.d.sync += kept_total.eq(0)
         with m.Elif(decide_12):
-            n_kept = sum(keep[i] for i in range(V))
+            n_kept = popcount(keep)
             m.d.sync += [group_k0.eq(kept_total), kept_total.eq(kept_total + n_kept),
-                         self.skipped.eq(sum(sample_s[i] & ~keep[i] for i in range(V)))]
+                         self.skipped.eq(popcount(sample_s & ~keep))]
         m.d.comb += self.kept.eq(kept_total)
         # 14: the kept list (rtl/kept_list.py): entry group_k0 + q is sample gw * V + lane_of_rank[q],
         # in bank (group_k0 + q) mod V; entries past max_batch are not stored
@@ -398,7 +399,7 @@ class LossUnit(wiring.Component):
             m.d.comb += [comparator.c[lane].eq(c_q[lane]) for lane in range(V)]
             conf_11, c_11 = comparator.confident, list(comparator.c_out)
             confident = Signal.like(self.confident)
-            m.d.sync += confident.eq(sum(conf_11[lane] for lane in range(V)))
+            m.d.sync += confident.eq(popcount(conf_11))
             m.d.comb += self.confident.eq(confident)
             level = c_11
             while len(level) > 1:
