@@ -326,8 +326,9 @@ class LossUnit(wiring.Component):
                 m.d.sync += Lq[lane].eq(rom.data)
 
         # ---- the per-sample decision: S is final in cycle 10 of SUM's last row. 11: the test
-        # (and the lanes' LFSRs have stepped), 12: keep, 13: the kept samples' ranks, their
-        # count and the group's first column; 14: per rank the lane that holds it. OUT's first
+        # (and the lanes' LFSRs have stepped), 12: keep, 13: the kept samples' ranks and their
+        # count; 14: the group's first column, the kept total, and per rank the lane that
+        # holds it. OUT's first
         # row reaches the write stage in its cycle 12, 21 cycles after SUM's last row, and the
         # next group's decision comes 2M + 12 cycles after the last OUT row: the registers
         # below serve one group at a time. A group cut short by a bad label decides nothing.
@@ -359,20 +360,23 @@ class LossUnit(wiring.Component):
         group_k0 = Signal(dim)   # the group's first dY column
         kept_total = Signal(dim)
         m.d.sync += self.skipped.eq(0)
+        # the compactor's registered count, a cycle after keep: the kept count's adder does not
+        # follow the popcount in the same cycle (sample_s holds until the next group's SUM)
+        decide_13 = Signal()
+        m.d.sync += decide_13.eq(decide_12)
         with m.If(self.start):
             m.d.sync += kept_total.eq(0)
-        with m.Elif(decide_12):
-            n_kept = popcount(keep)
-            m.d.sync += [group_k0.eq(kept_total), kept_total.eq(kept_total + n_kept),
-                         self.skipped.eq(popcount(sample_s & ~keep))]
+        with m.Elif(decide_13):
+            m.d.sync += [group_k0.eq(kept_total), kept_total.eq(kept_total + count),
+                         self.skipped.eq(popcount(sample_s) - count)]
         m.d.comb += self.kept.eq(kept_total)
         # 14: the kept list (rtl/kept_list.py): entry group_k0 + q is sample gw * V + lane_of_rank[q],
         # in bank (group_k0 + q) mod V; entries past max_batch are not stored
         # (the group's index is taken when its SUM pass issues its last row, as gw moves on at
         # the end of OUT, and held from cycle 11 to the write: with one class the next group's
         # SUM pass issues its last row in cycle 11, before cycle 14)
-        decide_13, decide_14 = Signal(), Signal()
-        m.d.sync += [decide_13.eq(decide_12), decide_14.eq(decide_13)]
+        decide_14 = Signal()
+        m.d.sync += decide_14.eq(decide_13)
         group_sum, group = Signal.like(gw), Signal.like(gw)
         with m.If(issuing & (pass_ == SUM) & r_last):
             m.d.sync += group_sum.eq(gw)
