@@ -1,6 +1,6 @@
-"""Small arithmetic helpers shared by the address generators."""
+"""Small arithmetic helpers shared by the address generators, the writer and the requantizer."""
 
-from amaranth.hdl import Array, Const
+from amaranth.hdl import Array, Const, Mux
 
 
 def csd_digits(c: int) -> list[tuple[int, int]]:
@@ -60,3 +60,29 @@ def popcount(bits, chunk: int = 4):
         counts = [counts[i] + counts[i + 1] if i + 1 < len(counts) else counts[i]
                   for i in range(0, len(counts), 2)]
     return counts[0]
+
+
+def round_saturate(q, up, dw: int):
+    """Saturate ``q + up`` (``q`` signed, ``up`` the round-up bit) to a signed ``dw``-bit value
+    without a carry chain in front of the clamp.
+
+    q + up fits iff q's bits from dw-1 up are all equal, except q = data_max with a round-up;
+    and q = data_min - 1 with a round-up lands exactly on data_min (the exact value lay in
+    [data_min - 0.5, data_min), which rounds half to even into range: written as data_min, not
+    a saturation). The increment itself then needs dw + 1 bits, not the width of q.
+
+    Returns (value, saturated) as expressions: value is data_max, data_min or q + up.
+    """
+    width = len(q)
+    lo, hi = -(1 << (dw - 1)), (1 << (dw - 1)) - 1
+    top = q[dw - 1:]
+    fits = (top == 0) | (top == (1 << (width - dw + 1)) - 1)
+    sign = q[width - 1]
+    is_max = fits & ~sign & (q[:dw - 1] == (1 << (dw - 1)) - 1)
+    over = (~fits & ~sign) | (is_max & up)
+    under = ~fits & sign
+    is_min_m1 = ((q[dw:] == (1 << (width - dw)) - 1) & ~q[dw - 1]
+                 & (q[:dw - 1] == (1 << (dw - 1)) - 1))
+    rounded = (q[:dw].as_signed() + up)
+    value = Mux(over, hi, Mux(under, lo, rounded))
+    return value, over | (under & ~(is_min_m1 & up))

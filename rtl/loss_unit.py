@@ -94,22 +94,32 @@ class LossUnit(wiring.Component):
         mm, nn = Signal.like(self.m), Signal.like(self.n)
         z_base, z_ld, y_base = Signal.like(self.z_base), Signal.like(self.z_ld), Signal.like(self.y_base)
         d_base, d_ld, shift = Signal.like(self.d_base), Signal.like(self.d_ld), Signal.like(self.shift)
-        below_half = Signal(e_bits + 2)
+        # the rounding's bit masks, registered with the shift: the half bit (1 << shift - 1, none
+        # for shift 0), the bits below it, and q's least significant bit (1 << shift), so the
+        # round-up bit is three AND-OR reductions rather than two barrel shifts behind shift - 1
+        below_half, half_bit, lsb_bit = Signal(e_bits + 2), Signal(e_bits + 2), Signal(e_bits + 2)
         with m.If(self.start):
             m.d.sync += [mm.eq(self.m), nn.eq(self.n), z_base.eq(self.z_base), z_ld.eq(self.z_ld),
                          y_base.eq(self.y_base), d_base.eq(self.d_base), d_ld.eq(self.d_ld),
                          shift.eq(self.shift),
-                         below_half.eq(((Const(1, e_bits + 3) << self.shift) - 1) >> 1)]
+                         below_half.eq(((Const(1, e_bits + 3) << self.shift) - 1) >> 1),
+                         half_bit.eq((Const(1, e_bits + 3) << self.shift) >> 1),
+                         lsb_bit.eq(Const(1, e_bits + 3) << self.shift)]
 
         # ---- issue: pass (MAX, SUM, OUT), class row r, group g -----------------------------------
         MAX, SUM, OUT = 0, 1, 2
-        issuing, in_gap, draining = Signal(), Signal(), Signal()
+        issuing = Signal(name="issuing")
+        in_gap = Signal(name="in_gap")
+        draining = Signal(name="draining")
         pass_ = Signal(2)
         r = Signal(dim)
         r_last = Signal()                      # r == M - 1, kept one step ahead
         z_row, d_row = Signal(aw), Signal(aw)  # z_base + r*z_ld, d_base + r*d_ld
         gw = Signal(aw)                        # word of the group's first sample in a row
         n_left = Signal(dim + 1)               # samples from this group on
+        # n_left <= V and, per lane, n_left > lane: registered beside n_left rather than
+        # compared behind it (they steer the issue and the tag)
+        last_group, lanes_ok = Signal(name="last_group"), Signal(V, name="lanes_ok")
         gap = Signal(range(self.gap_cycles + 1))
         drain = Signal(range(self.drain_cycles + 1))
         bad_seen = Signal()
@@ -122,7 +132,7 @@ class LossUnit(wiring.Component):
                      t0.last.eq(r_last), t0.r.eq(r), t0.rot.eq(r[:bb]), t0.word.eq(d_row),
                      t0.label_read.eq(issuing & (pass_ == MAX) & (r == 0))]
         for lane in range(V):
-            m.d.comb += t0.lanes_ok[lane].eq(n_left > lane)
+            m.d.comb += t0.lanes_ok[lane].eq(lanes_ok[lane])
         for b in range(V):
             m.d.comb += [self.rd_z.addr[b].eq(z_row + gw), self.rd_y.addr[b].eq(y_base + gw)]
 
@@ -130,7 +140,8 @@ class LossUnit(wiring.Component):
         with m.If(self.start):
             m.d.sync += [issuing.eq(1), in_gap.eq(0), draining.eq(0), pass_.eq(MAX), r.eq(0),
                          r_last.eq(self.m == 1), z_row.eq(self.z_base), d_row.eq(self.d_base),
-                         gw.eq(0), n_left.eq(self.n)]
+                         gw.eq(0), n_left.eq(self.n), last_group.eq(self.n <= V)]
+            m.d.sync += [lanes_ok[lane].eq(self.n > lane) for lane in range(V)]
         with m.Elif(bad_seen & (issuing | in_gap)):
             # a bad label: stop issuing; what is in flight of earlier groups still lands
             m.d.sync += [issuing.eq(0), in_gap.eq(0), draining.eq(1), drain.eq(self.drain_cycles - 1)]
@@ -142,8 +153,10 @@ class LossUnit(wiring.Component):
                 with m.Elif(pass_ == SUM):
                     m.d.sync += [pass_.eq(OUT), issuing.eq(0), in_gap.eq(1), gap.eq(self.gap_cycles - 1)]
                 with m.Else():
-                    m.d.sync += [pass_.eq(MAX), gw.eq(gw + 1), n_left.eq(n_left - V)]
-                    with m.If(n_left <= V):
+                    m.d.sync += [pass_.eq(MAX), gw.eq(gw + 1), n_left.eq(n_left - V),
+                                 last_group.eq(n_left <= 2 * V)]
+                    m.d.sync += [lanes_ok[lane].eq(n_left > lane + V) for lane in range(V)]
+                    with m.If(last_group):
                         m.d.sync += [issuing.eq(0), draining.eq(1), drain.eq(self.drain_cycles - 1)]
             with m.Else():
                 m.d.sync += [r.eq(r + 1), r_last.eq(r + 2 == mm), z_row.eq(z_row + z_ld),
@@ -230,21 +243,25 @@ class LossUnit(wiring.Component):
                          hits[lane].eq(t4.lanes_ok[lane] & (amax[lane] == y.as_unsigned()))]
         with m.If(t4.valid & t4.label_read & bad.any() & ~bad_seen):
             m.d.sync += bad_seen.eq(1)
-        with m.If(t4.valid & (t4.pass_ == SUM) & t4.first & ~bad_seen):
-            # the argmax is final when SUM's first row reaches this stage
-            m.d.sync += correct.eq(popcount(hits))
-        with m.If(t4.valid & (t4.pass_ == OUT) & t4.first):
-            m.d.sync += [hit_q.eq(hits), sample_q.eq(t4.lanes_ok)]
+        # argmax == label registered (cycle 5), so its popcount does not follow the compare in
+        # the same cycle; the argmax is final when SUM's first row reaches stage 4, and the
+        # count goes out a cycle later (the top only sums it)
+        hits_5 = Signal(V)
+        m.d.sync += hits_5.eq(hits)
+        t5 = tag_at[5]
+        with m.If(t5.valid & (t5.pass_ == SUM) & t5.first & ~bad_seen):
+            m.d.sync += correct.eq(popcount(hits_5))
+        with m.If(t5.valid & (t5.pass_ == OUT) & t5.first):
+            m.d.sync += [hit_q.eq(hits_5), sample_q.eq(t5.lanes_ok)]
         # the same, for the per-sample decision at the end of SUM
         hit_s, sample_s = Signal(V), Signal(V)
-        with m.If(t4.valid & (t4.pass_ == SUM) & t4.first):
-            m.d.sync += [hit_s.eq(hits), sample_s.eq(t4.lanes_ok)]
+        with m.If(t5.valid & (t5.pass_ == SUM) & t5.first):
+            m.d.sync += [hit_s.eq(hits_5), sample_s.eq(t5.lanes_ok)]
 
         # ---- B2 (cycle 5): the exp index d = z_max - z (+ L in OUT), registered ---------------
         Lq = [Signal(l_bits, name=f"log{lane}") for lane in range(V)]
         exp_roms = [Rom(exp_rom, cfg.memory) for _ in range(V)]
         past_6 = Signal(V)  # the index is past the table: exp rounds to 0
-        t5 = tag_at[5]
         for lane in range(V):
             m.submodules[f"exp_rom{lane}"] = exp_roms[lane]
             d = Signal(max(dw + 1, l_bits) + 1, name=f"d{lane}")
@@ -291,10 +308,11 @@ class LossUnit(wiring.Component):
             m.d.sync += v_10.eq(e - Mux(onehot_9[lane], 1 << numerics.EXP_FRAC, 0))
             q = Signal(signed(e_bits + 2), name=f"err_q{lane}")
             m.d.comb += q.eq(v_10 >> shift)
-            half = Mux(shift == 0, 0, (v_10 >> (shift - 1).as_unsigned()[:len(shift)])[0])
+            half = (v_10.as_unsigned() & half_bit) != 0
             sticky = (v_10.as_unsigned() & below_half) != 0
+            odd = (v_10.as_unsigned() & lsb_bit) != 0          # q[0]
             q_11, up_11 = Signal.like(q, name=f"err_q_11_{lane}"), Signal(name=f"err_up_11_{lane}")
-            m.d.sync += [q_11.eq(q), up_11.eq(half & (sticky | q[0]))]
+            m.d.sync += [q_11.eq(q), up_11.eq(half & (sticky | odd))]
             r_12 = Signal(signed(e_bits + 3), name=f"err_r_12_{lane}")
             m.d.sync += r_12.eq(q_11 + up_11)
             m.d.sync += [out_13[lane].eq(Mux(r_12 > hi, hi, Mux(r_12 < lo, lo, r_12))),
@@ -344,8 +362,11 @@ class LossUnit(wiring.Component):
                          draw_low[lane].eq(lf.value[:RATE_BITS] < self.rate)]
             # max_prob: S <= CONF_TAU; margin: z(1) - z(2) >= CONF_TAU (final since SUM's
             # last row passed cycle 5); true_class_prob is refused (SKIP_CONFIG): p_y needs L
-            passed = Mux(mode == ConfMode.MARGIN, margin_s[lane] >= self.conf_tau,
-                         total[lane] <= self.conf_tau)
+            # margin_s >= CONF_TAU is registered every cycle (margin_s is final from cycle 6 of
+            # SUM's last row): its own compare, not one shared with S <= CONF_TAU behind a mux
+            margin_pass = Signal(name=f"margin_pass{lane}")
+            m.d.sync += margin_pass.eq(margin_s[lane] >= self.conf_tau)
+            passed = Mux(mode == ConfMode.MARGIN, margin_pass, total[lane] <= self.conf_tau)
             m.d.sync += conf_11[lane].eq(passed & (hit_s[lane] | ~self.require_correct))
         with m.If(decide_11):
             skip = Mux(policy == SamplePolicy.CONFIDENCE, conf_11,

@@ -67,7 +67,7 @@ class OperandReader(wiring.Component):
         # die: the command fields (constant while a command runs, so this costs no cycle) and
         # the issue stream (stage 0, one cycle of latency).
         base, ld, limit = Signal.like(self.base), Signal.like(self.ld), Signal.like(self.limit)
-        lane_is_row, gather = Signal(), Signal()
+        lane_is_row, gather = Signal(name="lane_is_row"), Signal(name="gather")
         m.d.sync += [base.eq(self.base), ld.eq(self.ld), limit.eq(self.limit),
                      lane_is_row.eq(self.lane_is_row), gather.eq(self.gather)]
         valid, first, last = Signal(name="valid0"), Signal(name="first0"), Signal(name="last0")
@@ -87,7 +87,7 @@ class OperandReader(wiring.Component):
         # stage 1: ob = base + outer0 * ld, outer0 = k (lane_is_row=0) or l0 (lane_is_row=1)
         ob = Signal(saw)
         l0_prev = Signal.like(l0)
-        v1, first1, last1 = Signal(), Signal(), Signal()
+        v1, first1, last1 = Signal(name="v1"), Signal(name="first1"), Signal(name="last1")
         k1, l01 = Signal.like(k), Signal.like(l0)
         rem1 = Signal(cfg.dim_width + 1)  # lanes left before the edge: lane l is valid if l < rem1
         row_inner1 = [Signal(saw, name=f"row_inner{l}") for l in range(lanes)]

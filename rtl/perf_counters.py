@@ -46,7 +46,11 @@ class PerfCounters(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        busy, in_command, tile, bubble, cmd_done = Signal(), Signal(), Signal(), Signal(), Signal()
+        busy = Signal(name="busy")
+        in_command = Signal(name="in_command")
+        tile = Signal(name="tile")
+        bubble = Signal(name="bubble")
+        cmd_done = Signal(name="cmd_done")
         phase, macs = Signal.like(self.phase), Signal.like(self.macs)
         in_loss, correct = Signal(), Signal.like(self.correct)
         m.d.sync += [in_loss.eq(self.in_loss), correct.eq(self.correct)]

@@ -6,6 +6,8 @@ from amaranth.lib.wiring import In, Out
 
 from skiptrain.config import Config
 
+from .arith import round_saturate
+
 
 class Requantizer(wiring.Component):
     """``lanes`` accumulators in, ``lanes`` results out, ``latency`` = 3 cycles later.
@@ -98,30 +100,15 @@ class Requantizer(wiring.Component):
             halves = Array([below_a[l]] + [xa[l][i] for i in range(7)])
             m.d.sync += [q1[l].eq(xa[l] >> k.fine), half1[l].eq(k.rounding & halves[k.fine])]
 
-        # Saturation without a carry chain: q fits the operand format iff its bits from
-        # data_width-1 up are all equal; rounding (at most +1) can only push q = data_max over.
-        # The increment itself then needs data_width+1 bits, not acc_width.
-        dw, lo, hi = cfg.data_width, cfg.data_min, cfg.data_max
+        # Saturation without a carry chain (rtl.arith.round_saturate)
+        dw = cfg.data_width
         for l in range(self._lanes):
             q = q1[l]
             up = half1[l] & (sticky1[l] | q[0])
-            top = q[dw - 1:]
-            fits = (top == 0) | (top == (1 << (aw - dw + 1)) - 1)
-            sign = q[aw - 1]
-            is_max = fits & ~sign & (q[:dw - 1] == (1 << (dw - 1)) - 1)
-            over = (~fits & ~sign) | (is_max & up)
-            under = ~fits & sign
-            # q = data_min - 1 with a round-up lands exactly on data_min: written as data_min
-            # (like every q below range) but not a saturation (the exact result was in
-            # [data_min - 0.5, data_min), which rounds half to even into range)
-            is_min_m1 = ((q[dw:] == (1 << (aw - dw)) - 1) & ~q[dw - 1]
-                         & (q[:dw - 1] == (1 << (dw - 1)) - 1))
-            under_flag = under & ~(is_min_m1 & up)
-            rounded = Signal(signed(dw + 1), name=f"rounded{l}")
-            m.d.comb += rounded.eq(q[:dw].as_signed() + up)
+            value, sat = round_saturate(q, up, dw)
             quant = lane_consts[l].quant
-            m.d.sync += [self.out[l].eq(Mux(quant, Mux(over, hi, Mux(under, lo, rounded)), q)),
+            m.d.sync += [self.out[l].eq(Mux(quant, value, q)),
                          self.out_wide[l].eq(q + up),
-                         self.saturated[l].eq(quant & (over | under_flag))]
+                         self.saturated[l].eq(quant & sat)]
         m.d.sync += self.out_valid.eq(v1)
         return m

@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from skiptrain.config import Config
 
-from .arith import const_mul
+from .arith import const_mul, round_saturate
 from .banked_memory import read_port_signature, write_port_signature
 from .command import Epilogue
 from .lfsr import Lfsr
@@ -99,7 +99,7 @@ class ResultWriter(wiring.Component):
 
         # The command comes from the sequencer, across the die: registered on arrival, with
         # ``start`` delayed alike (rows come many cycles after it, so this costs nothing).
-        start, quant = Signal(), Signal()
+        start, quant = Signal(name="start"), Signal(name="quant")
         base, ld = Signal.like(self.base), Signal.like(self.ld)
         m_dim, n_dim, shift = Signal.like(self.m), Signal.like(self.n), Signal.like(self.shift)
         epilogue, aux_base = Signal.like(self.epilogue), Signal.like(self.aux_base)
@@ -131,15 +131,21 @@ class ResultWriter(wiring.Component):
         # "row i is the tile's last" (i_last), "this is the last tile column" (col_last) and
         # "the last tile row" (row_last), kept one row ahead in flip-flops so the counters'
         # enables see no comparator
-        i_last, col_last, row_last, single_col = Signal(), Signal(), Signal(), Signal()
+        i_last = Signal(name="i_last")
+        col_last = Signal(name="col_last")
+        row_last = Signal(name="row_last")
+        single_col = Signal(name="single_col")
         last_row = Signal()
         m.d.comb += last_row.eq(i_last & col_last & row_last)
+        # per lane "n_rem > j", kept beside n_rem rather than compared behind it
+        lanes_ok = Signal(C, name="lanes_ok")
         with m.If(start):
             m.d.sync += [i.eq(0), i0.eq(0), j0.eq(0), m_rem.eq(m_dim), n_rem.eq(n_dim),
                          tile_base.eq(base), row_base.eq(base),
                          aux_tile_base.eq(aux_base), aux_row_base.eq(aux_base), aux_col_base.eq(aux_base),
                          i_last.eq(R == 1), col_last.eq(n_dim <= C), single_col.eq(n_dim <= C),
                          row_last.eq(m_dim <= R)]
+            m.d.sync += [lanes_ok[j].eq(n_dim > j) for j in range(C)]
         with m.Elif(row_valid):
             with m.If(i_last):
                 m.d.sync += [i.eq(0), i_last.eq(R == 1)]
@@ -149,10 +155,12 @@ class ResultWriter(wiring.Component):
                                  aux_tile_base.eq(aux_tile_base + rows_ld),
                                  aux_row_base.eq(aux_tile_base + rows_ld), aux_col_base.eq(aux_base),
                                  col_last.eq(single_col), row_last.eq(m_rem <= 2 * R)]
+                    m.d.sync += [lanes_ok[j].eq(n_dim > j) for j in range(C)]
                 with m.Else():
                     m.d.sync += [j0.eq(j0 + C), n_rem.eq(n_rem - C), row_base.eq(tile_base),
                                  aux_row_base.eq(aux_tile_base), aux_col_base.eq(aux_col_base + aux_cols_ld),
                                  col_last.eq(n_rem <= 2 * C)]
+                    m.d.sync += [lanes_ok[j].eq(n_rem > j + C) for j in range(C)]
             with m.Else():
                 m.d.sync += [i.eq(i + 1), row_base.eq(row_base + ld), aux_row_base.eq(aux_row_base + ld),
                              i_last.eq(i == R - 2)]
@@ -190,8 +198,7 @@ class ResultWriter(wiring.Component):
                      cur.rot.eq(i0 + i + j0), cur.row_base.eq(row_base),
                      cur.aux_row_base.eq(Mux(aux_trans, aux_col_base, aux_row_base)), cur.j0.eq(j0)]
         m.d.comb += self.list_entry.eq(i0 + i)
-        for j in range(C):
-            m.d.comb += cur.lanes_ok[j].eq(n_rem > j)
+        m.d.comb += cur.lanes_ok.eq(lanes_ok)
         assert int(cfg.training) + rq.latency > 2 or not cfg.training
         for stage in range(int(cfg.training) + rq.latency):  # the noise stage, the requantizer
             nxt = Signal(meta, name=f"meta_d{stage}")
@@ -304,13 +311,15 @@ class ResultWriter(wiring.Component):
                          e1_data[b].eq(Mux(is_update, updated,
                                            Mux(is_relu & bank_data[b][-1], 0, bank_data[b]))),
                          e1_sat[b].eq(is_update & bank_en[b] & (d_over | d_under)),
-                         e1_pos[b].eq(aux > 0), e1_flag_sel[b].eq(flag_sel[b])]
+                         # aux > 0 as a sign bit and an OR tree
+                         e1_pos[b].eq(~aux[-1] & aux[:-1].any()), e1_flag_sel[b].eq(flag_sel[b])]
         m.d.sync += e1_en.eq(bank_en)
 
         # operand copy (E2a, E2b) into the write-port registers: UPDATE writes the new master
         # weight to aux and round_half_even(w / 2**frac_bits), saturated, to C; RELU writes its
         # values to both; the others write C only. E2a: the shift and the round-up bit; E2b:
-        # the increment and the saturation (one carry chain per stage).
+        # the saturation from the top bits of the shifted value and a short increment
+        # (rtl.arith.round_saturate).
         f, dw = cfg.frac_bits, cfg.data_width
         a_addr = [Signal(aw, name=f"e2_addr{b}") for b in range(V)]
         a_aux = [Signal(aw, name=f"e2_aux{b}") for b in range(V)]
@@ -333,10 +342,8 @@ class ResultWriter(wiring.Component):
         out_x = [Signal(signed(aw_), name=f"out_aux_data{b}") for b in range(V)]
         out_en, e2_sat = Signal(V), Signal(V)
         for b in range(V):
-            r = Signal(signed(aw_ - f + 1), name=f"copy_r{b}")
-            m.d.comb += r.eq(a_q[b] + a_up[b])
-            lo, hi = -(1 << (dw - 1)), (1 << (dw - 1)) - 1
-            copy, sat = Mux(r > hi, hi, Mux(r < lo, lo, r)), (r > hi) | (r < lo)
+            # the clamp tests a_q's top bits, not the sum: one short carry chain in E2b
+            copy, sat = round_saturate(a_q[b], a_up[b], dw)
             m.d.sync += [out_addr[b].eq(a_addr[b]), out_aux[b].eq(a_aux[b]),
                          out_c[b].eq(Mux(is_update, copy, a_w[b])), out_x[b].eq(a_w[b]),
                          e2_sat[b].eq(is_update & a_en[b] & sat)]

@@ -71,7 +71,7 @@ class Rom(wiring.Component):
         if stored < (1 << self._addr_width):
             low = (_WORDS - 1).bit_length() if stored % _WORDS == 0 else 0
             m.d.comb += past.eq(addr[low:] >= stored >> low)
-        past_1, past_2 = Signal(), Signal()
+        past_1, past_2 = Signal(name="past_1"), Signal(name="past_2")
         m.d.sync += [past_1.eq(past), past_2.eq(past_1)]
         if self._impl == "inferred":
             m.submodules.table = mem = memory.Memory(shape=unsigned(self._width), depth=stored,

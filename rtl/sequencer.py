@@ -1,6 +1,6 @@
 """The sequencer: fetches commands from program memory, checks them, and issues their tiles."""
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -149,10 +149,12 @@ class Sequencer(wiring.Component):
                   "stride_err": Signal(name=f"{name}_stride_err"),
                   "range_err": Signal(name=f"{name}_range_err")}
             operands.append(op)
-        zero_err, shift_err = Signal(), Signal()
+        zero_err, shift_err = Signal(name="zero_err"), Signal(name="shift_err")
         overlap_err = Signal()
-        classes_err, epi_err, aux_err = Signal(), Signal(), Signal()
-        gate_err, config_err = Signal(), Signal()
+        classes_err = Signal(name="classes_err")
+        epi_err = Signal(name="epi_err")
+        aux_err = Signal(name="aux_err")
+        gate_err, config_err = Signal(name="gate_err"), Signal(name="config_err")
         has_aux = cmd.epilogue != Epilogue.NONE
         aux_base_colw, aux_last = Signal(ext_w), Signal(ext_w)
         # the per-sample gates: the batch dimension runs over the kept samples
@@ -179,7 +181,9 @@ class Sequencer(wiring.Component):
         i0, j0 = Signal(dim + 1), Signal(dim + 1)
         m_rem, n_rem = Signal(dim + 1), Signal(dim + 1)
         # "this is the last tile row/column", kept one step ahead so the FSM sees flags only
-        last_row, last_col, single_col = Signal(), Signal(), Signal()
+        last_row = Signal(name="last_row")
+        last_col = Signal(name="last_col")
+        single_col = Signal(name="single_col")
 
         m.d.comb += self.step_k.eq(s)
         m.d.sync += [self.issue.valid.eq(0), self.issue.first.eq(0), self.issue.last.eq(0),
@@ -298,10 +302,14 @@ class Sequencer(wiring.Component):
             with m.If(step[flags_step + 1]):
                 # without the training hardware an epilogue is BAD_EPILOGUE before this matters
                 m.d.sync += aux_err.eq(has_aux & (aux_last >= cfg.acc_depth) if cfg.training else 0)
+            # the four bound compares registered, then combined a cycle later (two compares
+            # feeding one AND-OR in one cycle was a path of two carry chains)
+            below = Signal(4, name="overlap_below")
             with m.If(step[flags_step]):
-                m.d.sync += overlap_err.eq(quant & (
-                    ((cmd.c_base <= a["last"]) & (cmd.a_base <= c["last"])) |
-                    ((cmd.c_base <= b["last"]) & (cmd.b_base <= c["last"]))))
+                m.d.sync += below.eq(Cat(cmd.c_base <= a["last"], cmd.a_base <= c["last"],
+                                         cmd.c_base <= b["last"], cmd.b_base <= c["last"]))
+            with m.If(step[flags_step + 1]):
+                m.d.sync += overlap_err.eq(quant & ((below[0] & below[1]) | (below[2] & below[3])))
             with m.If(step[flags_step + 2]):
                 # the priority encoder of the checks, in the order golden/sequencer.py's
                 # check() tests them, registered so the state decision sees one code

@@ -117,7 +117,7 @@ class Accelerator(wiring.Component):
         clear = ctrl_w & host.w_data[1]
 
         start_pc = Signal(cfg.prog_addr_width)
-        saturated, host_error = Signal(), Signal()
+        saturated, host_error = Signal(name="saturated"), Signal(name="host_error")
         with m.If(start_pc_w & idle):
             m.d.sync += start_pc.eq(host.w_data)
         # the training registers (without the training hardware they are not there: they read 0)

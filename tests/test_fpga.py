@@ -396,3 +396,79 @@ def test_overfull_log_is_recognised(tmp_path):
     assert over["utilization"]["ICESTORM_RAM"] == {"used": 22, "available": 30}
     log.write_text("Info: \t        ICESTORM_RAM:      22/     30    73%\nERROR: something else\n")
     assert _overfull(log) is None
+
+
+# ---- fpga/paths.py: the register-to-register estimate, on hand-built netlists ---------------
+
+def _cell(ctype, **pins):
+    """A primitive cell: pins as name=(direction, [bits])."""
+    return {"type": ctype, "parameters": {},
+            "port_directions": {p: d for p, (d, _) in pins.items()},
+            "connections": {p: bits for p, (_, bits) in pins.items()}}
+
+
+def _ff(d, q):
+    return _cell("TRELLIS_FF", CLK=("input", [2]), DI=("input", [d]), Q=("output", [q]))
+
+
+def _lut(inputs, z):
+    pins = {p: ("input", [b]) for p, b in zip("ABCD", inputs)}
+    return _cell("LUT4", Z=("output", [z]), **pins)
+
+
+def _netlist(top_cells, sub=None):
+    modules = {"top": {"attributes": {"top": "1"}, "ports": {}, "cells": top_cells, "netnames": {}},
+               "LUT4": {"attributes": {"blackbox": "1"}, "ports": {}, "cells": {}},
+               "TRELLIS_FF": {"attributes": {"blackbox": "1"}, "ports": {}, "cells": {}}}
+    modules.update(sub or {})
+    return {"modules": modules}
+
+
+def test_path_estimate_adds_cell_and_route_delays():
+    from fpga import paths
+    # r0 -> LUT -> LUT -> r1; r0 -> r2 directly; r1 and r2 each end a path
+    net = _netlist({"r0": _ff(20, 10), "l1": _lut([10, 10], 11), "l2": _lut([11], 12),
+                    "r1": _ff(12, 13), "r2": _ff(10, 14)})
+    est = paths.estimate(net, route=1.0)
+    # clock to Q, then per LUT a routed net and the LUT, then the routed net into the register
+    assert est.endpoints["r1.DI"] == pytest.approx(paths.CLK_TO_Q + 2 * (1.0 + 0.24) + 1.0)
+    assert est.endpoints["r2.DI"] == pytest.approx(paths.CLK_TO_Q + 1.0)
+    assert [c for c, _ in est.path("r1.DI")] == ["r0", "l1", "l2", "r1.DI"]
+    assert [e for e, _ in est.failing(3.0)] == ["r1.DI"]
+    assert est.failing(4.0) == []
+
+
+def test_path_estimate_follows_carry_chains_and_hierarchy():
+    from fpga import paths
+    ccu = lambda a, cin, s, cout: _cell(  # noqa: E731
+        "CCU2C", A0=("input", [a]), CIN=("input", [cin] if cin else ["0"]),
+        S0=("output", [s]), S1=("output", []), COUT=("output", [cout]))
+    # a submodule holding a two-cell carry chain between its ports i and o
+    sub = {"adder": {"attributes": {}, "ports": {"i": {"direction": "input", "bits": [2]},
+                                                 "o": {"direction": "output", "bits": [3]}},
+                     "cells": {"c0": ccu(2, None, 5, 6), "c1": ccu(2, 6, 3, 7)}, "netnames": {}},
+           "CCU2C": {"attributes": {"blackbox": "1"}, "ports": {}, "cells": {}}}
+    top = {"r0": _ff(30, 10),
+           "u": {"type": "adder", "connections": {"i": [10], "o": [11]}},
+           "r1": _ff(11, 12)}
+    est = paths.estimate(_netlist(top, sub), route=1.0)
+    # data into the first cell's carry out (0.45), carry in to the second's sum (0.40): the
+    # carry between them is not routed
+    assert est.endpoints["r1.DI"] == pytest.approx(paths.CLK_TO_Q + 1.0 + 0.45 + 0.40 + 1.0)
+    assert [c for c, _ in est.path("r1.DI")] == ["r0", "u.c0", "u.c1", "r1.DI"]
+    assert paths.register_of("loss.kept[3]_TRELLIS_FF_Q.DI") == "loss.kept"
+    assert paths.unit_of("loss.kept[3]_TRELLIS_FF_Q.DI") == "loss"
+
+
+def test_path_estimate_cli(tmp_path, capsys):
+    from fpga import paths
+    f = tmp_path / "netlist.json"
+    f.write_text(json.dumps(_netlist({"r0": _ff(20, 10), "l1": _lut([10], 11), "r1": _ff(11, 13)})))
+    out = tmp_path / "paths.json"
+    assert paths.main([str(f), "--period", "2", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["failing"] == 1 and report["paths"][0]["cells"] == ["r0", "l1", "r1.DI"]
+    assert "1 estimated above 2.0 ns" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        paths.main([str(tmp_path / "missing.json")])
+    assert "no such file" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 import random
 
+import pytest
 import torch
 from amaranth.hdl import Fragment, Module
 from amaranth.sim import Simulator
@@ -302,6 +303,36 @@ def test_popcount_counts_every_mask():
                 ctx.set(s, v)
                 got = ctx.get(outs[w])
                 assert got == bin(v).count("1"), f"{w} bits, mask {v:#x}: got {got}, expected {bin(v).count('1')}"
+
+    sim.add_testbench(bench)
+    sim.run()
+
+
+@pytest.mark.parametrize("width,dw", [(10, 4), (9, 8), (6, 5)])
+def test_round_saturate_matches_the_clamp_of_the_sum(width, dw):
+    """rtl.arith.round_saturate (the requantizer's and the writer's clamp without a carry chain
+    in front) against clamp(q + up) and its flag, for every q of ``width`` bits and both
+    round-up bits: the windows q = data_max with a round-up (saturates) and q = data_min - 1
+    with a round-up (lands on data_min: not a saturation) are among them."""
+    from amaranth.hdl import Signal, signed
+    from rtl.arith import round_saturate
+    m = Module()
+    q, up = Signal(signed(width)), Signal()
+    value, sat = Signal(signed(dw)), Signal()
+    v, s = round_saturate(q, up, dw)
+    m.d.comb += [value.eq(v), sat.eq(s)]
+    lo, hi = -(1 << (dw - 1)), (1 << (dw - 1)) - 1
+    sim = Simulator(m)
+
+    async def bench(ctx):
+        for qv in range(-(1 << (width - 1)), 1 << (width - 1)):
+            for u in (0, 1):
+                ctx.set(q, qv)
+                ctx.set(up, u)
+                r = qv + u
+                want = (min(max(r, lo), hi), int(r > hi or r < lo))
+                got = (ctx.get(value), ctx.get(sat))
+                assert got == want, f"q={qv}, up={u}: got (value, saturated) {got}, expected {want}"
 
     sim.add_testbench(bench)
     sim.run()
