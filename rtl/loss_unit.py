@@ -114,6 +114,8 @@ class LossUnit(wiring.Component):
         pass_ = Signal(2)
         r = Signal(dim)
         r_last = Signal()                      # r == M - 1, kept one step ahead
+        # M == 1 and M - 2, registered with the command: r_last's next value is one compare
+        m_is_1, m_m2 = Signal(name="m_is_1"), Signal.like(self.m, name="m_minus_2")
         z_row, d_row = Signal(aw), Signal(aw)  # z_base + r*z_ld, d_base + r*d_ld
         gw = Signal(aw)                        # word of the group's first sample in a row
         n_left = Signal(dim + 1)               # samples from this group on
@@ -139,7 +141,8 @@ class LossUnit(wiring.Component):
         m.d.sync += [self.done.eq(0), self.error.eq(0)]
         with m.If(self.start):
             m.d.sync += [issuing.eq(1), in_gap.eq(0), draining.eq(0), pass_.eq(MAX), r.eq(0),
-                         r_last.eq(self.m == 1), z_row.eq(self.z_base), d_row.eq(self.d_base),
+                         r_last.eq(self.m == 1), m_is_1.eq(self.m == 1), m_m2.eq(self.m - 2),
+                         z_row.eq(self.z_base), d_row.eq(self.d_base),
                          gw.eq(0), n_left.eq(self.n), last_group.eq(self.n <= V)]
             m.d.sync += [lanes_ok[lane].eq(self.n > lane) for lane in range(V)]
         with m.Elif(bad_seen & (issuing | in_gap)):
@@ -147,7 +150,7 @@ class LossUnit(wiring.Component):
             m.d.sync += [issuing.eq(0), in_gap.eq(0), draining.eq(1), drain.eq(self.drain_cycles - 1)]
         with m.Elif(issuing):
             with m.If(r_last):
-                m.d.sync += [r.eq(0), r_last.eq(mm == 1), z_row.eq(z_base), d_row.eq(d_base)]
+                m.d.sync += [r.eq(0), r_last.eq(m_is_1), z_row.eq(z_base), d_row.eq(d_base)]
                 with m.If(pass_ == MAX):
                     m.d.sync += pass_.eq(SUM)
                 with m.Elif(pass_ == SUM):
@@ -159,7 +162,7 @@ class LossUnit(wiring.Component):
                     with m.If(last_group):
                         m.d.sync += [issuing.eq(0), draining.eq(1), drain.eq(self.drain_cycles - 1)]
             with m.Else():
-                m.d.sync += [r.eq(r + 1), r_last.eq(r + 2 == mm), z_row.eq(z_row + z_ld),
+                m.d.sync += [r.eq(r + 1), r_last.eq(r == m_m2), z_row.eq(z_row + z_ld),
                              d_row.eq(d_row + d_ld)]
         with m.Elif(in_gap):
             m.d.sync += gap.eq(gap - 1)
@@ -233,7 +236,10 @@ class LossUnit(wiring.Component):
             with m.If(t4.valid & (t4.pass_ == MAX)):
                 with m.If(t4.first | (z > zmax[lane])):
                     m.d.sync += [zmax[lane].eq(z), amax[lane].eq(t4.r)]
-            label_row = t4.r == labels[lane].as_unsigned()
+            # "row r is the label's", compared a stage early (stage 3 against the labels
+            # loaded at MAX's first row; only SUM and OUT rows use it, and they come after)
+            label_row = Signal(name=f"label_row_4_{lane}")
+            m.d.sync += label_row.eq(td.r == labels[lane].as_unsigned())
             m.d.sync += [diff_5[lane].eq((zmax[lane] - z).as_unsigned()),
                          onehot_5[lane].eq(label_row),
                          take_5[lane].eq(Mux(mode == ConfMode.TRUE_CLASS_PROB, label_row,
