@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
+from . import paths
 from .report import critical_path_summary, count_cells, fmax_of, module_cells
 from .targets import Target
 
@@ -207,6 +208,16 @@ def run_flow(make_top: Callable, cfg, tgt: Target, out_dir, *, seeds=(1, 2, 3), 
                                             "-s", "synth.ys"], out, out / "yosys.log"), 2)
     stat = json.loads((out / "stat.json").read_text())
     cells = count_cells(stat)
+    # minutes before nextpnr says anything: the register-to-register estimate (ECP5 cells)
+    path_estimate = None
+    if tgt.name == "ecp5":
+        t0 = time.monotonic()
+        path_estimate = paths.summary(json.loads((out / "netlist.json").read_text()),
+                                      period=1000.0 / tgt.target_mhz)
+        runtime["path_estimate"] = round(time.monotonic() - t0, 2)
+        progress(f"path estimate: {path_estimate['over']} of {path_estimate['endpoints']} "
+                 f"endpoints above {path_estimate['period_ns']:g} ns"
+                 + (f", worst {path_estimate['worst_ns']:.2f} ns" if path_estimate["over"] else ""))
 
     versions = tool_versions(tgt)
     versions_key = f"{versions[tgt.nextpnr]} {versions['nextpnr']}"
@@ -293,6 +304,8 @@ def run_flow(make_top: Callable, cfg, tgt: Target, out_dir, *, seeds=(1, 2, 3), 
         "cells": dict(sorted(cells.items())),
         "module_cells": module_cells(stat),
     }
+    if path_estimate is not None:
+        report["path_estimate"] = path_estimate
     if not seeds:
         report.update(utilization={}, critical_path={},
                       synthesis_only="no place and route (seeds: none): Yosys's cell counts, no Fmax")

@@ -26,7 +26,7 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-__all__ = ["PathEstimate", "estimate", "flatten", "main", "register_of", "unit_of"]
+__all__ = ["PathEstimate", "estimate", "flatten", "main", "register_of", "summary", "unit_of"]
 
 CLK_TO_Q = 0.52
 #: delay from a cell's input pin to its output pin, per cell type: {(input, output): ns}
@@ -236,6 +236,22 @@ def register_of(endpoint: str) -> str:
 def unit_of(endpoint: str, depth: int = 1) -> str:
     parts = register_of(endpoint).split(".")
     return ".".join(parts[:min(depth, len(parts) - 1)]) or "top"
+
+
+def summary(netlist: dict, period: float, route: float = 1.0, worst: int = 5) -> dict:
+    """The estimate in a few numbers, for the synthesis report: endpoints, how many are above
+    ``period`` (ns), per unit, and the worst registers with their estimated arrival."""
+    est = estimate(netlist, route=route)
+    failing = est.failing(period)
+    registers: dict = {}
+    for e, t in failing:
+        registers.setdefault(register_of(e), round(t, 2))
+    return {"period_ns": round(period, 3), "route_ns": route, "endpoints": len(est.endpoints),
+            "over": len(failing), "worst_ns": round(failing[0][1], 2) if failing else None,
+            "per_unit": dict(Counter(unit_of(e) for e, _ in failing)),
+            "worst_registers": dict(list(registers.items())[:worst]),
+            "note": "fpga.paths: cell delays from nextpnr's reports and a fixed delay a routed "
+                    "net, no placement; ranks endpoints, is not an Fmax"}
 
 
 def main(argv=None) -> int:

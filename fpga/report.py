@@ -143,6 +143,12 @@ def to_table(report: dict) -> str:
         lines.append(f"critical path (seed {cp['seed']}): {cp['total_ns']:.2f} ns = "
                      f"{cp['logic_ns']:.2f} logic + {cp['routing_ns']:.2f} routing, "
                      f"{cp['startpoint']} -> {cp['endpoint']}")
+    est = report.get("path_estimate")
+    if est:
+        worst = ", ".join(f"{r} {t:.2f}" for r, t in est["worst_registers"].items())
+        lines.append(f"path estimate (no placement, {est['route_ns']:g} ns a net): {est['over']} of "
+                     f"{est['endpoints']} endpoints above {est['period_ns']:g} ns"
+                     + (f"; worst {worst}" if worst else ""))
     check = report["dsp_check"]
     if not check["ok"]:
         lines.append(f"DSP CHECK FAILED: {check['found']} DSPs < {check['expected_min']} expected")

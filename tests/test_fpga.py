@@ -283,6 +283,10 @@ def test_cli_synthesises_standin_for_ecp5(tmp_path, capsys):
     for step in ("elaborating", "yosys", "nextpnr"):
         assert f"[synth] {step}" in err
     assert "Fmax (median)" in out and "DSP" in out
+    # the estimate beside it: every flip-flop and DSP input of the 2x2 is an endpoint
+    est = report["path_estimate"]
+    assert est["period_ns"] == 8.0 and est["endpoints"] >= report["ffs"], est
+    assert "[synth] path estimate" in err and "path estimate (no placement" in out
     md = md_path.read_text()
     assert "# Synthesis report" in md and "## Critical path" in md
     for log in ("yosys.log", "nextpnr_seed1.log", "netlist.json", "config.json", "top.il"):
