@@ -15,8 +15,8 @@ from skiptrain.config import Config
 from skiptrain.hostmap import COUNTERS, PHASE_NAMES
 from skiptrain import numerics
 from skiptrain.isa import Command, Epilogue, ErrorCode, Gate, Opcode, OutMode, decode, encode
-from skiptrain.skip import (CONF_TAU_WIDTH, RATE_BITS, BatchPolicy, SkipCtrl, batch_tau_width,
-                            sample_lfsr_seeds, skip_lfsr_seed)
+from skiptrain.skip import (CONF_TAU_WIDTH, RATE_BITS, TCP_BOUND_WIDTH, BatchPolicy, SkipCtrl,
+                            batch_tau_width, sample_lfsr_seeds, skip_lfsr_seed)
 from skiptrain.layout import Region
 
 from . import lfsr
@@ -62,6 +62,7 @@ class Accelerator:
         # the gradient-skip registers (skiptrain.skip) and state
         self.skip_ctrl = 0
         self.conf_tau = 0
+        self.tcp_bound = 0  #: TCP_BOUND: the per-sample true_class_prob test's bound
         self.batch_tau = 0
         self.skip_rate = 0
         self.skip_lfsr = skip_lfsr_seed(0)
@@ -99,12 +100,15 @@ class Accelerator:
         self.lfsr = lfsr.seeded(seed, self.cfg)
 
     def set_skip(self, ctrl: SkipCtrl | int | None = None, conf_tau: int | None = None,
-                 batch_tau: int | None = None, rate: int | None = None, seed: int | None = None) -> None:
+                 batch_tau: int | None = None, rate: int | None = None, seed: int | None = None,
+                 tcp_bound: int | None = None) -> None:
         """Write the skip registers given (values wrap to the register widths, as the RTL's)."""
         if ctrl is not None:
             self.skip_ctrl = (ctrl.encode() if isinstance(ctrl, SkipCtrl) else int(ctrl)) & ((1 << SkipCtrl.WIDTH) - 1)
         if conf_tau is not None:
             self.conf_tau = int(conf_tau) & ((1 << CONF_TAU_WIDTH) - 1)
+        if tcp_bound is not None:
+            self.tcp_bound = int(tcp_bound) & ((1 << TCP_BOUND_WIDTH) - 1)
         if batch_tau is not None:
             self.batch_tau = int(batch_tau) & ((1 << batch_tau_width(self.cfg)) - 1)
         if rate is not None:
@@ -243,7 +247,7 @@ class Accelerator:
         labels = Region(cmd.b_base, 1, cmd.n, cmd.b_ld).load(self.spad)
         ctrl = SkipCtrl.decode(self.skip_ctrl)
         comp = Comparator(ctrl.mode, ctrl.require_correct, self.conf_tau)
-        sample = SampleSkip(ctrl.sample, self.skip_rate, tuple(self.sample_lfsr))
+        sample = SampleSkip(ctrl.sample, self.skip_rate, tuple(self.sample_lfsr), self.tcp_bound)
         res = loss_error(z, labels, cmd.shift, cfg, comp, sample)
         if res.kept:
             write_result(self.spad, cmd.c_base, cmd.c_ld, res.dy)

@@ -125,6 +125,7 @@ class SampleSkip:
     policy: int = SamplePolicy.OFF
     rate: int = 0
     lfsr: tuple = ()
+    tcp_bound: int = 0   #: TCP_BOUND (skiptrain.skip.tcp_bound)
 
 
 def sample_keep(passed: torch.Tensor, groups: int, sample: SampleSkip, cfg: Config):
@@ -171,8 +172,16 @@ def loss_error(z: torch.Tensor, labels: torch.Tensor, shift: int, cfg: Config,
     dy, sat = requantize(v, shift, cfg)
     correct = int((argmax[:columns] == labels[:columns]).sum())
     passed, c = confidence(z, labels.clamp(0, M - 1), comp, cfg)
+    sample_passed = passed
+    if comp.mode == ConfMode.TRUE_CLASS_PROB:
+        # the per-sample decision comes before p_y exists: d_y + L against TCP_BOUND (equal to
+        # p_y >= CONF_TAU when the host wrote TCP_BOUND = skiptrain.skip.tcp_bound(CONF_TAU))
+        cols = torch.arange(N)
+        sample_passed = d[labels.clamp(0, M - 1), cols] + L < sample.tcp_bound
+        if comp.require_correct:
+            sample_passed = sample_passed & (argmax == labels)
     groups = -(-columns // V)
-    keep, states = sample_keep(passed, groups, sample, cfg)
+    keep, states = sample_keep(sample_passed, groups, sample, cfg)
     keep = keep[:columns]
     kept_cols = torch.nonzero(keep).reshape(-1)
     return LossResult(dy[:, kept_cols], len(kept_cols), bool(sat[:, kept_cols].any()), correct,

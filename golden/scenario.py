@@ -31,10 +31,10 @@ class Scenario:
     stochastic: bool = False  #: the ROUNDING register's bit 0
     sr_seed: int = 0   #: the SR_SEED register the host writes before START (seeds the LFSRs)
     #: the skip registers the host writes before START: SKIP_CTRL, CONF_TAU, BATCH_TAU,
-    #: SKIP_RATE, SKIP_SEED (skiptrain.skip)
+    #: SKIP_RATE, SKIP_SEED, TCP_BOUND (skiptrain.skip)
     skip: dict = field(default_factory=dict)
 
-    SKIP_KEYS = ("ctrl", "conf_tau", "batch_tau", "rate", "seed")
+    SKIP_KEYS = ("ctrl", "conf_tau", "batch_tau", "rate", "seed", "tcp_bound")
 
     def skip_registers(self) -> dict:
         unknown = set(self.skip) - set(self.SKIP_KEYS)

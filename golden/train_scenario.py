@@ -20,7 +20,8 @@ from skiptrain import numerics
 from skiptrain.config import Config
 from skiptrain.isa import Command, Epilogue, ErrorCode, Gate, OutMode, Phase
 from skiptrain.layout import Region
-from skiptrain.skip import CONF_TAU_WIDTH, BatchPolicy, ConfMode, SamplePolicy, SkipCtrl, batch_tau_width
+from skiptrain.skip import (CONF_TAU_WIDTH, BatchPolicy, ConfMode, SamplePolicy, SkipCtrl, batch_tau_width,
+                            tcp_bound)
 
 from .loss_unit import exp_lookup, softmax_parts, tables
 from .scenario import Scenario, _Allocator, random_matrix
@@ -214,7 +215,9 @@ def skip_scenario(cfg: Config, seed: int, n_losses: int = 2, max_classes: int = 
     per-sample threshold exactly at one sample's S, p_y or margin; the batch threshold exactly
     at the batch sum, one above it, 0 or the largest), or a random skip at rate 0, 1 or between;
     a per-sample policy (``sample``, or drawn) that skips none, some or every sample, with the
-    confidence mode ``mode`` (or drawn: max_prob or margin for the per-sample policy);
+    confidence mode ``mode`` (or drawn); for true_class_prob TCP_BOUND from CONF_TAU
+    (skiptrain.skip.tcp_bound), or, one time in three, exactly at one sample's d_y + L or one
+    above it;
     after each LOSS two gated GEMMs (B, G) and an ungated one. The registers stay the same for
     the whole run; the decision changes from LOSS to LOSS."""
     from .loss_unit import Comparator, confidence  # noqa: PLC0415 (beside its use)
@@ -225,10 +228,7 @@ def skip_scenario(cfg: Config, seed: int, n_losses: int = 2, max_classes: int = 
     drawn = rng.choice([SamplePolicy.OFF, SamplePolicy.CONFIDENCE, SamplePolicy.CONFIDENCE,
                         SamplePolicy.RANDOM])
     sample = drawn if sample is None else sample
-    # the per-sample confidence policy decides before OUT: max_prob or margin
-    drawn_mode = (rng.choice([ConfMode.MAX_PROB, ConfMode.MARGIN]) if sample == SamplePolicy.CONFIDENCE
-                  else rng.choice(list(ConfMode)))
-    mode = drawn_mode if mode is None else mode
+    mode = rng.choice(list(ConfMode)) if mode is None else mode
     ctrl = SkipCtrl(policy, mode, rng.random() < 0.5, sample)
     sc = Scenario(cfg, name=f"skip(seed={seed}, {ctrl})")
     logits = []
@@ -273,8 +273,13 @@ def skip_scenario(cfg: Config, seed: int, n_losses: int = 2, max_classes: int = 
     top = (1 << batch_tau_width(cfg)) - 1
     batch_tau = rng.choice([batch_sum, batch_sum, batch_sum + 1, 0, top])
     rate = rng.choice([0, 1 << 16, rng.randrange(1 << 16), 1 << 15])
-    sc.skip = {"ctrl": ctrl.encode(), "conf_tau": max(conf_tau, 0), "batch_tau": batch_tau,
-               "rate": rate, "seed": rng.getrandbits(32)}
+    conf_tau = max(conf_tau, 0)
+    bound = tcp_bound(conf_tau, cfg)
+    if rng.random() < 1 / 3:
+        index = d[labels, torch.arange(len(labels))] + L
+        bound = int(index[rng.randrange(len(index))]) + rng.choice([0, 1])
+    sc.skip = {"ctrl": ctrl.encode(), "conf_tau": conf_tau, "batch_tau": batch_tau,
+               "rate": rate, "seed": rng.getrandbits(32), "tcp_bound": bound}
     return sc
 
 
@@ -299,9 +304,6 @@ def skip_error_scenarios(cfg: Config) -> dict[str, tuple[Scenario, ErrorCode]]:
         "policy_unassigned": (good, {"ctrl": 3}, ErrorCode.SKIP_CONFIG),
         "mode_unassigned": (good, {"ctrl": 1 | 3 << 2}, ErrorCode.SKIP_CONFIG),
         "sample_unassigned": (good, {"ctrl": 3 << 5}, ErrorCode.SKIP_CONFIG),
-        "sample_confidence_true_class_prob": (
-            good, {"ctrl": SkipCtrl(mode=ConfMode.TRUE_CLASS_PROB, sample=SamplePolicy.CONFIDENCE).encode()},
-            ErrorCode.SKIP_CONFIG),
     }
     out = {}
     for name, (cmd, skip, code) in bad.items():

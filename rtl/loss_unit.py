@@ -6,8 +6,8 @@ from amaranth.lib.wiring import In, Out
 
 from skiptrain import numerics
 from skiptrain.config import Config
-from skiptrain.skip import (CONF_TAU_WIDTH, RATE_BITS, SAMPLE_LFSR_LANE, ConfMode, SamplePolicy,
-                            batch_tau_width)
+from skiptrain.skip import (CONF_TAU_WIDTH, RATE_BITS, SAMPLE_LFSR_LANE, TCP_BOUND_WIDTH, ConfMode,
+                            SamplePolicy, batch_tau_width)
 
 from .arith import popcount
 from .banked_memory import read_port_signature, write_port_signature
@@ -37,10 +37,11 @@ class LossUnit(wiring.Component):
        half to even by ``shift`` and saturated (``saturated``), written to dY.
 
     The per-sample skip (``sample_policy``, :class:`skiptrain.skip.SamplePolicy`) decides, once
-    S is final and before OUT writes, which of the group's samples are kept: CONFIDENCE skips
-    those with S <= ``conf_tau`` (max_prob) or z(1) - z(2) >= ``conf_tau`` (margin, taken in
-    the SUM pass), and argmax == label with ``require_correct``; true_class_prob needs p_y,
-    which needs L, and is refused before the LOSS runs (SKIP_CONFIG). RANDOM skips those
+    S (and, for true_class_prob, L) is final and before OUT writes, which of the group's
+    samples are kept: CONFIDENCE skips those with S <= ``conf_tau`` (max_prob), z(1) - z(2) >=
+    ``conf_tau`` (margin, taken in the SUM pass) or z_max - z_y + L < ``tcp_bound``
+    (true_class_prob: p_y >= CONF_TAU in the table's index domain, before p_y exists), and
+    argmax == label with ``require_correct``. RANDOM skips those
     whose lane LFSR (stepped once per group) draws below ``rate``. The kept samples' dY columns
     are written compacted: the group's k-th kept sample goes to column ``kept`` + k, where
     ``kept`` counts the samples kept by the earlier groups of the command. A run of at most V
@@ -349,38 +350,59 @@ class LossUnit(wiring.Component):
             with m.If(sum_final_13):
                 m.d.sync += Lq[lane].eq(rom.data)
 
-        # ---- the per-sample decision: S is final in cycle 10 of SUM's last row. 11: the test
-        # (and the lanes' LFSRs have stepped), 12: keep, 13: the kept samples' ranks and their
-        # count; 14: the group's first column, the kept total, and per rank the lane that
-        # holds it. OUT's first
-        # row reaches the write stage in its cycle 12, 21 cycles after SUM's last row, and the
-        # next group's decision comes 2M + 12 cycles after the last OUT row: the registers
-        # below serve one group at a time. A group cut short by a bad label decides nothing.
+        # ---- the per-sample decision. S is final in cycle 10 of SUM's last row; 11: the
+        # max_prob and margin tests (and the lanes' LFSRs have stepped), held with the group's
+        # lanes, hits and index; true_class_prob waits for L (14): 15: d_y + L, 16: against
+        # TCP_BOUND. 16: the decision for every mode, 17: keep, 18: the kept samples' ranks and
+        # their count; 19: the group's first column, the kept total, and per rank the lane that
+        # holds it; 20: the kept list written. OUT's first row reaches the write stage in its
+        # cycle 12, 21 cycles after SUM's last row; the next group's SUM pass loads sample_s
+        # and hit_s 16 cycles after this one's last SUM row at the earliest (one class), and
+        # decides 11 cycles after this decision: what the decision needs is held at 11, and
+        # the registers below serve one group at a time. A group cut short by a bad label
+        # decides nothing.
         policy = self.sample_policy
-        decide_11 = Signal()
-        m.d.sync += decide_11.eq(sum_final_10 & ~bad_seen)
+        decide = {11: Signal(name="decide_11")}
+        m.d.sync += decide[11].eq(sum_final_10 & ~bad_seen)
+        for k in range(12, 20):
+            decide[k] = Signal(name=f"decide_{k}")
+            m.d.sync += decide[k].eq(decide[k - 1])
         conf_11 = Signal(V)
         draw_low = Signal(V)
+        # d_y = z_max - z_y, taken on the label's row in the SUM pass (the argmax is final)
+        diff_y = [Signal(dw + 1, name=f"diff_y{lane}") for lane in range(V)]
+        tcp_15 = [Signal(max(dw + 1, l_bits) + 1, name=f"tcp_index_15_{lane}") for lane in range(V)]
+        tcp_16 = Signal(V)
         for lane in range(V):
             m.submodules[f"sample_lfsr{lane}"] = lf = Lfsr(SAMPLE_LFSR_LANE + lane)
             m.d.comb += [lf.seed.eq(self.seed), lf.load.eq(self.seed_load),
                          lf.step.eq(sum_final_10 & ~bad_seen & (policy == SamplePolicy.RANDOM)),
                          draw_low[lane].eq(lf.value[:RATE_BITS] < self.rate)]
             # max_prob: S <= CONF_TAU; margin: z(1) - z(2) >= CONF_TAU (final since SUM's
-            # last row passed cycle 5); true_class_prob is refused (SKIP_CONFIG): p_y needs L
-            # margin_s >= CONF_TAU is registered every cycle (margin_s is final from cycle 6 of
-            # SUM's last row): its own compare, not one shared with S <= CONF_TAU behind a mux
+            # last row passed cycle 5). margin_s >= CONF_TAU is registered every cycle
+            # (margin_s is final from cycle 6 of SUM's last row): its own compare, not one
+            # shared with S <= CONF_TAU behind a mux
             margin_pass = Signal(name=f"margin_pass{lane}")
             m.d.sync += margin_pass.eq(margin_s[lane] >= self.conf_tau)
             passed = Mux(mode == ConfMode.MARGIN, margin_pass, total[lane] <= self.conf_tau)
             m.d.sync += conf_11[lane].eq(passed & (hit_s[lane] | ~self.require_correct))
-        with m.If(decide_11):
-            skip = Mux(policy == SamplePolicy.CONFIDENCE, conf_11,
-                       Mux(policy == SamplePolicy.RANDOM, draw_low, 0))
-            m.d.sync += keep.eq(sample_s & ~skip)
-        decide_12 = Signal()
-        m.d.sync += decide_12.eq(decide_11)
-        # the kept count (13) and per rank the lane that holds it (14): rtl/compactor.py
+            # true_class_prob: p_y = EXP[d_y + L] >= CONF_TAU iff d_y + L < TCP_BOUND (the table
+            # does not increase; skiptrain.skip.tcp_bound), decided before p_y exists
+            with m.If(t5.valid & (t5.pass_ == SUM) & onehot_5[lane]):
+                m.d.sync += diff_y[lane].eq(diff_5[lane])
+            m.d.sync += [tcp_15[lane].eq(diff_y[lane] + Lq[lane]),
+                         tcp_16[lane].eq(tcp_15[lane] < self.tcp_bound)]
+        conf_d, draw_d, sample_d, hit_d = Signal(V), Signal(V), Signal(V), Signal(V)
+        with m.If(decide[11]):
+            m.d.sync += [conf_d.eq(conf_11), draw_d.eq(draw_low), sample_d.eq(sample_s),
+                         hit_d.eq(hit_s)]
+        with m.If(decide[16]):
+            confident = Mux(mode == ConfMode.TRUE_CLASS_PROB,
+                            tcp_16 & (hit_d | Mux(self.require_correct, 0, (1 << V) - 1)), conf_d)
+            skip = Mux(policy == SamplePolicy.CONFIDENCE, confident,
+                       Mux(policy == SamplePolicy.RANDOM, draw_d, 0))
+            m.d.sync += keep.eq(sample_d & ~skip)
+        # the kept count (18) and per rank the lane that holds it (19): rtl/compactor.py
         m.submodules.compactor = compactor = Compactor(V)
         m.d.comb += compactor.keep.eq(keep)
         count, lane_of_rank = compactor.count, list(compactor.lane_of_rank)
@@ -388,26 +410,22 @@ class LossUnit(wiring.Component):
         kept_total = Signal(dim)
         m.d.sync += self.skipped.eq(0)
         # the compactor's registered count, a cycle after keep: the kept count's adder does not
-        # follow the popcount in the same cycle (sample_s holds until the next group's SUM)
-        decide_13 = Signal()
-        m.d.sync += decide_13.eq(decide_12)
+        # follow the popcount in the same cycle
         with m.If(self.start):
             m.d.sync += kept_total.eq(0)
-        with m.Elif(decide_13):
+        with m.Elif(decide[18]):
             m.d.sync += [group_k0.eq(kept_total), kept_total.eq(kept_total + count),
-                         self.skipped.eq(popcount(sample_s) - count)]
+                         self.skipped.eq(popcount(sample_d) - count)]
         m.d.comb += self.kept.eq(kept_total)
-        # 14: the kept list (rtl/kept_list.py): entry group_k0 + q is sample gw * V + lane_of_rank[q],
+        # 19: the kept list (rtl/kept_list.py): entry group_k0 + q is sample gw * V + lane_of_rank[q],
         # in bank (group_k0 + q) mod V; entries past max_batch are not stored
         # (the group's index is taken when its SUM pass issues its last row, as gw moves on at
         # the end of OUT, and held from cycle 11 to the write: with one class the next group's
-        # SUM pass issues its last row in cycle 11, before cycle 14)
-        decide_14 = Signal()
-        m.d.sync += decide_14.eq(decide_13)
+        # SUM pass issues its last row in cycle 11)
         group_sum, group = Signal.like(gw), Signal.like(gw)
         with m.If(issuing & (pass_ == SUM) & r_last):
             m.d.sync += group_sum.eq(gw)
-        with m.If(decide_11):
+        with m.If(decide[11]):
             m.d.sync += group.eq(group_sum)
         entries = Array(lane_of_rank)
         for b in range(V):
@@ -415,7 +433,7 @@ class LossUnit(wiring.Component):
             entry = group_k0 + q
             m.d.sync += [self.list_wr.addr[b].eq(entry >> bb),
                          self.list_wr.data[b].eq(Cat(entries[q], group)),
-                         self.list_wr.en[b].eq(decide_14 & (q < count) & (entry < cfg.max_batch))]
+                         self.list_wr.en[b].eq(decide[19] & (q < count) & (entry < cfg.max_batch))]
 
         if self._comparator:
             # ---- the confidence comparator: once the group's last OUT row has passed C1 (cycle 10),
@@ -491,6 +509,7 @@ def loss_unit_signature(cfg: Config) -> wiring.Signature:
         # the confidence comparator (skiptrain.skip): mode and threshold in, per group the
         # count of confident samples, per command the sum of c_i over the batch
         "conf_mode": In(2), "require_correct": In(1), "conf_tau": In(CONF_TAU_WIDTH),
+        "tcp_bound": In(TCP_BOUND_WIDTH),
         "confident": Out(range(V + 1)),
         "batch_sum": Out(batch_tau_width(cfg)),
         # the per-sample skip (skiptrain.skip.SamplePolicy): the policy, SKIP_RATE and the lane

@@ -25,8 +25,8 @@ class SkipController(wiring.Component):
     - ``OFF``: never.
 
     ``config_error`` is high while ``ctrl`` holds an unassigned policy, sample policy or
-    confidence mode, or the per-sample confidence policy with true_class_prob (the sequencer
-    stops a LOSS with SKIP_CONFIG then; :attr:`skiptrain.skip.SkipCtrl.valid`). ``skipped``
+    confidence mode (the sequencer stops a LOSS with SKIP_CONFIG then;
+    :attr:`skiptrain.skip.SkipCtrl.valid`). ``skipped``
     pulses once per skipped batch.
     """
 
@@ -45,8 +45,7 @@ class SkipController(wiring.Component):
         m = Module()
         policy, mode, sample = self.ctrl[:2], self.ctrl[2:4], self.ctrl[5:7]
         m.d.comb += self.config_error.eq((policy > max(BatchPolicy)) | (mode > max(ConfMode))
-                                         | (sample > max(SamplePolicy))
-                                         | ((sample == SamplePolicy.CONFIDENCE) & (mode == ConfMode.TRUE_CLASS_PROB)))
+                                         | (sample > max(SamplePolicy)))
 
         m.submodules.lfsr = lfsr = self.lfsr
         ended = self.loss_done & ~self.loss_error

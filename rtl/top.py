@@ -11,7 +11,7 @@ from amaranth.lib.wiring import In, Out
 from skiptrain import hostmap
 from skiptrain.config import Config
 from skiptrain.hostmap import COUNTER_CSRS, Csr, HostMap, Region
-from skiptrain.skip import CONF_TAU_WIDTH, RATE_BITS, SkipCtrl, batch_tau_width
+from skiptrain.skip import CONF_TAU_WIDTH, RATE_BITS, TCP_BOUND_WIDTH, SkipCtrl, batch_tau_width
 from skiptrain.isa import Gate, command_width
 
 from .banked_memory import BankedMemory
@@ -112,7 +112,8 @@ class Accelerator(wiring.Component):
         rounding_w = wr[Region.CSR] & (index == Csr.ROUNDING)
         seed_w = wr[Region.CSR] & (index == Csr.SR_SEED)
         skip_w = {r: wr[Region.CSR] & (index == r)
-                  for r in (Csr.SKIP_CTRL, Csr.CONF_TAU, Csr.BATCH_TAU, Csr.SKIP_RATE, Csr.SKIP_SEED)}
+                  for r in (Csr.SKIP_CTRL, Csr.CONF_TAU, Csr.BATCH_TAU, Csr.SKIP_RATE, Csr.SKIP_SEED,
+                            Csr.TCP_BOUND)}
         start = ctrl_w & host.w_data[0]
         clear = ctrl_w & host.w_data[1]
 
@@ -138,9 +139,9 @@ class Accelerator(wiring.Component):
         # the gradient-skip registers (skiptrain.skip)
         skip_ctrl, conf_tau = Signal(SkipCtrl.WIDTH), Signal(CONF_TAU_WIDTH)
         batch_tau, skip_rate = Signal(batch_tau_width(cfg)), Signal(RATE_BITS + 1)
-        skip_seed = Signal(32)
+        skip_seed, tcp_bound = Signal(32), Signal(TCP_BOUND_WIDTH)
         skip_regs = {Csr.SKIP_CTRL: skip_ctrl, Csr.CONF_TAU: conf_tau, Csr.BATCH_TAU: batch_tau,
-                     Csr.SKIP_RATE: skip_rate, Csr.SKIP_SEED: skip_seed}
+                     Csr.SKIP_RATE: skip_rate, Csr.SKIP_SEED: skip_seed, Csr.TCP_BOUND: tcp_bound}
         if cfg.training:
             for r, reg in skip_regs.items():
                 with m.If(skip_w[r] & idle):
@@ -149,7 +150,7 @@ class Accelerator(wiring.Component):
         refused = busy & (wr[Region.PROG] | wr[Region.SPAD] | wr[Region.ACC] | rd_mem
                           | start_pc_w | lr_w | rounding_w | seed_w | start | clear
                           | skip_w[Csr.SKIP_CTRL] | skip_w[Csr.CONF_TAU] | skip_w[Csr.BATCH_TAU]
-                          | skip_w[Csr.SKIP_RATE] | skip_w[Csr.SKIP_SEED])
+                          | skip_w[Csr.SKIP_RATE] | skip_w[Csr.SKIP_SEED] | skip_w[Csr.TCP_BOUND])
         with m.If(clear & idle):
             m.d.sync += [saturated.eq(0), host_error.eq(0)]
         with m.Else():
@@ -168,7 +169,8 @@ class Accelerator(wiring.Component):
                          skip.start.eq(start & idle), skip.loss_done.eq(loss.done),
                          skip.loss_error.eq(loss.error), skip.batch_sum.eq(loss.batch_sum),
                          loss.conf_mode.eq(skip_ctrl[2:4]), loss.require_correct.eq(skip_ctrl[4]),
-                         loss.conf_tau.eq(conf_tau), loss.sample_policy.eq(skip_ctrl[5:7]),
+                         loss.conf_tau.eq(conf_tau), loss.tcp_bound.eq(tcp_bound),
+                         loss.sample_policy.eq(skip_ctrl[5:7]),
                          loss.rate.eq(skip_rate), loss.seed.eq(seed_q),
                          loss.seed_load.eq(skip_load_q)]
             # the decision (and batch_sum before it) must be in before the next command can

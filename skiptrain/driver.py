@@ -29,6 +29,7 @@ def lines_digest(lines: dict) -> str:
 
 #: the skip registers by their short names (golden Scenario.SKIP_KEYS)
 SKIP_CSRS = {"ctrl": Csr.SKIP_CTRL, "conf_tau": Csr.CONF_TAU, "batch_tau": Csr.BATCH_TAU,
+             "tcp_bound": Csr.TCP_BOUND,
              "rate": Csr.SKIP_RATE, "seed": Csr.SKIP_SEED}
 
 

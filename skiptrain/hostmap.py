@@ -52,6 +52,7 @@ class Csr(enum.IntEnum):
     BATCH_TAU = 25     #: RW: the batch test's threshold on sum c_i (skiptrain.skip.batch_threshold)
     SKIP_RATE = 26     #: RW: random batch skip probability * 2**16 (0..65536)
     SKIP_SEED = 27     #: RW: writing seeds the skip LFSR (skiptrain.skip.skip_lfsr_seed)
+    TCP_BOUND = 28     #: RW: the per-sample true_class_prob test's table-index bound (skiptrain.skip.tcp_bound)
     CONFIDENT = 32     #: R: samples that passed the per-sample confidence test, over LOSS commands
     SKIPPED_BATCHES = 33   #: R: LOSS commands that decided to skip their batch
     SKIPPED_MACS = 34      #: R: 34..37, MACs (M*K*N) of GEMMs skipped by their gate, per Phase

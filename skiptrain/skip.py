@@ -25,9 +25,11 @@ The decision holds until the next LOSS; START clears it.
 
 Per sample (the per-sample skip, method 1; SKIP_CTRL bits 5-6), the loss unit decides before
 it writes a group's dY whether each sample is kept: policy ``CONFIDENCE`` skips the samples
-that pass the per-sample test (``max_prob`` or ``margin``: S and the margin are final after
-the SUM pass; ``true_class_prob`` needs p_y, known only in OUT, and stops the LOSS with
-SKIP_CONFIG), policy
+that pass the per-sample test (``max_prob`` and ``margin`` as above, from S and the margin,
+final after the SUM pass; ``true_class_prob`` in the log domain, before p_y exists: p_y =
+EXP[d_y + L] with d_y = z_max - z_y, and the table does not increase, so p_y >= CONF_TAU iff
+d_y + L < TCP_BOUND, the count of table entries >= CONF_TAU, which the host writes
+(:func:`tcp_bound`)), policy
 ``RANDOM`` skips a sample when its lane's LFSR (lane ``SAMPLE_LFSR_LANE + l``, seeded with the
 skip LFSR by SKIP_SEED, stepped once per group of V samples) draws below SKIP_RATE. The kept
 samples' dY columns are written compacted, in sample order, to columns 0..KEPT-1; a skipped
@@ -45,13 +47,14 @@ from . import numerics
 from .config import Config
 
 __all__ = ["BatchPolicy", "SamplePolicy", "ConfMode", "SkipCtrl", "SKIP_LFSR_LANE", "SAMPLE_LFSR_LANE",
-           "sample_lfsr_seeds", "RATE_BITS", "conf_threshold",
+           "sample_lfsr_seeds", "RATE_BITS", "conf_threshold", "tcp_bound", "TCP_BOUND_WIDTH",
            "batch_threshold", "rate_register", "batch_tau_width", "skip_lfsr_seed"]
 
 RATE_BITS = 16           #: SKIP_RATE is rate * 2**16 (0 .. 2**16: 17 bits)
 SKIP_LFSR_LANE = 255     #: the skip LFSR is seeded as lane 255 of numerics.lfsr_seed
 SAMPLE_LFSR_LANE = 128   #: loss unit lane l's per-sample LFSR is lane 128 + l
 CONF_TAU_WIDTH = 32      #: bits of the CONF_TAU register
+TCP_BOUND_WIDTH = 32     #: bits of the TCP_BOUND register
 
 
 class BatchPolicy(enum.IntEnum):
@@ -63,9 +66,9 @@ class BatchPolicy(enum.IntEnum):
 
 class SamplePolicy(enum.IntEnum):
     OFF = 0         #: every sample is kept
-    CONFIDENCE = 1  #: skip the samples that pass the per-sample test (method 1; max_prob or margin)
+    CONFIDENCE = 1  #: skip the samples that pass the per-sample test (method 1; every mode)
     RANDOM = 2      #: skip a sample when its lane's LFSR draws below SKIP_RATE (the baseline)
-    # 3, or CONFIDENCE with true_class_prob: ErrorCode.SKIP_CONFIG at the next LOSS
+    # 3: ErrorCode.SKIP_CONFIG at the next LOSS
 
 
 class ConfMode(enum.IntEnum):
@@ -104,13 +107,9 @@ class SkipCtrl:
 
     @property
     def valid(self) -> bool:
-        """False for an unassigned policy or mode, and for the per-sample confidence policy with
-        true_class_prob (p_y is not known before the loss unit writes dY; a LOSS then stops
-        with SKIP_CONFIG)."""
+        """False for an unassigned policy or mode (a LOSS then stops with SKIP_CONFIG)."""
         return (self.policy in tuple(BatchPolicy) and self.mode in tuple(ConfMode)
-                and self.sample in tuple(SamplePolicy)
-                and not (self.sample == SamplePolicy.CONFIDENCE
-                         and self.mode == ConfMode.TRUE_CLASS_PROB))
+                and self.sample in tuple(SamplePolicy))
 
 
 def _real(name: str, value, lo, hi=None) -> Fraction:
@@ -145,6 +144,19 @@ def conf_threshold(mode: str, tau, cfg: Config) -> int:
     if mode == "max_prob":
         return math.floor(one / t)
     return math.ceil(t * one)
+
+
+def tcp_bound(conf_tau: int, cfg: Config) -> int:
+    """TCP_BOUND for the CONF_TAU register ``conf_tau`` of mode true_class_prob: how many of the
+    exp table's first entries are >= CONF_TAU (the table does not increase), so that the
+    per-sample test d_y + L < TCP_BOUND equals p_y = EXP[d_y + L] >= CONF_TAU (an index past
+    the table reads 0). CONF_TAU 0 passes every p_y, past the table too: all ones."""
+    if isinstance(conf_tau, bool) or not isinstance(conf_tau, int) or not 0 <= conf_tau < 1 << CONF_TAU_WIDTH:
+        raise ValueError(f"conf_tau={conf_tau!r}: must be a CONF_TAU register value, 0..2**{CONF_TAU_WIDTH}-1")
+    if conf_tau == 0:
+        return (1 << TCP_BOUND_WIDTH) - 1
+    table = numerics.exp_table(cfg.frac_bits)
+    return sum(1 for e in table if e >= conf_tau)
 
 
 def batch_threshold(mode: str, tau_b, batch: int, cfg: Config) -> int:

@@ -58,11 +58,13 @@ def test_verilator_100_training_steps_with_batch_skip(policy, options):
 
 @pytest.mark.parametrize("policy,options,steps", [("conf_sample", {"tau": 0.5}, 100),
                                                   ("conf_sample", {"tau": 0.5, "confidence": "margin"}, 40),
+                                                  ("conf_sample", {"tau": 0.2, "confidence": "true_class_prob"}, 40),
                                                   ("random_sample", {"rate": 0.5}, 100)],
-                         ids=["conf_sample-max_prob", "conf_sample-margin", "random_sample"])
+                         ids=["conf_sample-max_prob", "conf_sample-margin", "conf_sample-true_class_prob",
+                              "random_sample"])
 def test_verilator_training_steps_with_sample_skip(policy, options, steps):
-    """The per-sample skip on the hardware, 100 steps (40 with the margin test, whose decision
-    differs from max_prob's only in the loss unit): the loss unit's decisions, the compacted
+    """The per-sample skip on the hardware, 100 steps (40 with the margin and true_class_prob
+    tests, whose decisions differ from max_prob's only in the loss unit): the loss unit's decisions, the compacted
     dY, B and G over the kept samples through the kept list, every weight line, counter (KEPT,
     SKIPPED_SAMPLES, MACs executed and skipped) and cycle count equal to the golden model's."""
     _ready("verilator")
@@ -96,7 +98,8 @@ def test_skip_programs_tiny_both_simulators():
     items = [(skip_scenario(cfg, s), "run", True) for s in range(6)]
     items += [(skip_scenario(cfg, 100 + s, sample=p), "run", True)
               for p in (SamplePolicy.CONFIDENCE, SamplePolicy.RANDOM) for s in range(2)]
-    items += [(skip_scenario(cfg, 200, sample=SamplePolicy.CONFIDENCE, mode=ConfMode.MARGIN), "run", True)]
+    items += [(skip_scenario(cfg, 200, sample=SamplePolicy.CONFIDENCE, mode=m), "run", True)
+              for m in (ConfMode.MARGIN, ConfMode.TRUE_CLASS_PROB)]
     items += [(sample_gather_scenario(cfg, 300 + c, classes=c), "run", True) for c in (1, 2)]
     items += [(sc, "run", True) for sc, _ in skip_error_scenarios(cfg).values()]
     for sim in ("icarus", "verilator"):

@@ -22,7 +22,7 @@ from skiptrain.config import Config, preset
 from skiptrain.isa import Command, ErrorCode, Gate, Phase, decode, encode
 from skiptrain.layout import Region
 from skiptrain.skip import (BatchPolicy, ConfMode, SamplePolicy, SkipCtrl, batch_tau_width,
-                            batch_threshold, conf_threshold, rate_register)
+                            batch_threshold, conf_threshold, rate_register, tcp_bound)
 
 TINY = preset("tiny")
 CONFIGS = {
@@ -37,8 +37,8 @@ def test_skip_ctrl_round_trip_and_validity():
         c = SkipCtrl.decode(word)
         assert c.encode() == word
         policy, mode, sample = word & 3, (word >> 2) & 3, (word >> 5) & 3
-        # the per-sample confidence policy decides before OUT writes: max_prob or margin
-        expected = policy != 3 and mode != 3 and sample != 3 and not (sample == 1 and mode == 1)
+        # every assigned policy, mode and sample policy, in every combination
+        expected = policy != 3 and mode != 3 and sample != 3
         assert c.valid == expected, (word, c.valid, expected)
     with pytest.raises(ValueError, match="policy=4"):
         SkipCtrl(4).encode()
@@ -59,6 +59,26 @@ def test_thresholds_are_exact():
     assert batch_threshold("max_prob", 0.95, 32, cfg) == math.ceil(Fraction(0.95) * 32 * one)
     assert batch_threshold("margin", 2.0, 32, cfg) == 2 * 32 * 256
     assert rate_register(0) == 0 and rate_register(1) == one and rate_register(0.25) == one // 4
+
+
+@pytest.mark.parametrize("name", ["tiny", "default"])
+def test_tcp_bound_is_the_true_class_test_in_the_index_domain(name):
+    """d + L < tcp_bound(CONF_TAU) exactly when EXP[d + L] >= CONF_TAU (0 past the table), for
+    every index up to past the table and CONF_TAU at every table value, one above and below it,
+    0 and the largest; the golden loss unit's per-sample decision uses the bound."""
+    from golden.loss_unit import exp_lookup, tables
+    cfg = preset(name)
+    exp, _ = tables(cfg.frac_bits)
+    index = torch.arange(len(exp) + 3)
+    p = exp_lookup(index, exp)
+    taus = sorted({0, 1, (1 << 32) - 1} | {int(v) + k for v in exp.unique() for k in (-1, 0, 1) if int(v) + k >= 0})
+    for conf_tau in taus:
+        bound = tcp_bound(conf_tau, cfg)
+        got, want = index < bound, p >= conf_tau
+        assert torch.equal(got, want), f"CONF_TAU {conf_tau}: bound {bound}, first difference at index " \
+            f"{int(torch.nonzero(got != want)[0, 0])}"
+    with pytest.raises(ValueError, match="conf_tau=-1: must be a CONF_TAU register value"):
+        tcp_bound(-1, cfg)
 
 
 @pytest.mark.parametrize("call,match", [
@@ -122,7 +142,7 @@ def test_skip_scenarios_cover_the_decision_edges():
             seen[("samples skipped", _share(res.counters["skipped_samples"], sc))] += 1
     for key in ([("policy", p) for p in BatchPolicy] + [("mode", m) for m in ConfMode]
                 + [("sample", p) for p in SamplePolicy]
-                + [("per-sample mode", m) for m in (ConfMode.MAX_PROB, ConfMode.MARGIN)]
+                + [("per-sample mode", m) for m in ConfMode]
                 + [("samples skipped", s) for s in ("none", "some", "all")]
                 + [("skipped", True), ("skipped", False), ("confident", True), ("confident", False)]):
         assert seen[key] > 0, f"no scenario with {key}: {dict(seen)}"
@@ -210,11 +230,13 @@ def test_skip_scenarios_match_golden(name):
 def test_sample_skip_scenarios_match_golden(name):
     """The per-sample skip on its own: compacted dY columns, KEPT, SKIPPED_SAMPLES, the lanes'
     LFSRs, with one class (the shortest group) and batches that end mid-group; the confidence
-    policy with max_prob and with margin (its margin taken in the SUM pass)."""
+    policy with max_prob, margin (its margin taken in the SUM pass) and true_class_prob (d_y +
+    L against TCP_BOUND, once L is known)."""
     cfg = CONFIGS[name]
     scs = [skip_scenario(cfg, 100 + seed, sample=policy, mode=mode)
            for policy, mode in ((SamplePolicy.CONFIDENCE, ConfMode.MAX_PROB),
-                                (SamplePolicy.CONFIDENCE, ConfMode.MARGIN), (SamplePolicy.RANDOM, None))
+                                (SamplePolicy.CONFIDENCE, ConfMode.MARGIN),
+                                (SamplePolicy.CONFIDENCE, ConfMode.TRUE_CLASS_PROB), (SamplePolicy.RANDOM, None))
            for seed in range(3)]
     shares = Counter(_share(sc.expected()[1].counters["skipped_samples"], sc) for sc in scs)
     assert shares["some"] >= 2, f"too few runs that keep some samples and skip others: {dict(shares)}"

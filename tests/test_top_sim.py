@@ -102,6 +102,34 @@ def test_host_access_while_busy_is_refused():
     simulate(Accelerator(cfg), cfg, body)
 
 
+def test_skip_registers_read_back_and_are_refused_while_busy():
+    """Every skip register (skiptrain.driver.SKIP_CSRS but the write-only seed's value) reads
+    back what the host wrote while idle; a write while busy changes nothing and flags
+    host_error."""
+    from skiptrain.driver import SKIP_CSRS
+    cfg = preset("tiny")
+    V = cfg.banks
+    A, B, C = MatrixRegion.packed(0, 8, 40, V), MatrixRegion.packed(200, 40, 8, V), MatrixRegion.packed(400, 8, 8, V)
+    values = {"ctrl": 0x25, "conf_tau": 0x1234, "batch_tau": 77, "rate": 1 << 15, "tcp_bound": 0xDEADBEEF}
+
+    async def body(drv, bus):
+        await drv.write_skip(values)
+        for key, value in values.items():
+            got = await drv.read_csr(SKIP_CSRS[key])
+            assert got == value, f"{key}: read back {got:#x}, wrote {value:#x}"
+        await drv.load_program([Command.gemm(8, 40, 8, A, B, C), Command()])
+        await drv.start()
+        await bus.tick()
+        await drv.write_csr(Csr.TCP_BOUND, 5)                         # refused
+        st = await drv.status()
+        assert st["busy"] == 1 and st["host_error"] == 1, f"cycle {bus.cycle}: status {st}"
+        await bus.wait_done()
+        got = await drv.read_csr(Csr.TCP_BOUND)
+        assert got == values["tcp_bound"], f"TCP_BOUND after a refused write: {got:#x}"
+
+    simulate(Accelerator(cfg), cfg, body)
+
+
 def test_reset_while_busy_returns_to_idle_and_runs_again():
     """A reset in the middle of a GEMM: the accelerator is idle at once, with clear status and
     counters, and the next program on the same instance is bit- and cycle-exact."""

@@ -27,7 +27,7 @@ from skiptrain.config import Config, preset
 from skiptrain.hostmap import Csr
 from skiptrain.isa import ErrorCode
 from skiptrain.program import MlpSpec, ProgramError, build_mlp, lr_shift_of, words_of
-from skiptrain.skip import CONF_MODE_NAMES, SamplePolicy, SkipCtrl, conf_threshold
+from skiptrain.skip import CONF_MODE_NAMES, SamplePolicy, SkipCtrl, conf_threshold, tcp_bound
 
 CONFIGS = {
     "tiny": preset("tiny"),
@@ -254,7 +254,6 @@ def test_accel_backend_rejects(tmp_path, kwargs, rule):
 
 
 @pytest.mark.parametrize("policy,rule", [
-    (dict(name="conf_sample", confidence="true_class_prob"), "per-sample test is max_prob or margin"),
     (dict(name="conf_sample", normalize="kept"), "normalises by the batch"),
     (dict(name="random_sample", normalize="kept"), "normalises by the batch"),
 ])
@@ -384,14 +383,16 @@ def test_training_steps_on_rtl(name, sizes, batch):
     ("tiny", (3, 5, 3), 4, SamplePolicy.RANDOM, "max_prob"),
     ("3x5", (7, 9, 4), 8, SamplePolicy.CONFIDENCE, "max_prob"),
     ("tiny", (3, 5, 3), 8, SamplePolicy.CONFIDENCE, "margin"),
+    ("3x5", (7, 9, 4), 8, SamplePolicy.CONFIDENCE, "true_class_prob"),
     ("5x2", (6, 10, 5), 16, SamplePolicy.RANDOM, "max_prob")])
 def test_sample_skip_training_steps_on_rtl(name, sizes, batch, policy, mode):
     """The per-sample skip in whole steps: B and G over the kept samples (compacted dY, the
     kept list gathering act and the ReLU mask), every line, counter and cycle as golden."""
     cfg = CONFIGS[name].replace(spad_depth=1024, acc_depth=512)
-    tau = {"max_prob": 0.9, "margin": 1.0}[mode]
+    tau = {"max_prob": 0.9, "margin": 1.0, "true_class_prob": 0.5}[mode]
+    conf_tau = conf_threshold(mode, tau, cfg)
     skip = {"ctrl": SkipCtrl(mode=CONF_MODE_NAMES[mode], sample=policy).encode(), "rate": 1 << 15,
-            "seed": 3, "conf_tau": conf_threshold(mode, tau, cfg)}
+            "seed": 3, "conf_tau": conf_tau, "tcp_bound": tcp_bound(conf_tau, cfg)}
     results = _steps_on_rtl(cfg, sizes, batch, steps=3, seed=len(sizes) + batch, lr=0.5, skip=skip)
     skipped = [r.counters["skipped_samples"] for r in results]
     assert any(0 < s < batch for s in skipped), f"no step kept some samples and skipped others: {skipped}"

@@ -20,9 +20,9 @@ What differs from the float backend, by construction of the hardware:
   :mod:`skiptrain.skip`): the host only writes the policy's registers
   (:func:`skip_registers`), per epoch, from the same policy objects the float backend runs,
   and records the hardware's decisions into them (so logs, rates and matched baselines work
-  alike). The per-sample confidence test is ``max_prob`` or ``margin`` (known when the
-  loss unit's SUM pass ends, before it writes dY; not ``true_class_prob``), and the per-sample
-  skip normalises by the batch (``normalize="batch"``).
+  alike). The per-sample confidence test is any mode (``true_class_prob`` in the exp table's
+  index domain, with TCP_BOUND: :func:`skiptrain.skip.tcp_bound`), and the per-sample skip
+  normalises by the batch (``normalize="batch"``).
 
 It returns a :class:`~golden.training.trainer.RunResult`, so tables, JSON and plots are the
 float backend's; every epoch record also has ``accel``: the accelerator's cycles of the
@@ -42,8 +42,8 @@ from torch import nn
 from skiptrain.config import Config, preset
 from skiptrain.hostmap import PHASE_NAMES
 from skiptrain.program import MlpSpec, ProgramError, lr_shift_of
-from skiptrain.skip import (CONF_MODE_NAMES, BatchPolicy, ConfMode, SamplePolicy, SkipCtrl,
-                            batch_threshold, conf_threshold, rate_register)
+from skiptrain.skip import (CONF_MODE_NAMES, BatchPolicy, SamplePolicy, SkipCtrl,
+                            batch_threshold, conf_threshold, rate_register, tcp_bound)
 
 from ..mlp import MlpOnChip, quantize
 from .counting import COUNTERS
@@ -84,15 +84,15 @@ def skip_registers(policy, epoch: int, batch: int, cfg: Config, seed: int) -> di
         raise ValueError(f"normalize={policy.normalize!r}: backend accel's per-sample skip normalises "
                          "by the batch (the loss unit's 1/B is a shift); use normalize='batch'")
     if isinstance(policy, ConfidenceSampleSkip):
-        if policy.confidence == "true_class_prob":
-            raise ValueError(f"confidence={policy.confidence!r}: backend accel's per-sample test is "
-                             "max_prob or margin (known when the loss unit's SUM pass ends, before "
-                             "it writes dY; p_y comes later)")
         on = epoch >= policy.warmup_epochs  # the warm-up: the sample policy register says OFF
         ctrl = SkipCtrl(BatchPolicy.OFF, CONF_MODE_NAMES[policy.confidence], policy.require_correct,
                         SamplePolicy.CONFIDENCE if on else SamplePolicy.OFF)
-        return {"ctrl": ctrl.encode(),
-                "conf_tau": conf_threshold(policy.confidence, policy.threshold, cfg)}
+        conf_tau = conf_threshold(policy.confidence, policy.threshold, cfg)
+        regs = {"ctrl": ctrl.encode(), "conf_tau": conf_tau}
+        if policy.confidence == "true_class_prob":
+            # the per-sample test in the table's index domain (skiptrain.skip.tcp_bound)
+            regs["tcp_bound"] = tcp_bound(conf_tau, cfg)
+        return regs
     if isinstance(policy, RandomSampleSkip):
         return {"ctrl": SkipCtrl(sample=SamplePolicy.RANDOM).encode(),
                 "rate": rate_register(_rate_at(policy.rate, epoch)), "seed": seed}

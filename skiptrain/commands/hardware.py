@@ -66,11 +66,11 @@ def register(subparsers):
                    help="the skip policy (default none); decided by the hardware from the first "
                         "step on (no warm-up)")
     g.add_argument("--tau", default=None, metavar="T",
-                   help="conf_sample: skip a sample when its p_max >= T, or its logit margin "
-                        ">= T with --confidence margin (default 0.9; margin: ln 9)")
+                   help="conf_sample: skip a sample when its p_max (p_y with --confidence "
+                        "true_class_prob) >= T, or its logit margin >= T with --confidence margin "
+                        "(default 0.9; margin: ln 9)")
     g.add_argument("--confidence", default=None, choices=("max_prob", "true_class_prob", "margin"),
-                   help="conf_batch: the confidence; conf_sample: max_prob or margin (default "
-                        "max_prob)")
+                   help="conf_batch, conf_sample: the confidence (default max_prob)")
     g.add_argument("--batch-tau", default=None, metavar="T",
                    help="conf_batch: skip a batch when its mean confidence >= T (default 0.95)")
     g.add_argument("--rate", default=None, metavar="R",
