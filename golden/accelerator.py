@@ -23,8 +23,9 @@ from . import lfsr
 from .loss_unit import Comparator, SampleSkip, loss_cycles, loss_error
 from .operand_reader import read_operand
 from .requantizer import requantize, round_half_even, wrap
+from .normaliser import normalise
 from .result_writer import write_result
-from .sequencer import (CHECK_CYCLES, FETCH_CYCLES, aux_ld, check, effective_shift, gemm_cycles,
+from .sequencer import (CHECK_CYCLES, FETCH_CYCLES, aux_ld, check, effective_shift, gemm_cycles, normalises,
                         run_dims, samples_gated, skip_cycles, tiling, transposed_aux)
 from .systolic_array import gemm
 
@@ -146,7 +147,8 @@ class Accelerator:
                 break
             phase_counter = ("loss_cycles" if cmd.opcode == Opcode.LOSS
                              else f"phase_cycles_{PHASE_NAMES[cmd.phase]}")
-            error = check(cmd, cfg, self.lr_shift, ctrl.valid or not cfg.training, self.loss_n)
+            error = check(cmd, cfg, self.lr_shift, ctrl.valid_on(cfg) or not cfg.training, self.loss_n,
+                          self.kept, ctrl.norm_kept)
             if error != ErrorCode.NONE:
                 cnt["cycles"] += CHECK_CYCLES
                 cnt[phase_counter] += CHECK_CYCLES
@@ -209,6 +211,10 @@ class Accelerator:
             return
         aux = Region(cmd.aux_base, cmd.m, cmd.n, cmd.c_ld)
         shift = effective_shift(cmd, self.lr_shift)
+        norm = normalises(full, cfg, SkipCtrl.decode(self.skip_ctrl).norm_kept)
+        if norm:
+            # the exponent of batch / kept off the shift, the mantissa in the normaliser
+            shift -= numerics.norm_exponent(self.kept, self.loss_n)
         if cmd.epilogue == Epilogue.UPDATE:
             # master weights in aux: w - round(dW / 2**shift), saturated at acc_width bits; the
             # operand copy round(w / 2**frac_bits), saturated, into C
@@ -217,6 +223,8 @@ class Accelerator:
                 step = torch.bitwise_right_shift(wrap(acc + noise, cfg.acc_width), shift)
             else:
                 step = round_half_even(acc, shift)
+            if norm:
+                step = normalise(step, numerics.norm_mantissa(self.kept), cfg)
             w = aux.load(self.acc) - step
             lo, hi = -(1 << (cfg.acc_width - 1)), (1 << (cfg.acc_width - 1)) - 1
             w_sat = w.clamp(lo, hi)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from skiptrain.config import Config
 from skiptrain.isa import Command, Epilogue, ErrorCode, Gate, Opcode, OutMode
 from skiptrain.layout import words_per_row
-from skiptrain.numerics import MAX_CLASSES
+from skiptrain.numerics import MAX_CLASSES, norm_exponent
 
 FETCH_CYCLES = 4     # FETCH, 2 x WAIT (program memory read latency 3), DECODE
 CHECK_CYCLES = 11    # rtl Sequencer.check_cycles
@@ -33,8 +33,15 @@ WRITER_LATENCY = 16  # rtl ResultWriter.latency (15 + the memories' input regist
 WRITER_LATENCY_GEMM_ONLY = 8
 
 
+#: the kept-count normaliser's extra writer stages (rtl ResultWriter.norm_cycles): its latency
+#: (clamp, multiplier 3, sum, increment) less the aux read and capture (4)
+NORM_CYCLES = 2
+
+
 def writer_latency(cfg: Config) -> int:
-    return WRITER_LATENCY if cfg.training else WRITER_LATENCY_GEMM_ONLY
+    if not cfg.training:
+        return WRITER_LATENCY_GEMM_ONLY
+    return WRITER_LATENCY + (NORM_CYCLES if cfg.kept_norm else 0)
 ISSUE_REGISTER = 1   # the sequencer registers its issue outputs
 ARRAY_MUX_STAGES = 2 # rtl SystolicArray.mux_stages (row multiplexer)
 
@@ -49,6 +56,13 @@ def effective_shift(cmd: Command, lr_shift: int) -> int:
     if cmd.opcode == Opcode.GEMM and cmd.epilogue == Epilogue.UPDATE:
         return cmd.shift + lr_shift
     return cmd.shift
+
+
+def normalises(cmd: Command, cfg: Config, norm_kept: bool) -> bool:
+    """The command's update is normalised by the kept count (the writer's normaliser): a
+    SAMPLES_K GEMM with UPDATE, SKIP_CTRL's norm_kept set, on an accelerator that has it."""
+    return (cfg.kept_norm and norm_kept and cmd.opcode == Opcode.GEMM and cmd.gate == Gate.SAMPLES_K
+            and cmd.epilogue == Epilogue.UPDATE)
 
 
 def skip_cycles(cfg: Config) -> int:
@@ -75,11 +89,13 @@ def aux_ld(cmd: Command, cfg: Config) -> int:
 
 
 def check(cmd: Command, cfg: Config, lr_shift: int = 0, skip_config_ok: bool = True,
-          loss_n: int = 0) -> ErrorCode:
+          loss_n: int = 0, kept: int = 0, norm_kept: bool = False) -> ErrorCode:
     """The error a GEMM or LOSS command stops with, in the RTL's priority order (NONE if it runs).
     ``skip_config_ok``: SKIP_CTRL holds an assigned policy and mode (LOSS checks it);
     ``loss_n``: the N of the run's last LOSS (0 before one), which a SAMPLES gate's batch
-    dimension must equal."""
+    dimension must equal; ``kept``, ``norm_kept``: the KEPT register and SKIP_CTRL's norm_kept
+    (a normalised update takes the exponent of loss_n / kept off its shift, and needs loss_n a
+    power of two)."""
     if cmd.opcode not in (Opcode.HALT, Opcode.GEMM, Opcode.LOSS) or \
             (cmd.opcode == Opcode.LOSS and not cfg.training):
         return ErrorCode.BAD_OPCODE
@@ -88,7 +104,9 @@ def check(cmd: Command, cfg: Config, lr_shift: int = 0, skip_config_ok: bool = T
         return ErrorCode.ZERO_DIM
     if loss and cmd.m > MAX_CLASSES:
         return ErrorCode.LOSS_CLASSES
-    if effective_shift(cmd, lr_shift) > cfg.acc_width - 1:
+    norm = normalises(cmd, cfg, norm_kept)
+    shift = effective_shift(cmd, lr_shift)
+    if shift > cfg.acc_width - 1 or (norm and shift < norm_exponent(kept, loss_n)):
         return ErrorCode.BAD_SHIFT
     quant = cmd.out_mode == OutMode.QUANT or loss
     if cmd.epilogue != Epilogue.NONE and (loss or not quant or not cfg.training):
@@ -98,7 +116,8 @@ def check(cmd: Command, cfg: Config, lr_shift: int = 0, skip_config_ok: bool = T
     if samples_gated(cmd) and (batch_dim(cmd) != loss_n or batch_dim(cmd) > cfg.max_batch
                                or (cmd.gate == Gate.SAMPLES_K and not cmd.trans_b)
                                or (cmd.gate == Gate.SAMPLES_M
-                                   and cmd.epilogue not in (Epilogue.NONE, Epilogue.MASK))):
+                                   and cmd.epilogue not in (Epilogue.NONE, Epilogue.MASK))
+                               or (norm and (loss_n == 0 or loss_n & (loss_n - 1)))):
         return ErrorCode.BAD_GATE
     if loss and not skip_config_ok:
         return ErrorCode.SKIP_CONFIG

@@ -359,3 +359,101 @@ def sample_gather_scenario(cfg: Config, seed: int, classes: int | None = None) -
     sc.skip = {"ctrl": ctrl.encode(), "conf_tau": int(s[len(s) // 2]), "rate": 1 << 15,
                "seed": rng.getrandbits(32)}
     return sc
+
+
+def kept_norm_scenario(cfg: Config, seed: int, stochastic: bool | None = None) -> Scenario:
+    """The kept-count normaliser (``cfg.kept_norm``) at its edges: per LOSS (a power-of-two
+    batch of V to 4V samples, at most max_batch) a per-sample skip that keeps every sample
+    (the factor exactly 1), none (B, G and U skipped), one (the largest factor), or about half
+    of them (a random rate, or the median S), then a SAMPLES_K GEMM with the UPDATE epilogue
+    over master weights drawn at the accumulator's limits, with SKIP_CTRL's norm_kept set
+    (or, one time in four, clear: the batch normalisation on the same hardware). The update's
+    shift is aimed at the exponent of batch / kept: shift + LR_SHIFT equals log2 of the batch
+    one time in three (so a single kept sample's step is not rounded before the multiply)."""
+    if not cfg.kept_norm:
+        raise ValueError(f"kept_norm scenario: config {cfg.name!r} has kept_norm=False")
+    rng = random.Random(seed)
+    V = cfg.banks
+    spad = _Allocator(cfg.spad_depth, rng)
+    accm = _Allocator(cfg.acc_depth, rng)
+    norm = rng.random() < 0.75
+    sample = rng.choice([SamplePolicy.RANDOM, SamplePolicy.RANDOM, SamplePolicy.CONFIDENCE])
+    ctrl = SkipCtrl(sample=sample, norm_kept=norm)
+    stochastic = rng.random() < 0.25 if stochastic is None else stochastic
+    lr_shift = rng.randint(0, 3)
+    sc = Scenario(cfg, name=f"kept_norm(seed={seed}, {ctrl}, stochastic={stochastic})",
+                  lr_shift=lr_shift, stochastic=stochastic, sr_seed=rng.getrandbits(32))
+    lo, hi = -(1 << (cfg.acc_width - 1)), (1 << (cfg.acc_width - 1)) - 1
+    first_z = None
+    for n in range(2):
+        sizes = [N for N in (V, 2 * V, 4 * V) if N <= cfg.max_batch]
+        N = rng.choice(sizes)
+        M = rng.randint(2, 4)
+        P, Q = rng.randint(1, 3), rng.randint(1, 2 * V + 1)
+        Z, Y, D = (spad.region(M, N, V, slack=True), spad.region(1, N, V, slack=True),
+                   spad.region(M, N, V, slack=True))
+        A, Bt, C = (spad.region(P, N, V, slack=True), spad.region(Q, N, V, slack=False),
+                    spad.region(P, Q, V, slack=False))
+        W = accm.region(P, Q, V, slack=False)  # the master weights: C's ld (no slack either)
+        if None in (Z, Y, D, A, Bt, C, W):
+            raise ValueError(f"kept_norm scenario seed={seed}: LOSS {n} ({M} x {N}) does not fit")
+        z = _logits(M, N, cfg, rng)
+        first_z = z if first_z is None else first_z
+        g = torch.Generator().manual_seed(rng.getrandbits(31))
+        # master weights anywhere, and at the accumulator's limits, where the update saturates
+        w = torch.randint(lo, hi + 1, (P, W.ld * V), generator=g)[:, :Q]
+        edge = torch.tensor([lo, lo + 1, hi, hi - 1, 0])
+        pick = torch.rand((P, Q), generator=g) < 0.3
+        w = torch.where(pick, edge[torch.randint(len(edge), (P, Q), generator=g)], w)
+        sc.inputs += [("spad", Z, z), ("spad", Y, torch.tensor([[rng.randrange(M) for _ in range(N)]])),
+                      ("spad", D, torch.zeros((M, N), dtype=torch.int64)),
+                      ("spad", A, random_matrix(P, N, cfg, rng, extreme=rng.random() < 0.3)),
+                      ("spad", Bt, random_matrix(Q, N, cfg, rng)),
+                      ("spad", C, torch.zeros((P, Q), dtype=torch.int64)), ("acc", W, w)]
+        log_n = N.bit_length() - 1
+        total = rng.choice([log_n, log_n, rng.randint(log_n, log_n + 2 * cfg.frac_bits)])
+        shift = max(0, total - lr_shift)
+        sc.commands += [Command.loss(M, N, Z, Y, D, shift=rng.randint(4, 10)),
+                        Command.gemm(P, N, Q, A, Bt, C, trans_b=True, shift=shift, phase=Phase.BWD_WEIGHT,
+                                     gate=Gate.SAMPLES_K, epilogue=Epilogue.UPDATE, aux=W)]
+        sc.outputs += [("spad", D), ("spad", C), ("acc", W)]
+    sc.commands.append(Command())
+    # the rate: keep all (0), none (2**16), about half, or one in a few
+    rate = rng.choice([0, 1 << 16, 1 << 15, rng.randrange(1 << 16), (1 << 16) - (1 << 13)])
+    exp, _ = tables(cfg.frac_bits)
+    _, _, d, _ = softmax_parts(first_z, cfg)
+    s = exp_lookup(d, exp).sum(dim=0).sort().values
+    conf_tau = rng.choice([int(s[len(s) // 2]), 0, int(s[-1]), int(s[-2]) if len(s) > 1 else 0])
+    sc.skip = {"ctrl": ctrl.encode(), "conf_tau": conf_tau, "rate": rate, "seed": rng.getrandbits(32)}
+    return sc
+
+
+def kept_norm_error_scenarios(cfg: Config) -> dict[str, tuple[Scenario, ErrorCode]]:
+    """The normaliser's refusals: norm_kept on hardware without it (SKIP_CONFIG at the LOSS);
+    with it, a normalised update after a LOSS of a batch that is not a power of two
+    (BAD_GATE), and one whose shift + LR_SHIFT is below the exponent of batch / kept
+    (BAD_SHIFT)."""
+    Z, Y, D, A, B, C, inputs = _error_program_data(cfg, random.Random(98))
+    ctrl = SkipCtrl(sample=SamplePolicy.RANDOM, norm_kept=True).encode()
+    out = {}
+    if not cfg.kept_norm:
+        good = Command.loss(3, 4, Z, Y, D, shift=6)
+        sc = Scenario(cfg, inputs=list(inputs), commands=[good, Command()],
+                      outputs=[("spad", D)], name="error:norm_without_normaliser", skip={"ctrl": ctrl})
+        return {"norm_without_normaliser": (sc, ErrorCode.SKIP_CONFIG)}
+    for name, n, shift, rate, code in (("norm_batch_not_pow2", 5, 6, 1 << 15, ErrorCode.BAD_GATE),
+                                       # one sample of four kept: e = log2 4 = 2 > the shift 1
+                                       ("norm_shift_below_exponent", 4, 1, 3 << 14, ErrorCode.BAD_SHIFT)):
+        loss = Command.loss(3, n, Z, Y, D, shift=6)
+        bt = Region(B.base, 4, n, B.ld)
+        upd = Command.gemm(3, n, 4, A, bt, C, trans_b=True, shift=shift, gate=Gate.SAMPLES_K,
+                           epilogue=Epilogue.UPDATE, aux=Region(0, 3, 4, C.ld))
+        # the random skip's seed that keeps exactly one sample of four (e = 2), found here
+        for seed in range(64):
+            sc = Scenario(cfg, inputs=list(inputs), commands=[loss, upd, Command()],
+                          outputs=[("spad", D), ("spad", C)], name=f"error:{name}",
+                          skip={"ctrl": ctrl, "rate": rate, "seed": seed})
+            if sc.expected()[1].error_code == code:
+                break
+        out[name] = (sc, code)
+    return out

@@ -10,6 +10,7 @@ from .arith import const_mul, round_saturate
 from .banked_memory import read_port_signature, write_port_signature
 from .command import Epilogue
 from .lfsr import Lfsr
+from .normaliser import Normaliser
 from .requantizer import Requantizer
 
 
@@ -45,6 +46,12 @@ class ResultWriter(wiring.Component):
     receives in such a command (R rows per tile, in the order the tiles come, padding rows
     included); ``sr_load`` seeds them from ``sr_seed``.
 
+    With ``cfg.kept_norm`` the step of a command with ``norm`` set (an UPDATE over the kept
+    samples with SKIP_CTRL's norm_kept: the sequencer has taken the exponent of batch / kept
+    off its shift) is scaled by the mantissa ``norm_m`` in the :class:`~rtl.normaliser.Normaliser`
+    before E1; the aux read goes out :attr:`norm_cycles` cycles later to meet it, and every
+    command is as many cycles longer.
+
     Pipeline (``latency`` = 15 + memory_write_latency from a row at the input to ``done``):
     the row captured (it comes from across the array) -> row counters -> the rounding noise
     added -> requantizer (3) ->
@@ -71,6 +78,7 @@ class ResultWriter(wiring.Component):
             "list_entry": Out(unsigned(dim)), "list_data": In(unsigned(dim)),
             "acc_rd": Out(read_port_signature(V, cfg.acc_addr_width, signed(cfg.acc_width))),
             "stochastic": In(1), "sr_seed": In(32), "sr_load": In(1),
+            "norm": In(1), "norm_m": In(unsigned(17)),
             "row_valid": In(1),
             "row_data": In(data.ArrayLayout(signed(cfg.acc_width), C)),
             "spad": Out(write_port_signature(V, cfg.spad_addr_width, signed(cfg.data_width))),
@@ -83,7 +91,16 @@ class ResultWriter(wiring.Component):
     def latency(self) -> int:
         if not self._cfg.training:  # no noise stage, aux read or epilogue stages
             return 4 + Requantizer.latency + self._memory_write_latency
-        return 5 + Requantizer.latency + self.acc_read_latency + 4 + self._memory_write_latency
+        return (5 + Requantizer.latency + self.acc_read_latency + 4 + self._memory_write_latency
+                + self.norm_cycles)
+
+    @property
+    def norm_cycles(self) -> int:
+        """Cycles the kept-count normaliser adds (``cfg.kept_norm``): its latency less the aux
+        read and capture the element waits through anyway."""
+        if not self._cfg.kept_norm:
+            return 0
+        return 1 + self._cfg.multiplier_latency + 2 - (self.acc_read_latency + 1)
 
     @property
     def settle_cycles(self) -> int:
@@ -250,8 +267,6 @@ class ResultWriter(wiring.Component):
             lane = bank_sel[b]
             m.d.sync += [bank_addr[b].eq(words[lane]), bank_aux[b].eq(aux_words[aux_sel[b]]),
                          bank_data[b].eq(values[lane]), bank_en[b].eq(ens[lane])]
-            # the aux read goes out from these registers; its data comes acc_read_latency later
-            m.d.comb += self.acc_rd.addr[b].eq(bank_aux[b])
         lane_sat = Signal()
         m.d.sync += lane_sat.eq((rq.saturated & cur.lanes_ok).any() & cur.row_ok & ~takes_step)
         if not cfg.training:
@@ -265,11 +280,26 @@ class ResultWriter(wiring.Component):
                              self.acc.en[b].eq(bank_en[b] & ~to_spad)]
             m.d.comb += self.saturated.eq(lane_sat)
             self._done_chain(m, last, 2 + self._memory_write_latency)
+            m.d.comb += [self.acc_rd.addr[b].eq(bank_aux[b]) for b in range(V)]
             return m
 
+        # the kept-count normaliser takes the bank-ordered step here and gives it back in
+        # time for E1; the aux read then goes out norm_cycles later, so it still meets E1
+        norm_cycles = self.norm_cycles
+        if cfg.kept_norm:
+            m.submodules.normaliser = nz = Normaliser(cfg, V)
+            assert nz.latency == norm_cycles + self.acc_read_latency + 1
+            norm_q, norm_m_q = Signal(), Signal(17)
+            m.d.sync += [norm_q.eq(self.norm), norm_m_q.eq(self.norm_m)]
+            m.d.comb += [nz.norm.eq(norm_q), nz.m.eq(norm_m_q)]
+            m.d.comb += [nz.step[b].eq(bank_data[b]) for b in range(V)]
         # while the aux word is read, and captured in the fabric beside the memory, the
         # element waits beside it
-        for stage in range(self.acc_read_latency + 1):
+        for stage in range(norm_cycles + self.acc_read_latency + 1):
+            if stage == norm_cycles:
+                # the aux read goes out from these registers; its data comes acc_read_latency
+                # later and is captured once more
+                m.d.comb += [self.acc_rd.addr[b].eq(bank_aux[b]) for b in range(V)]
             nxt_addr = [Signal(aw, name=f"bank_addr_d{stage}_{b}") for b in range(V)]
             nxt_aux = [Signal(aw, name=f"bank_aux_d{stage}_{b}") for b in range(V)]
             nxt_data = [Signal(signed(cfg.acc_width), name=f"bank_data_d{stage}_{b}") for b in range(V)]
@@ -281,6 +311,8 @@ class ResultWriter(wiring.Component):
                              nxt_data[b].eq(bank_data[b]), nxt_flag[b].eq(flag_sel[b])]
             bank_addr, bank_aux, bank_data, bank_en = nxt_addr, nxt_aux, nxt_data, nxt_en
             flag_sel = nxt_flag
+        if cfg.kept_norm:
+            bank_data = [nz.out[b] for b in range(V)]
 
         # combine (E1): the epilogue's element-wise step, per bank
         aw_ = cfg.acc_width
@@ -354,7 +386,7 @@ class ResultWriter(wiring.Component):
                          self.acc.en[b].eq(out_en[b] & (~to_spad | aux_write))]
         m.d.sync += out_en.eq(a_en)
         m.d.comb += self.saturated.eq(lane_sat | e1_sat.any() | e2_sat.any())
-        self._done_chain(m, last, 2 + self.acc_read_latency + 4 + self._memory_write_latency)
+        self._done_chain(m, last, 2 + norm_cycles + self.acc_read_latency + 4 + self._memory_write_latency)
         return m
 
     def _done_chain(self, m, last, stages: int) -> None:

@@ -34,7 +34,11 @@ class Sequencer(wiring.Component):
     cycle: the counter sums them), then the next command. A SAMPLES gate otherwise runs the
     command with its batch dimension (M for SAMPLES_M, K for SAMPLES_K) replaced by ``kept``
     (``m_run``, ``k_run``), and the same multiplier counts the samples not kept, (batch -
-    kept) times the other two dimensions, while the command runs (it always ends first). HALT ends after its first CHECK cycle. An invalid command ends the
+    kept) times the other two dimensions, while the command runs (it always ends first). With
+    the kept-count normaliser (``cfg.kept_norm``) and ``norm_on`` (SKIP_CTRL's norm_kept), a
+    SAMPLES_K GEMM with the UPDATE epilogue normalises (``norm``): its effective shift is
+    shift + LR_SHIFT - ``norm_e`` (BAD_SHIFT if that is negative), and its batch must be a
+    power of two (``norm_pow2``; BAD_GATE otherwise). HALT ends after its first CHECK cycle. An invalid command ends the
     program with ``error`` set, ``error_code`` telling why, and ``pc`` at the offending slot;
     the sequencer is then idle again and never waits on anything that cannot come.
 
@@ -86,6 +90,11 @@ class Sequencer(wiring.Component):
             "kept": In(unsigned(cfg.dim_width)), "loss_n": In(unsigned(cfg.dim_width)),
             "m_run": Out(unsigned(cfg.dim_width)), "k_run": Out(unsigned(cfg.dim_width)),
             "step_k": Out(unsigned(cfg.dim_width)),
+            # the kept-count normaliser: SKIP_CTRL's norm_kept, the exponent of batch / kept and
+            # "the batch is a power of two" (rtl/norm_factor.py); ``norm``: this command scales
+            # its update (the writer's normaliser)
+            "norm_on": In(1), "norm_e": In(range(cfg.dim_width + 1)), "norm_pow2": In(1),
+            "norm": Out(1),
         })
 
     @property
@@ -169,6 +178,10 @@ class Sequencer(wiring.Component):
         aux_ld = Mux(aux_trans, (cmd.m + (cfg.banks - 1)) >> bb, cmd.c_ld)
         aux_colw = Signal(dim)
         eff_shift = self.eff_shift
+        # this command's update is normalised by the kept count: a constant False without the
+        # normaliser, so the netlist is unchanged
+        norm_cmd = ((cmd.opcode == Opcode.GEMM) & self.norm_on & (cmd.gate == Gate.SAMPLES_K)
+                    & (cmd.epilogue == Epilogue.UPDATE)) if cfg.kept_norm else 0
         first_err, checks_pass = Signal(ErrorCode), Signal()
         period, k_m1 = Signal(dim), Signal(dim)
         # ``at_end``: step s is the tile's last (s == period - 1), kept one step ahead so the
@@ -273,15 +286,24 @@ class Sequencer(wiring.Component):
                                                        | ((cmd.gate == Gate.SAMPLES_K) & ~cmd.trans_b)
                                                        | ((cmd.gate == Gate.SAMPLES_M)
                                                           & (cmd.epilogue != Epilogue.NONE)
-                                                          & (cmd.epilogue != Epilogue.MASK))))),
+                                                          & (cmd.epilogue != Epilogue.MASK))))
+                                         | (norm_cmd & ~self.norm_pow2)),
                              aux_colw.eq((Mux(aux_trans, cmd.m, cmd.n) - 1) >> bb),
                              config_err.eq(is_loss & self.skip_config_error if cfg.training else 0),
                              period.eq(Mux(k_run > max(R, C), k_run, max(R, C)))]
+                if cfg.kept_norm:
+                    m.d.sync += self.norm.eq(norm_cmd)
                 m.d.sync += [op["colw"].eq((op["cols"] - 1) >> bb) for op in operands]
             with m.If(step[1]):
                 m.d.sync += [period_m2.eq(period - 2), period_is_one.eq(period == 1), k_m1.eq(k_run - 1),
-                             shift_err.eq(eff_shift > cfg.acc_width - 1),
+                             shift_err.eq((eff_shift > cfg.acc_width - 1)
+                                          | (self.norm & (eff_shift < self.norm_e) if cfg.kept_norm else 0)),
                              aux_base_colw.eq(cmd.aux_base + aux_colw if cfg.training else 0)]
+                if cfg.kept_norm:
+                    # the exponent of batch / kept off the shift: the step comes 2**e finer
+                    # and the writer's normaliser multiplies by the mantissa
+                    with m.If(self.norm):
+                        m.d.sync += eff_shift.eq(eff_shift - self.norm_e)
                 for op in operands:
                     m.d.sync += [op["base_colw"].eq(op["base"] + op["colw"]),
                                  op["stride_err"].eq(op["ld"] <= op["colw"])]

@@ -25,8 +25,8 @@ class SkipController(wiring.Component):
     - ``OFF``: never.
 
     ``config_error`` is high while ``ctrl`` holds an unassigned policy, sample policy or
-    confidence mode (the sequencer stops a LOSS with SKIP_CONFIG then;
-    :attr:`skiptrain.skip.SkipCtrl.valid`). ``skipped``
+    confidence mode, or norm_kept on an accelerator built without the normaliser (the
+    sequencer stops a LOSS with SKIP_CONFIG then; :meth:`skiptrain.skip.SkipCtrl.valid_on`). ``skipped``
     pulses once per skipped batch.
     """
 
@@ -45,7 +45,8 @@ class SkipController(wiring.Component):
         m = Module()
         policy, mode, sample = self.ctrl[:2], self.ctrl[2:4], self.ctrl[5:7]
         m.d.comb += self.config_error.eq((policy > max(BatchPolicy)) | (mode > max(ConfMode))
-                                         | (sample > max(SamplePolicy)))
+                                         | (sample > max(SamplePolicy))
+                                         | (self.ctrl[SkipCtrl.NORM_BIT] & (not self._cfg.kept_norm)))
 
         m.submodules.lfsr = lfsr = self.lfsr
         ended = self.loss_done & ~self.loss_error

@@ -18,6 +18,7 @@ from .banked_memory import BankedMemory
 from .command import Epilogue, OutMode
 from .kept_list import KeptList
 from .loss_unit import LossUnit, loss_unit_signature
+from .norm_factor import NormFactor
 from .operand_reader import OperandReader
 from .perf_counters import COUNTERS, PerfCounters
 from .result_writer import ResultWriter
@@ -189,6 +190,15 @@ class Accelerator(wiring.Component):
             with m.Elif(loss.done):
                 m.d.sync += [kept.eq(loss.kept), loss_n.eq(cmd.n)]
         m.d.comb += [seq.kept.eq(kept), seq.loss_n.eq(loss_n)]
+        if cfg.kept_norm:
+            # batch / kept for the normalised update (SKIP_CTRL bit 7), from the same registers
+            m.submodules.norm_factor = nf = NormFactor(cfg)
+            # e is read in the next command's CHECK, after FETCH, the program read and DECODE
+            assert 1 + nf.exp_latency <= 1 + prog.read_latency + 1
+            m.d.comb += [nf.kept.eq(kept), nf.batch.eq(loss_n),
+                         seq.norm_on.eq(skip_ctrl[SkipCtrl.NORM_BIT]), seq.norm_e.eq(nf.e),
+                         seq.norm_pow2.eq(nf.batch_pow2),
+                         writer.norm.eq(seq.norm), writer.norm_m.eq(nf.m)]
         m.d.comb += [seq.lr_shift.eq(lr_shift),
                      seq.loss_done.eq(loss.done), seq.loss_error.eq(loss.error),
                      loss.start.eq(seq.loss_start), loss.m.eq(cmd.m), loss.n.eq(cmd.n),

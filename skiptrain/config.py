@@ -79,6 +79,12 @@ class Config:
         MASK, UPDATE), stochastic rounding. Without it the accelerator runs GEMM programs only
         (a LOSS stops with BAD_OPCODE, an epilogue with BAD_EPILOGUE), its writer is 7 cycles
         shorter, and it is small enough for the iCE40 UP5K (preset ``tiny_gemm``).
+    kept_norm:
+        Build the kept-count normaliser: with SKIP_CTRL bit 7 set, the update of a
+        ``Gate.SAMPLES_K`` GEMM is scaled by batch / kept, so the gradient is normalised by the
+        kept samples instead of the batch (``rtl/normaliser.py``). It costs two 18x18
+        multipliers per bank and makes the result writer 2 cycles longer for every command,
+        which is why it is off unless asked for (``configs/default_kept_norm.json``).
     """
 
     rows: int = 8
@@ -95,6 +101,7 @@ class Config:
     multiplier: str = "behavioral"
     memory: str = "inferred"
     training: bool = True
+    kept_norm: bool = False
     name: str = field(default="custom", compare=False)
 
     def __post_init__(self):
@@ -123,6 +130,12 @@ class Config:
         self._check("multiplier", self.multiplier in MULTIPLIERS, f"must be one of {MULTIPLIERS}")
         self._check("memory", self.memory in MEMORIES, f"must be one of {MEMORIES}")
         self._check("training", isinstance(self.training, bool), "must be true or false")
+        self._check("kept_norm", isinstance(self.kept_norm, bool), "must be true or false")
+        if self.kept_norm:
+            self._check("kept_norm", self.training, "needs training=True (it scales the update epilogue)")
+            self._check("acc_width", self.acc_width >= 19,
+                        "must be at least 19 with kept_norm=True (the normaliser splits the step "
+                        "into a 17-bit low part and a signed high part)")
         if self.multiplier == "ecp5":
             self._check("data_width", self.data_width <= 18,
                         "must be at most 18 with multiplier='ecp5' (MULT18X18D is 18x18)")

@@ -91,6 +91,43 @@ def round_shift(x: int, shift: int) -> int:
     return q + (rem > half or (rem == half and q & 1))
 
 
+# ---- normalisation by the kept count --------------------------------------------------------------
+NORM_FRAC = 16       #: fraction bits of the kept-count factor's mantissa (1.0 = 2**16: 17 bits)
+NORM_STEP_LIMIT = 35  #: the step is clamped to at most this many signed bits before the multiply
+NORM_LO_BITS = 17    #: the step's low part, multiplied unsigned (two 18x18 products a lane)
+
+
+def norm_mantissa(kept: int) -> int:
+    """The mantissa m of 1/kept: 1/K = m * 2**-(NORM_FRAC + t) with t = ceil(log2 K), m =
+    round(2**(NORM_FRAC + t) / K) (half up), in [2**16, 2**17); 2**16 for K = 0 and every power
+    of two. Entry K of the normaliser's table (rtl/norm_factor.py)."""
+    if kept <= 0:
+        return 1 << NORM_FRAC
+    t = (kept - 1).bit_length()
+    return (((1 << (NORM_FRAC + t + 1)) // kept) + 1) >> 1
+
+
+def norm_table(max_batch: int) -> tuple[int, ...]:
+    """:func:`norm_mantissa` for K = 0 .. max_batch (the ROM's words)."""
+    return tuple(norm_mantissa(k) for k in range(max_batch + 1))
+
+
+def norm_exponent(kept: int, batch: int) -> int:
+    """e with batch / kept = m * 2**e / 2**NORM_FRAC: floor(log2 batch) - ceil(log2 kept), or 0
+    where that is not positive (a batch that is not a power of two), and 0 for kept 0."""
+    if kept <= 0:  # the update is skipped: no exponent, so its CHECK never fails on it
+        return 0
+    n = batch.bit_length() - 1 if batch > 0 else 0
+    t = (kept - 1).bit_length()
+    return n - t if n > t else 0
+
+
+def norm_step_width(acc_width: int) -> int:
+    """Signed bits the step is clamped to before the multiply: one below acc_width (so that the
+    scaled step, at most twice the clamped one, still fits acc_width), at most NORM_STEP_LIMIT."""
+    return min(acc_width - 1, NORM_STEP_LIMIT)
+
+
 # ---- stochastic rounding --------------------------------------------------------------------------
 LFSR_WIDTH = 32
 LFSR_LANE_MIX = 0x9E3779B9  #: lane l's seed is seed ^ (LFSR_LANE_MIX * (l + 1)) mod 2**32

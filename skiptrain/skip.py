@@ -85,31 +85,39 @@ CONF_MODE_NAMES = {"max_prob": ConfMode.MAX_PROB, "true_class_prob": ConfMode.TR
 @dataclass(frozen=True)
 class SkipCtrl:
     """The SKIP_CTRL register: bits 0-1 batch policy, 2-3 confidence mode, 4 require_correct,
-    5-6 sample policy."""
+    5-6 sample policy, 7 norm_kept (normalise the update of the kept samples by their count,
+    not by the batch; needs an accelerator built with ``Config.kept_norm``)."""
 
     policy: int = BatchPolicy.OFF
     mode: int = ConfMode.MAX_PROB
     require_correct: bool = False
     sample: int = SamplePolicy.OFF
+    norm_kept: bool = False
 
-    WIDTH = 7
+    WIDTH = 8
+    NORM_BIT = 7
 
     def encode(self) -> int:
         for name, v in (("policy", self.policy), ("mode", self.mode), ("sample", self.sample)):
             if not 0 <= int(v) <= 3:
                 raise ValueError(f"SKIP_CTRL {name}={v}: must be in 0..3 (2 bits)")
         return (int(self.policy) | int(self.mode) << 2 | int(bool(self.require_correct)) << 4
-                | int(self.sample) << 5)
+                | int(self.sample) << 5 | int(bool(self.norm_kept)) << self.NORM_BIT)
 
     @classmethod
     def decode(cls, word: int) -> "SkipCtrl":
-        return cls(word & 3, (word >> 2) & 3, bool((word >> 4) & 1), (word >> 5) & 3)
+        return cls(word & 3, (word >> 2) & 3, bool((word >> 4) & 1), (word >> 5) & 3,
+                   bool((word >> cls.NORM_BIT) & 1))
 
     @property
     def valid(self) -> bool:
         """False for an unassigned policy or mode (a LOSS then stops with SKIP_CONFIG)."""
         return (self.policy in tuple(BatchPolicy) and self.mode in tuple(ConfMode)
                 and self.sample in tuple(SamplePolicy))
+
+    def valid_on(self, cfg: Config) -> bool:
+        """:attr:`valid`, and norm_kept only on an accelerator built with the normaliser."""
+        return self.valid and (not self.norm_kept or cfg.kept_norm)
 
 
 def _real(name: str, value, lo, hi=None) -> Fraction:

@@ -40,6 +40,10 @@ def test_skip_ctrl_round_trip_and_validity():
         # every assigned policy, mode and sample policy, in every combination
         expected = policy != 3 and mode != 3 and sample != 3
         assert c.valid == expected, (word, c.valid, expected)
+        # norm_kept (bit 7) needs the normaliser in the hardware
+        assert c.norm_kept == bool(word >> 7)
+        assert c.valid_on(TINY) == (expected and not c.norm_kept), word
+        assert c.valid_on(TINY.replace(kept_norm=True)) == expected, word
     with pytest.raises(ValueError, match="policy=4"):
         SkipCtrl(4).encode()
 
@@ -277,3 +281,165 @@ def test_kept_list_holds_each_groups_samples_with_few_classes(classes):
     assert all(0 < k for k in kept), kept
     errors = run_scenarios(Accelerator(cfg), cfg, scs)
     assert not errors, "\n".join(errors[:20])
+
+
+# ---- the kept-count normaliser (Config.kept_norm) -----------------------------------------------
+NORM = TINY.replace(kept_norm=True, name="tiny_norm")
+
+
+def test_norm_factor_is_batch_over_kept_within_half_an_ulp():
+    """m * 2**e / 2**16 is N / K to within 2**-17 relative, exactly for a power-of-two K, for
+    every K of every power-of-two batch N up to 4096; K = 0 gives the factor 1."""
+    for n in range(13):
+        N = 1 << n
+        for K in range(1, N + 1):
+            m, e = numerics.norm_mantissa(K), numerics.norm_exponent(K, N)
+            assert 1 << 16 <= m < 1 << 17, (N, K, m)
+            exact, got = Fraction(N, K), Fraction(m << e, 1 << 16)
+            assert abs(got - exact) <= exact / (1 << 17), (N, K, m, e)
+            if K & (K - 1) == 0:
+                assert got == exact, (N, K, m, e)
+    assert numerics.norm_mantissa(0) == 1 << 16 and numerics.norm_exponent(0, 32) == 0
+    assert numerics.norm_exponent(3, 5) == 0   # not a power of two: floor(log2 5) = ceil(log2 3)
+    assert numerics.norm_table(8) == tuple(numerics.norm_mantissa(k) for k in range(9))
+
+
+def _sim(dut, bench):
+    from amaranth.sim import Simulator  # noqa: PLC0415
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+@pytest.mark.parametrize("cfg", [NORM, preset("default").replace(kept_norm=True)], ids=["tiny", "default"])
+def test_normaliser_at_its_edges(cfg):
+    """rtl Normaliser against golden.normaliser.normalise: steps at the clamp (one inside, on,
+    one past, both signs, the accumulator's limits), ties of the rounding (m = 1.5 with odd
+    steps, m = 1 + 2**-16 with steps of 2**15 mod 2**16), the identity m = 2**16, the largest
+    mantissa; and with ``norm`` clear the step passes unchanged whatever its size."""
+    from golden.normaliser import normalise  # noqa: PLC0415
+    from rtl.normaliser import Normaliser  # noqa: PLC0415
+    lanes = 4
+    dut = Normaliser(cfg, lanes)
+    lim = 1 << (dut.step_width - 1)
+    top = 1 << (cfg.acc_width - 1)
+    rng = __import__("random").Random(7)
+    steps = [0, 1, -1, 3, -3, 5, -5, lim - 1, lim, -lim, -lim - 1, lim + 1, top - 1, -top,
+             1 << 15, 3 << 15, -(1 << 15), -(3 << 15), (1 << 17) - 1, 1 << 17, -(1 << 17),
+             (1 << 17) + 1, -(1 << 17) - 1] + [rng.randint(-lim, lim - 1) for _ in range(21)]
+    rows = [steps[i:i + lanes] for i in range(0, len(steps), lanes)]
+    cases = [(norm, m) for m in (1 << 16, 3 << 15, (1 << 16) + 1, (1 << 17) - 1, 87381) for norm in (1, 0)]
+
+    async def bench(ctx):
+        for norm, m in cases:
+            ctx.set(dut.norm, norm)
+            ctx.set(dut.m, m)
+            got = []
+            for t in range(len(rows) + dut.latency):
+                if t < len(rows):
+                    for j, v in enumerate(rows[t]):
+                        ctx.set(dut.step[j], v)
+                await ctx.tick()
+                if t + 1 >= dut.latency:
+                    got.append([ctx.get(dut.out[j]) for j in range(lanes)])
+            for row, out in zip(rows, got[:len(rows)]):
+                exp = normalise(torch.tensor(row), m, cfg).tolist() if norm else row
+                assert out == exp, f"norm {norm} m {m} steps {row}: got {out}, expected {exp}"
+
+    _sim(dut, bench)
+
+
+def test_norm_factor_unit():
+    """rtl NormFactor: m, e and batch_pow2 for kept 0..N of batches 0..2V+3 and max_batch."""
+    from rtl.norm_factor import NormFactor  # noqa: PLC0415
+    dut = NormFactor(NORM)
+    batches = list(range(0, 2 * NORM.banks + 4)) + [NORM.max_batch]
+
+    async def bench(ctx):
+        for N in batches:
+            for K in range(0, N + 1):
+                ctx.set(dut.kept, K)
+                ctx.set(dut.batch, N)
+                for _ in range(dut.latency):
+                    await ctx.tick()
+                got = (ctx.get(dut.m), ctx.get(dut.e), ctx.get(dut.batch_pow2))
+                exp = (numerics.norm_mantissa(K), numerics.norm_exponent(K, N),
+                       int(N > 0 and N & (N - 1) == 0))
+                assert got == exp, f"kept {K} batch {N}: got (m, e, pow2) {got}, expected {exp}"
+
+    assert dut.exp_latency <= dut.latency
+    _sim(dut, bench)
+
+
+def _kept_norm_coverage(scs) -> dict:
+    """What the normalised updates of these scenarios covered (golden model): the factor 1
+    (every sample kept), a power of two (m = 2**16, e > 0), a mantissa other than 2**16, a
+    single kept sample, no kept sample (the update skipped), and the batch normalisation."""
+    from golden.accelerator import Accelerator as Golden  # noqa: PLC0415
+    seen = Counter()
+    for sc in scs:
+        acc = sc.initial()
+        real_loss = Golden._loss
+
+        def spy(self, cmd, _real=real_loss):
+            bad = _real(self, cmd)
+            K, N = self.kept, cmd.n
+            if not SkipCtrl.decode(self.skip_ctrl).norm_kept:
+                seen["batch normalisation"] += 1
+            elif K == 0:
+                seen["none kept"] += 1
+            elif K == N:
+                seen["all kept (factor 1)"] += 1
+            elif numerics.norm_mantissa(K) == 1 << 16:
+                seen["power-of-two factor"] += 1
+            else:
+                seen["other mantissa"] += 1
+            if K == 1:
+                seen["one kept"] += 1
+            return bad
+        acc._loss = spy.__get__(acc)
+        acc.run(sc.start_pc)
+    return dict(seen)
+
+
+def test_kept_norm_programs_match_golden():
+    """Normalised updates over the kept samples (the scenarios aim at every kept count class
+    and at master weights at the accumulator's limits), and the normaliser's errors, on the
+    RTL in the Amaranth simulator against the golden model: every line, status bit, counter
+    and cycle count."""
+    from golden.train_scenario import kept_norm_error_scenarios, kept_norm_scenario  # noqa: PLC0415
+    scs = [kept_norm_scenario(NORM, seed) for seed in range(16)]
+    cover = _kept_norm_coverage(scs)
+    for need in ("batch normalisation", "none kept", "all kept (factor 1)", "power-of-two factor",
+                 "other mantissa", "one kept"):
+        assert cover.get(need, 0) > 0, f"the kept_norm scenarios never had {need!r}: {cover}"
+    for name, (sc, code) in kept_norm_error_scenarios(NORM).items():
+        _, res = sc.expected()
+        assert res.error_code == code, f"{name}: golden stops with {res.error_code!r}, expected {code!r}"
+        scs.append(sc)
+    errors = run_scenarios(Accelerator(NORM), NORM, scs)
+    assert not errors, "\n".join(errors[:20])
+
+
+def test_norm_kept_without_the_normaliser_is_refused():
+    from golden.train_scenario import kept_norm_error_scenarios  # noqa: PLC0415
+    (sc, code), = kept_norm_error_scenarios(TINY).values()
+    _, res = sc.expected()
+    assert res.error_code == code == ErrorCode.SKIP_CONFIG and res.pc == 0
+    errors = run_scenarios(Accelerator(TINY), TINY, [sc])
+    assert not errors, "\n".join(errors)
+
+
+def test_kept_norm_with_every_sample_kept_is_the_batch_normalisation():
+    """Golden model: with every sample kept (rate 0) norm_kept changes nothing, bit for bit."""
+    from golden.train_scenario import kept_norm_scenario  # noqa: PLC0415
+    for seed in range(6):
+        sc = kept_norm_scenario(NORM, seed)
+        outs = []
+        for norm in (False, True):
+            s = dataclasses.replace(sc, skip={**sc.skip, "rate": 0,
+                                              "ctrl": SkipCtrl(sample=SamplePolicy.RANDOM, norm_kept=norm).encode()})
+            acc, res = s.expected()
+            outs.append(([acc.load(r, mem).tolist() for mem, r in s.outputs], res.counters))
+        assert outs[0] == outs[1], f"seed {seed}: norm_kept with every sample kept differs"

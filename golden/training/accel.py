@@ -21,8 +21,10 @@ What differs from the float backend, by construction of the hardware:
   (:func:`skip_registers`), per epoch, from the same policy objects the float backend runs,
   and records the hardware's decisions into them (so logs, rates and matched baselines work
   alike). The per-sample confidence test is any mode (``true_class_prob`` in the exp table's
-  index domain, with TCP_BOUND: :func:`skiptrain.skip.tcp_bound`), and the per-sample skip
-  normalises by the batch (``normalize="batch"``).
+  index domain, with TCP_BOUND: :func:`skiptrain.skip.tcp_bound`). The per-sample skip
+  normalises by the batch (``normalize="batch"``), or, on an accelerator built with the
+  kept-count normaliser (``Config.kept_norm``, e.g. ``configs/default_kept_norm.json``), by
+  the kept samples (``normalize="kept"``: SKIP_CTRL's norm_kept).
 
 It returns a :class:`~golden.training.trainer.RunResult`, so tables, JSON and plots are the
 float backend's; every epoch record also has ``accel``: the accelerator's cycles of the
@@ -80,13 +82,15 @@ def skip_registers(policy, epoch: int, batch: int, cfg: Config, seed: int) -> di
     if isinstance(policy, RandomBatchSkip):
         return {"ctrl": SkipCtrl(BatchPolicy.RANDOM).encode(),
                 "rate": rate_register(_rate_at(policy.rate, epoch)), "seed": seed}
-    if isinstance(policy, (ConfidenceSampleSkip, RandomSampleSkip)) and policy.normalize != "batch":
-        raise ValueError(f"normalize={policy.normalize!r}: backend accel's per-sample skip normalises "
-                         "by the batch (the loss unit's 1/B is a shift); use normalize='batch'")
+    norm_kept = isinstance(policy, (ConfidenceSampleSkip, RandomSampleSkip)) and policy.normalize == "kept"
+    if norm_kept and not cfg.kept_norm:
+        raise ValueError(f"normalize='kept': the accelerator {cfg.name!r} is built without the kept-count "
+                         "normaliser (Config.kept_norm=False); use --accel-config "
+                         "configs/default_kept_norm.json, or normalize='batch'")
     if isinstance(policy, ConfidenceSampleSkip):
         on = epoch >= policy.warmup_epochs  # the warm-up: the sample policy register says OFF
         ctrl = SkipCtrl(BatchPolicy.OFF, CONF_MODE_NAMES[policy.confidence], policy.require_correct,
-                        SamplePolicy.CONFIDENCE if on else SamplePolicy.OFF)
+                        SamplePolicy.CONFIDENCE if on else SamplePolicy.OFF, norm_kept)
         conf_tau = conf_threshold(policy.confidence, policy.threshold, cfg)
         regs = {"ctrl": ctrl.encode(), "conf_tau": conf_tau}
         if policy.confidence == "true_class_prob":
@@ -94,7 +98,7 @@ def skip_registers(policy, epoch: int, batch: int, cfg: Config, seed: int) -> di
             regs["tcp_bound"] = tcp_bound(conf_tau, cfg)
         return regs
     if isinstance(policy, RandomSampleSkip):
-        return {"ctrl": SkipCtrl(sample=SamplePolicy.RANDOM).encode(),
+        return {"ctrl": SkipCtrl(sample=SamplePolicy.RANDOM, norm_kept=norm_kept).encode(),
                 "rate": rate_register(_rate_at(policy.rate, epoch)), "seed": seed}
     if type(policy).name == "none":
         return {"ctrl": SkipCtrl(BatchPolicy.OFF).encode()}

@@ -51,6 +51,8 @@ def register(subparsers):
     p.add_argument("--sim", required=True, metavar="SIM", help="icarus or verilator")
     p.add_argument("--preset", default=None, metavar="NAME",
                    help="config preset (default: tiny for gemm, default for train)")
+    p.add_argument("--config", default=None, metavar="FILE.json",
+                   help="a config file instead of a preset (e.g. configs/default_kept_norm.json)")
     g = p.add_argument_group("cosim train")
     g.add_argument("--steps", default="10", metavar="N", help="training steps (default 10)")
     g.add_argument("--sizes", default="64,128,10", metavar="N,N,...",
@@ -75,6 +77,10 @@ def register(subparsers):
                    help="conf_batch: skip a batch when its mean confidence >= T (default 0.95)")
     g.add_argument("--rate", default=None, metavar="R",
                    help="random_sample, random_batch: skip rate in [0, 1] (default 0.5)")
+    g.add_argument("--normalize", default=None, choices=("batch", "kept"),
+                   help="conf_sample, random_sample: normalise the gradient by the batch (default) "
+                        "or by the kept samples (SKIP_CTRL's norm_kept; needs a config with "
+                        "kept_norm, e.g. --config configs/default_kept_norm.json)")
     p.add_argument("--seeds", default="10", metavar="N",
                    help="gemm: programs of seeds 0..N-1, even seeds random, odd seeds aimed at "
                         "the requantizer's edges (default 10)")
@@ -408,8 +414,6 @@ def cosim_scenarios(cfg, seeds: int, n_commands: int, max_dim: int) -> list:
 
 
 def cosim(args) -> int:
-    from skiptrain.config import preset
-
     if args.what == "train":
         return cosim_train(args)
     train_only = {"--steps": (args.steps, "10"), "--sizes": (args.sizes, "64,128,10"),
@@ -417,12 +421,13 @@ def cosim(args) -> int:
                   "--seed": (args.train_seed, "0"), "--rounding": (args.rounding, "nearest"),
                   "--policy": (args.policy, "none"), "--confidence": (args.confidence, None),
                   "--tau": (args.tau, None),
-                  "--batch-tau": (args.batch_tau, None), "--rate": (args.rate, None)}
+                  "--batch-tau": (args.batch_tau, None), "--rate": (args.rate, None),
+                  "--normalize": (args.normalize, None)}
     given = [flag for flag, (value, default) in train_only.items() if value != default]
     if given:
         raise _err(f"{', '.join(given)}: options of 'cosim train', not of GEMM programs")
     sim = _sim(args.sim)
-    cfg = preset(args.preset or "tiny")
+    cfg = _config(args.preset or (None if args.config else "tiny"), args.config)
     seeds = _int("--seeds", args.seeds, 1, 10_000)
     n_commands = _int("--commands", args.commands, 1, cfg.prog_depth - 1,
                       f"preset {cfg.name} holds {cfg.prog_depth} commands, one of them the HALT")
@@ -473,11 +478,10 @@ def cosim(args) -> int:
 
 
 def cosim_train(args) -> int:
-    from skiptrain.config import preset
     from skiptrain.program import MlpSpec, build_mlp, lr_shift_of
 
     sim = _sim(args.sim)
-    cfg = preset(args.preset or "default")
+    cfg = _config(args.preset or (None if args.config else "default"), args.config)
     if args.waves:
         raise _err("--waves: cosim train records no waves (use cosim gemm, or the cocotb runner's "
                    "waves on a training session from cocotb_tests.training_session)")
@@ -500,12 +504,14 @@ def cosim_train(args) -> int:
     for flag, key, value, policies in (("--confidence", "confidence", args.confidence, ("conf_batch",)),
                                        ("--batch-tau", "batch_tau", args.batch_tau, ("conf_batch",)),
                                        ("--tau", "tau", args.tau, ("conf_sample",)),
-                                       ("--rate", "rate", args.rate, ("random_sample", "random_batch"))):
+                                       ("--rate", "rate", args.rate, ("random_sample", "random_batch")),
+                                       ("--normalize", "normalize", args.normalize,
+                                        ("conf_sample", "random_sample"))):
         if value is None:
             continue
         if args.policy not in policies:
             raise _err(f"{flag}: an option of --policy {' or '.join(policies)}, not of {args.policy}")
-        if key == "confidence":
+        if key in ("confidence", "normalize"):
             options[key] = value
         else:
             try:
