@@ -23,7 +23,9 @@ pytestmark = pytest.mark.cosim
 
 SIMS = ["icarus", "verilator"]
 NONSQUARE = Config(rows=3, cols=5, spad_depth=512, acc_depth=128, prog_depth=16, name="nonsquare")
-CONFIGS = {"tiny": preset("tiny"), "nonsquare": NONSQUARE, "default": preset("default")}
+CONFIGS = {"tiny": preset("tiny"), "nonsquare": NONSQUARE, "default": preset("default"),
+           # the tiny accelerator with the kept-count normaliser
+           "tiny_norm": preset("tiny").replace(kept_norm=True, name="tiny_norm")}
 
 _builds: dict = {}
 

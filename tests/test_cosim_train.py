@@ -11,7 +11,7 @@ from cocotb_tests.training_session import run_training, training_session
 from golden.train_scenario import epilogue_scenario, loss_scenario, train_error_scenarios
 from skiptrain.config import preset
 
-from test_cosim import run_and_check
+from test_cosim import CONFIGS, run_and_check
 
 pytestmark = pytest.mark.cosim
 
@@ -127,6 +127,19 @@ def test_a_wrong_weight_is_caught():
     from cocotb_tests.training_session import first_differences
     diffs = first_differences(golden, 0, results[0]["lines"])
     assert diffs and ("acc line" in diffs[0] or "spad line" in diffs[0]), diffs
+
+
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_kept_norm_programs_tiny(sim):
+    """The kept-count normaliser's programs (every kept count class, stochastic rounding one
+    time in four) and its refusals, on the Verilog of tiny with kept_norm, and norm_kept
+    refused by tiny without it."""
+    from golden.train_scenario import kept_norm_error_scenarios, kept_norm_scenario
+    cfg = CONFIGS["tiny_norm"]
+    items = [(kept_norm_scenario(cfg, s), "run", True) for s in range(10)]
+    items += [(sc, "run", True) for sc, _ in kept_norm_error_scenarios(cfg).values()]
+    run_and_check("tiny_norm", sim, items)
+    run_and_check("tiny", sim, [(sc, "run", True) for sc, _ in kept_norm_error_scenarios(preset("tiny")).values()])
 
 
 @pytest.mark.parametrize("sim", ["icarus", "verilator"])

@@ -190,6 +190,11 @@ def _cli_error(capsys, *argv):
      "skiptrain: error: --top='Accelerator': must be MODULE:NAME, e.g. rtl.top:Accelerator"),
     (["--preset", "tiny", "--target", "ecp5", "--top", "rtl.nowhere:Accelerator"],
      "skiptrain: error: --top='rtl.nowhere:Accelerator': cannot import rtl.nowhere"),
+    (["--preset", "tiny", "--config", "configs/default_kept_norm.json", "--target", "ecp5"],
+     "skiptrain: error: give one of --preset NAME or --config FILE.json"),
+    (["--target", "ecp5"], "skiptrain: error: give one of --preset NAME or --config FILE.json"),
+    (["--config", "configs/nowhere.json", "--target", "ecp5"],
+     "skiptrain: error: config file 'configs/nowhere.json' does not exist"),
 ])
 def test_cli_bad_arguments(capsys, tmp_path, argv, message):
     err = _cli_error(capsys, *argv, "--json", str(tmp_path / "r.json"), "--out", str(tmp_path))

@@ -9,11 +9,14 @@ line, status bit, counter and cycle.
 
 from __future__ import annotations
 
+import io
+import json
 import math
 from fractions import Fraction
 
 import pytest
 import torch
+from pathlib import Path
 
 from amaranth_bus import run_scenarios, simulate
 from golden import loss_unit as gloss
@@ -253,17 +256,43 @@ def test_accel_backend_rejects(tmp_path, kwargs, rule):
                 out=tmp_path, backend="accel", limit=64, **kwargs)
 
 
-@pytest.mark.parametrize("policy,rule", [
-    (dict(name="conf_sample", normalize="kept"), "normalises by the batch"),
-    (dict(name="random_sample", normalize="kept"), "normalises by the batch"),
-])
-def test_accel_sample_skip_refuses_what_the_hardware_does_not_do(policy, rule):
+@pytest.mark.parametrize("name", ["conf_sample", "random_sample"])
+def test_accel_kept_normalisation_needs_the_normaliser(name):
+    """normalize='kept' sets SKIP_CTRL's norm_kept on an accelerator built with kept_norm, and
+    is refused, naming the config file that has it, on one without."""
     from golden.training.accel import skip_registers
     from golden.training.registry import make_policy
-    name = policy.pop("name")
-    pol = make_policy(name, policy).policies[0]
-    with pytest.raises(ValueError, match=rule):
+    from skiptrain.skip import SkipCtrl
+    pol = make_policy(name, {"normalize": "kept"}).policies[0]
+    with pytest.raises(ValueError, match="built without the kept-count normaliser.*default_kept_norm.json"):
         skip_registers(pol, 5, 32, preset("default"), 0)
+    regs = skip_registers(pol, 5, 32, preset("default").replace(kept_norm=True), 0)
+    assert SkipCtrl.decode(regs["ctrl"]).norm_kept
+    batch = make_policy(name, {"normalize": "batch"}).policies[0]
+    regs = skip_registers(batch, 5, 32, preset("default").replace(kept_norm=True), 0)
+    assert not SkipCtrl.decode(regs["ctrl"]).norm_kept
+
+
+def test_accel_kept_normalisation_trains_and_differs_from_the_batch_one(tmp_path):
+    """Two epochs of random_sample (rate 0.5) on the accelerator with the normaliser:
+    normalize='kept' runs, skips samples, and trains otherwise than normalize='batch' (the step
+    is scaled by B / KEPT); with the default preset it is refused."""
+    from golden.training import cli
+    cfg_file = Path(__file__).resolve().parent.parent / "configs" / "default_kept_norm.json"
+    runs = {}
+    for norm in ("batch", "kept"):
+        assert cli.run("train", ["random_sample"], dataset="digits", model="mlp1", seeds=1, epochs=2,
+                       out=tmp_path / norm, backend="accel", accel_config=str(cfg_file), limit=256,
+                       momentum=0.0, lr=0.25, options={"rate": 0.5, "normalize": norm},
+                       stdout=io.StringIO()) == 0
+        run = json.loads((tmp_path / norm / "results.json").read_text())["policies"][0]["runs"][0]
+        assert all(e["accel"]["skipped_samples"] > 0 for e in run["epochs"]), run["epochs"]
+        runs[norm] = [e["train_loss"] for e in run["epochs"]]
+    assert runs["batch"] != runs["kept"], runs
+    with pytest.raises(ValueError, match="built without the kept-count normaliser"):
+        cli.run("train", ["conf_sample"], dataset="digits", model="mlp1", seeds=1, epochs=1,
+                out=tmp_path / "d", backend="accel", limit=64, momentum=0.0, lr=0.25,
+                options={"normalize": "kept"})
 
 
 def test_bench_train_on_a_config_file_that_holds_batch_128(tmp_path, capsys):

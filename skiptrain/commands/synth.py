@@ -25,8 +25,10 @@ def register(subparsers):
                     "used, the same per PE, and the critical path. ECP5: LFE5U-85F speed 6, out "
                     "of context, MULT18X18D multipliers. iCE40: UP5K in a pin-light wrapper, "
                     "SB_MAC16 multipliers.")
-    p.add_argument("--preset", required=True, metavar="NAME",
+    p.add_argument("--preset", default=None, metavar="NAME",
                    help="config preset (skiptrain.config.PRESETS: tiny, small, default)")
+    p.add_argument("--config", default=None, metavar="FILE.json",
+                   help="a config file instead of --preset (e.g. configs/default_kept_norm.json)")
     p.add_argument("--target", required=True, metavar="TARGET", help="ecp5 or ice40")
     p.add_argument("--json", required=True, metavar="FILE", dest="json_path",
                    help="write the report here as JSON")
@@ -92,21 +94,24 @@ def _factory(spec: str):
 def run(args) -> int:
     from fpga.targets import FitError, check_fits, target
     from skiptrain.cli import CliError
-    from skiptrain.config import ConfigError, preset
+    from skiptrain.config import Config, ConfigError, preset
 
+    if (args.preset is None) == (args.config is None):
+        raise CliError("give one of --preset NAME or --config FILE.json")
     try:
         tgt = target(args.target)
-        cfg = preset(args.preset)
+        cfg = preset(args.preset) if args.preset else Config.from_json(Path(args.config))
     except (FitError, ConfigError) as e:
         raise CliError(str(e)) from None
+    what = args.preset or cfg.name
     seeds = _seeds(args.seeds)
     jobs = _jobs(args.jobs)
     try:
-        check_fits(cfg.replace(multiplier=tgt.multiplier, memory=tgt.memory), tgt, args.preset)
+        check_fits(cfg.replace(multiplier=tgt.multiplier, memory=tgt.memory), tgt, what)
     except FitError as e:
         raise CliError(f"{e}; choose a smaller preset for --target {tgt.name}") from None
     make_top = _factory(args.top)
-    out = Path(args.out) if args.out else Path("build") / "synth" / f"{args.preset}_{tgt.name}"
+    out = Path(args.out) if args.out else Path("build") / "synth" / f"{what}_{tgt.name}"
 
     from fpga.flow import FlowError, run_flow
     from fpga.report import to_table, write_report
@@ -126,7 +131,7 @@ def run(args) -> int:
     progress(f"wrote {args.json_path}" + (f" and {args.markdown}" if args.markdown else ""))
     print(to_table(report))
     if not report["fits"]:
-        print(f"skiptrain synth: preset {args.preset!r} does not fit {tgt.device}: "
+        print(f"skiptrain synth: {what!r} does not fit {tgt.device}: "
               f"{report['does_not_fit']}; the report has the synthesis numbers",
               file=sys.stderr)
         return 1
