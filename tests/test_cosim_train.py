@@ -113,6 +113,19 @@ def test_icarus_training_steps_small():
     assert r["errors"] == [] and r["passed"] == 3, "\n".join(r["errors"][:20])
 
 
+def test_verilator_training_steps_normalised_by_the_kept_count_small():
+    """SKIP_CTRL's norm_kept on the small accelerator built with the normaliser: 30 steps of a
+    random per-sample skip (rate 0.5: a different kept count, so another mantissa, nearly every
+    step), every weight, counter and cycle equal to the golden model."""
+    _ready("verilator")
+    cfg = preset("small").replace(kept_norm=True, name="small_norm")
+    r = run_training(cfg, "verilator", sizes=(64, 8, 10), batch=16, steps=30, policy="random_sample",
+                     options={"rate": 0.5, "normalize": "kept"}, log=lambda *a: None)
+    assert r["errors"] == [] and r["passed"] == 30, "\n".join(r["errors"][:20])
+    kept = [16 - k for k in r["skipped_samples"]]
+    assert len(set(kept)) >= 5 and all(0 < k < 16 for k in kept[:10]), kept
+
+
 def test_a_wrong_weight_is_caught():
     """Negative control: the bench is told LR_SHIFT 3 but the golden model trained with 2, so
     every weight update differs; the run must fail at step 0 and name differing lines."""
