@@ -409,6 +409,21 @@ class LossUnit(wiring.Component):
         group_k0 = Signal(dim)   # the group's first dY column
         kept_total = Signal(dim)
         m.d.sync += self.skipped.eq(0)
+        # per bank b, what depends on group_k0 alone, registered beside it from its next value
+        # (kept_total) so they change together: the rank it takes, (b - group_k0) mod V
+        # (group_rank); the kept-list word of column group_k0 + group_rank (the word after
+        # group_k0 // V where b < group_k0 mod V) and whether it is below max_batch
+        # (group_in_list). They cut the critical path from group_k0 into the kept list's enable
+        # (2296d99, seed 1). k0_next_lo is group_k0 mod V's next value, for the D stage a stage
+        # ahead (below)
+        _, _, list_aw = kept_list_widths(cfg)
+        group_rank = [Signal(max(bb, 1), name=f"group_rank{b}", init=b % V) for b in range(V)]
+        k0_next_lo = Signal(max(bb, 1), name="group_k0_next_lo")
+        m.d.comb += k0_next_lo.eq(group_k0[:bb])
+        group_word = [Signal(list_aw, name=f"group_list_word{b}") for b in range(V)]
+        group_in_list = Signal(V, init=(1 << V) - 1)  # group_k0 = 0: columns 0..V-1, in the list
+        # max_batch is a multiple of V: column w*V + b (b < V) is below it iff w < max_batch // V
+        list_words = cfg.max_batch >> bb
         # the compactor's registered count, a cycle after keep: the kept count's adder does not
         # follow the popcount in the same cycle
         with m.If(self.start):
@@ -416,6 +431,14 @@ class LossUnit(wiring.Component):
         with m.Elif(decide[18]):
             m.d.sync += [group_k0.eq(kept_total), kept_total.eq(kept_total + count),
                          self.skipped.eq(popcount(sample_d) - count)]
+            k_lo, k_word = kept_total[:bb], kept_total >> bb
+            m.d.comb += k0_next_lo.eq(k_lo)
+            for b in range(V):
+                wrap = (b < k_lo) if V > 1 else Const(0, 1)
+                m.d.sync += [group_rank[b].eq((b - k_lo)[:bb] if V > 1 else 0),
+                             group_word[b].eq(k_word + wrap),
+                             group_in_list[b].eq(Mux(wrap, k_word < list_words - 1,
+                                                     k_word < list_words))]
         m.d.comb += self.kept.eq(kept_total)
         # 19: the kept list (rtl/kept_list.py): entry group_k0 + q is sample gw * V + lane_of_rank[q],
         # in bank (group_k0 + q) mod V; entries past max_batch are not stored
@@ -429,11 +452,10 @@ class LossUnit(wiring.Component):
             m.d.sync += group.eq(group_sum)
         entries = Array(lane_of_rank)
         for b in range(V):
-            q = (b - group_k0[:bb])[:bb]
-            entry = group_k0 + q
-            m.d.sync += [self.list_wr.addr[b].eq(entry >> bb),
+            q = group_rank[b]
+            m.d.sync += [self.list_wr.addr[b].eq(group_word[b]),
                          self.list_wr.data[b].eq(Cat(entries[q], group)),
-                         self.list_wr.en[b].eq(decide[19] & (q < count) & (entry < cfg.max_batch))]
+                         self.list_wr.en[b].eq(decide[19] & (q < count) & group_in_list[b])]
 
         if self._comparator:
             # ---- the confidence comparator: once the group's last OUT row has passed C1 (cycle 10),
@@ -468,7 +490,10 @@ class LossUnit(wiring.Component):
         # the enable, registered (the row's kept columns group_k0 .. group_k0 + count - 1 lie in
         # banks (r + column) mod V: bank b takes rank (b - r - group_k0) mod V, in the word
         # after the row's group_k0 // V when (b - r) mod V is below group_k0 mod V);
-        # then (cycle 13) the lanes into the write port registers
+        # then (cycle 13) the lanes into the write port registers. The rank and the carry are
+        # registered a stage early, from tag_11's r and group_k0's next value (what group_k0
+        # holds in 12), so the rank select into dy_bank_lane starts at a register rather than
+        # behind group_k0 and two subtracts (2296d99's critical path at seed 3)
         row_word_12 = Signal(aw)
         m.d.sync += row_word_12.eq(tag_at[11].word + (group_k0 >> bb))
         bank_lane = [Signal(max(bb, 1), name=f"dy_bank_lane{b}") for b in range(V)]
@@ -477,8 +502,11 @@ class LossUnit(wiring.Component):
         ranks = Array(lane_of_rank)
         for b in range(V):
             if V > 1:
-                q = (b - t12.r[:bb] - group_k0[:bb])[:bb]
-                carry = (b - t12.r[:bb])[:bb] < group_k0[:bb]
+                q = Signal(bb, name=f"dy_rank_12_{b}", init=b)  # r = 0, group_k0 = 0 at reset
+                carry = Signal(name=f"dy_carry_12_{b}")
+                r11 = tag_at[11].r[:bb]
+                m.d.sync += [q.eq((b - r11 - k0_next_lo)[:bb]),
+                             carry.eq((b - r11)[:bb] < k0_next_lo)]
             else:
                 q, carry = Const(0, 1), 0
             m.d.sync += [bank_lane[b].eq(ranks[q]), bank_word[b].eq(row_word_12 + carry),
