@@ -50,6 +50,10 @@ class Sequencer(wiring.Component):
     #: the first failing check encoded, the decision
     check_cycles = 11
 
+    #: the CHECK step that registers the gate (the batch decision and KEPT == 0) and the
+    #: dimensions the command runs with
+    gate_step = 1
+
     def __init__(self, cfg: Config, prog_latency: int = 2):
         if prog_latency < 1:
             raise ValueError(f"prog_latency={prog_latency}: must be >= 1 (synchronous memory)")
@@ -172,6 +176,14 @@ class Sequencer(wiring.Component):
         m.d.comb += [self.m_run.eq(Mux((cmd.gate == Gate.SAMPLES_M) & cfg.training, self.kept, cmd.m)),
                      self.k_run.eq(Mux((cmd.gate == Gate.SAMPLES_K) & cfg.training, self.kept, cmd.k))]
         m_run, k_run = self.m_run, self.k_run
+        # the same, registered in CHECK's first step, with what the decision and ISSUE derive
+        # from them registered in the second: the multiplexer from KEPT and the compares
+        # behind it were paths of two carry chains into the ISSUE registers (the estimate's
+        # worst with the normaliser, whose factor logic shares KEPT's fan-out)
+        m_run_q, k_run_q = Signal(dim, name="m_run_q"), Signal(dim, name="k_run_q")
+        m_left, k_left = Signal(dim, name="m_left"), Signal(dim, name="k_left")
+        rows_one, cols_one = Signal(name="rows_one"), Signal(name="cols_one")
+        gated_q = Signal(name="gated_q")
         # a SAMPLES_M MASK reads aux transposed: N x M, packed (ld = ceil(M / V))
         aux_trans = (cmd.gate == Gate.SAMPLES_M) & (cmd.epilogue == Epilogue.MASK) if cfg.training else 0
         aux_rows = Mux(aux_trans, cmd.n, cmd.m)
@@ -237,12 +249,12 @@ class Sequencer(wiring.Component):
             "WAIT": (fetch_ok & (not one_wait)) | (at["WAIT"] & ~wait_over),
             "DECODE": wait_over | (fetch_ok & one_wait),
             "CHECK": at["DECODE"] | (at["CHECK"] & ~leave_at_halt & ~decide),
-            "ISSUE": (decide & checks_pass & ~is_loss & ~gated) | (at["ISSUE"] & ~tiles_done),
+            "ISSUE": (decide & checks_pass & ~is_loss & ~gated_q) | (at["ISSUE"] & ~tiles_done),
             "DRAIN": tiles_done | (at["DRAIN"] & ~self.writer_done),
             # without the training hardware LOSS is never entered: a constant, for synthesis
             "LOSS": ((decide & checks_pass & is_loss) | (at["LOSS"] & ~self.loss_done)
                      if cfg.training else 0),
-            "SKIP": ((decide & checks_pass & ~is_loss & gated) | (at["SKIP"] & ~skip_over)
+            "SKIP": ((decide & checks_pass & ~is_loss & gated_q) | (at["SKIP"] & ~skip_over)
                      if cfg.training else 0),
         }
         m.d.sync += [state[n].eq(nxt[name]) for n, name in enumerate(_STATES)]
@@ -290,12 +302,14 @@ class Sequencer(wiring.Component):
                                          | (norm_cmd & ~self.norm_pow2)),
                              aux_colw.eq((Mux(aux_trans, cmd.m, cmd.n) - 1) >> bb),
                              config_err.eq(is_loss & self.skip_config_error if cfg.training else 0),
-                             period.eq(Mux(k_run > max(R, C), k_run, max(R, C)))]
+                             m_run_q.eq(m_run), k_run_q.eq(k_run)]
                 if cfg.kept_norm:
                     m.d.sync += self.norm.eq(norm_cmd)
                 m.d.sync += [op["colw"].eq((op["cols"] - 1) >> bb) for op in operands]
-            with m.If(step[1]):
-                m.d.sync += [period_m2.eq(period - 2), period_is_one.eq(period == 1), k_m1.eq(k_run - 1),
+            with m.If(step[self.gate_step]):
+                m.d.sync += [period.eq(Mux(k_run_q > max(R, C), k_run_q, max(R, C))), k_m1.eq(k_run_q - 1),
+                             rows_one.eq(m_run_q <= R), cols_one.eq(cmd.n <= C), gated_q.eq(gated),
+                             m_left.eq(cmd.m - m_run_q), k_left.eq(cmd.k - k_run_q),
                              shift_err.eq((eff_shift > cfg.acc_width - 1)
                                           | (self.norm & (eff_shift < self.norm_e) if cfg.kept_norm else 0)),
                              aux_base_colw.eq(cmd.aux_base + aux_colw if cfg.training else 0)]
@@ -307,6 +321,8 @@ class Sequencer(wiring.Component):
                 for op in operands:
                     m.d.sync += [op["base_colw"].eq(op["base"] + op["colw"]),
                                  op["stride_err"].eq(op["ld"] <= op["colw"])]
+            with m.If(step[2]):
+                m.d.sync += [period_m2.eq(period - 2), period_is_one.eq(period == 1)]
             for n, op in enumerate(operands):
                 with m.If(step[n]):
                     m.d.sync += [mul_a.eq(op["rows"] - 1), mul_b.eq(op["ld"])]
@@ -357,23 +373,23 @@ class Sequencer(wiring.Component):
                     fail(first_err)
                 with m.Elif(is_loss):
                     m.d.sync += self.loss_start.eq(1)
-                with m.Elif(gated):
+                with m.Elif(gated_q):
                     m.d.sync += [skip_count.eq(2 * dim - 1), skip_mk.eq(0), skip_mul.eq(cmd.m),
                                  skip_bits.eq(cmd.k), mac_on.eq(1)]
                 with m.Else():
                     m.d.sync += [s.eq(0), at_end.eq(period_is_one),
-                                 i0.eq(0), j0.eq(0), m_rem.eq(m_run), n_rem.eq(cmd.n),
-                                 last_row.eq(m_run <= R), last_col.eq(cmd.n <= C),
-                                 single_col.eq(cmd.n <= C)]
+                                 i0.eq(0), j0.eq(0), m_rem.eq(m_run_q), n_rem.eq(cmd.n),
+                                 last_row.eq(rows_one), last_col.eq(cols_one),
+                                 single_col.eq(cols_one)]
                     if cfg.training:
                         # the samples not kept: (M - m_run) * (K - k_run) is M*K - m_run*k_run
                         # as one of the two differences is 0
                         with m.If(samples):
                             m.d.sync += [skip_count.eq(2 * dim - 1), skip_mk.eq(0), mac_on.eq(1),
-                                         skip_mul.eq(Mux(cmd.gate == Gate.SAMPLES_M, cmd.m - m_run, cmd.m)),
-                                         skip_bits.eq(Mux(cmd.gate == Gate.SAMPLES_K, cmd.k - k_run, cmd.k))]
+                                         skip_mul.eq(Mux(cmd.gate == Gate.SAMPLES_M, m_left, cmd.m)),
+                                         skip_bits.eq(Mux(cmd.gate == Gate.SAMPLES_K, k_left, cmd.k))]
         with m.If(at["ISSUE"]):
-            valid = s < k_run
+            valid = s < k_run_q
             m.d.sync += [self.issue.valid.eq(valid), self.issue.first.eq(s == 0),
                          self.issue.last.eq(s == k_m1), self.issue.k.eq(s),
                          self.issue.i0.eq(i0), self.issue.j0.eq(j0),

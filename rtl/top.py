@@ -175,9 +175,10 @@ class Accelerator(wiring.Component):
                          loss.rate.eq(skip_rate), loss.seed.eq(seed_q),
                          loss.seed_load.eq(skip_load_q)]
             # the decision (and batch_sum before it) must be in before the next command can
-            # reach its gate: FETCH, the program read, DECODE and CHECK after loss_done
+            # reach its gate: FETCH, the program read, DECODE and CHECK's steps up to the one
+            # that registers the gate, after loss_done
             assert (LossUnit.batch_sum_after_done(V) < SkipController.decision_latency
-                    < 3 + Sequencer.check_cycles), "the batch decision comes too late for the gate"
+                    < 3 + Sequencer.gate_step + 1), "the batch decision comes too late for the gate"
         else:
             skip = skip_controller_signature(cfg).create(path=("skip",))  # outputs stay 0
         m.d.comb += [seq.batch_skip.eq(skip.skip), seq.skip_config_error.eq(skip.config_error)]
