@@ -1,6 +1,6 @@
 """Write-back of result rows: requantization, address generation, bank routing."""
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -156,6 +156,21 @@ class ResultWriter(wiring.Component):
         m.d.comb += last_row.eq(i_last & col_last & row_last)
         # per lane "n_rem > j", kept beside n_rem rather than compared behind it
         lanes_ok = Signal(C, name="lanes_ok")
+        # what the counters take at the next tile column or row, compared a cycle after
+        # n_rem / m_rem / n_dim change and registered: the next change is R rows away, so the
+        # compares never sit in front of the counters' registers (the estimate's worst writer
+        # paths: n_rem through "n_rem > j + C" into lanes_ok and col_last, six LUTs). A 1-row
+        # array may change them on consecutive rows: it compares in place.
+        if R > 1:
+            next_lanes, first_lanes = Signal(C, name="next_lanes"), Signal(C, name="first_lanes")
+            next_col_last, next_row_last = Signal(name="next_col_last"), Signal(name="next_row_last")
+            m.d.sync += [next_lanes[j].eq(n_rem > j + C) for j in range(C)]
+            m.d.sync += [first_lanes[j].eq(n_dim > j) for j in range(C)]
+            m.d.sync += [next_col_last.eq(n_rem <= 2 * C), next_row_last.eq(m_rem <= 2 * R)]
+        else:
+            next_lanes = Cat(*[n_rem > j + C for j in range(C)])
+            first_lanes = Cat(*[n_dim > j for j in range(C)])
+            next_col_last, next_row_last = n_rem <= 2 * C, m_rem <= 2 * R
         with m.If(start):
             m.d.sync += [i.eq(0), i0.eq(0), j0.eq(0), m_rem.eq(m_dim), n_rem.eq(n_dim),
                          tile_base.eq(base), row_base.eq(base),
@@ -171,13 +186,13 @@ class ResultWriter(wiring.Component):
                                  tile_base.eq(tile_base + rows_ld), row_base.eq(tile_base + rows_ld),
                                  aux_tile_base.eq(aux_tile_base + rows_ld),
                                  aux_row_base.eq(aux_tile_base + rows_ld), aux_col_base.eq(aux_base),
-                                 col_last.eq(single_col), row_last.eq(m_rem <= 2 * R)]
-                    m.d.sync += [lanes_ok[j].eq(n_dim > j) for j in range(C)]
+                                 col_last.eq(single_col), row_last.eq(next_row_last)]
+                    m.d.sync += lanes_ok.eq(first_lanes)
                 with m.Else():
                     m.d.sync += [j0.eq(j0 + C), n_rem.eq(n_rem - C), row_base.eq(tile_base),
                                  aux_row_base.eq(aux_tile_base), aux_col_base.eq(aux_col_base + aux_cols_ld),
-                                 col_last.eq(n_rem <= 2 * C)]
-                    m.d.sync += [lanes_ok[j].eq(n_rem > j + C) for j in range(C)]
+                                 col_last.eq(next_col_last)]
+                    m.d.sync += lanes_ok.eq(next_lanes)
             with m.Else():
                 m.d.sync += [i.eq(i + 1), row_base.eq(row_base + ld), aux_row_base.eq(aux_row_base + ld),
                              i_last.eq(i == R - 2)]
