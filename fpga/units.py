@@ -6,12 +6,14 @@ the accelerator instantiates, so the skip hardware's area can be read off withou
     skiptrain synth --preset default --target ecp5 --seeds 0 --top fpga.units:loss_unit ...
     skiptrain synth --preset default --target ecp5 --seeds 0 --top fpga.units:loss_unit_without_comparator ...
     skiptrain synth --preset default --target ecp5 --seeds 0 --top fpga.units:skip_controller ...
+    skiptrain synth --config configs/default_kept_norm.json --target ecp5 --seeds 0 --top fpga.units:normaliser ...
 
 The comparator's area is the difference of the first two; out of context, the units' ports
 are the design's ports, so nothing is optimised away across them.
 """
 
 from rtl.loss_unit import LossUnit
+from rtl.normaliser import Normaliser
 from rtl.skip_controller import SkipController
 from skiptrain.config import Config
 
@@ -34,3 +36,11 @@ def loss_unit_without_comparator(cfg: Config) -> LossUnit:
 def skip_controller(cfg: Config) -> SkipController:
     """The mini-batch skip controller with its LFSR."""
     return _no_dsps(SkipController(cfg))
+
+
+def normaliser(cfg: Config) -> Normaliser:
+    """The writer's kept-count normaliser, one lane per bank (needs ``kept_norm``): two
+    multipliers a lane."""
+    unit = Normaliser(cfg, cfg.banks)
+    unit.synthesis_expected_dsps = 2 * cfg.banks
+    return unit

@@ -47,7 +47,7 @@ class Csr(enum.IntEnum):
     LR_SHIFT = 20      #: RW: learning rate 2**-LR_SHIFT, added to the shift of UPDATE epilogues
     ROUNDING = 21      #: RW: bit 0 = stochastic rounding of the UPDATE step (0: half to even)
     SR_SEED = 22       #: RW: writing seeds the stochastic-rounding LFSRs (skiptrain.numerics.lfsr_seed)
-    SKIP_CTRL = 23     #: RW: skiptrain.skip.SkipCtrl (batch policy, confidence mode, require_correct)
+    SKIP_CTRL = 23     #: RW: skiptrain.skip.SkipCtrl (policies, confidence mode, require_correct, norm_kept)
     CONF_TAU = 24      #: RW: the per-sample confidence threshold (skiptrain.skip.conf_threshold)
     BATCH_TAU = 25     #: RW: the batch test's threshold on sum c_i (skiptrain.skip.batch_threshold)
     SKIP_RATE = 26     #: RW: random batch skip probability * 2**16 (0..65536)

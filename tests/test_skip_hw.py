@@ -248,12 +248,19 @@ def test_sample_skip_scenarios_match_golden(name):
     assert not errors, "\n".join(errors[:20])
 
 
-def test_skip_errors_match_golden():
+def _golden_checked(error_scenarios: dict) -> list:
+    """The scenarios of ``{name: (scenario, code)}``, each checked to stop the golden model
+    with its code."""
     scs = []
-    for name, (sc, code) in skip_error_scenarios(TINY).items():
+    for name, (sc, code) in error_scenarios.items():
         _, res = sc.expected()
         assert res.error_code == code, f"{name}: golden stops with {res.error_code!r}, expected {code!r}"
         scs.append(sc)
+    return scs
+
+
+def test_skip_errors_match_golden():
+    scs = _golden_checked(skip_error_scenarios(TINY))
     errors = run_scenarios(Accelerator(TINY), TINY, scs)
     assert not errors, "\n".join(errors[:20])
 
@@ -414,10 +421,7 @@ def test_kept_norm_programs_match_golden():
     for need in ("batch normalisation", "none kept", "all kept (factor 1)", "power-of-two factor",
                  "other mantissa", "one kept"):
         assert cover.get(need, 0) > 0, f"the kept_norm scenarios never had {need!r}: {cover}"
-    for name, (sc, code) in kept_norm_error_scenarios(NORM).items():
-        _, res = sc.expected()
-        assert res.error_code == code, f"{name}: golden stops with {res.error_code!r}, expected {code!r}"
-        scs.append(sc)
+    scs += _golden_checked(kept_norm_error_scenarios(NORM))
     errors = run_scenarios(Accelerator(NORM), NORM, scs)
     assert not errors, "\n".join(errors[:20])
 
