@@ -419,7 +419,11 @@ class LossUnit(wiring.Component):
         _, _, list_aw = kept_list_widths(cfg)
         group_rank = [Signal(max(bb, 1), name=f"group_rank{b}", init=b % V) for b in range(V)]
         k0_next_lo = Signal(max(bb, 1), name="group_k0_next_lo")
-        m.d.comb += k0_next_lo.eq(group_k0[:bb])
+        # without START in its select: START comes from the sequencer across the die, and behind
+        # it this multiplexer was 6f51285's critical path at seed 3 (loss_start into the D
+        # stage's carry, 10.9 ns). No group is in the pipeline when a LOSS starts, so the
+        # value START would give (group_k0's) is never used there.
+        m.d.comb += k0_next_lo.eq(Mux(decide[18], kept_total[:bb], group_k0[:bb]))
         group_word = [Signal(list_aw, name=f"group_list_word{b}") for b in range(V)]
         group_in_list = Signal(V, init=(1 << V) - 1)  # group_k0 = 0: columns 0..V-1, in the list
         # max_batch is a multiple of V: column w*V + b (b < V) is below it iff w < max_batch // V
@@ -432,7 +436,6 @@ class LossUnit(wiring.Component):
             m.d.sync += [group_k0.eq(kept_total), kept_total.eq(kept_total + count),
                          self.skipped.eq(popcount(sample_d) - count)]
             k_lo, k_word = kept_total[:bb], kept_total >> bb
-            m.d.comb += k0_next_lo.eq(k_lo)
             for b in range(V):
                 wrap = (b < k_lo) if V > 1 else Const(0, 1)
                 m.d.sync += [group_rank[b].eq((b - k_lo)[:bb] if V > 1 else 0),
