@@ -25,8 +25,8 @@ from .operand_reader import read_operand
 from .requantizer import requantize, round_half_even, wrap
 from .normaliser import normalise
 from .result_writer import write_result
-from .sequencer import (CHECK_CYCLES, FETCH_CYCLES, aux_ld, check, effective_shift, gemm_cycles, normalises,
-                        run_dims, samples_gated, skip_cycles, tiling, transposed_aux)
+from .sequencer import (CHECK_CYCLES, FETCH_CYCLES, aux_ld, check, effective_shift, gemm_cycles,
+                        normalises, run_dims, samples_gated, skip_cycles, tiling, transposed_aux)
 from .systolic_array import gemm
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import random
 from collections import Counter
 from fractions import Fraction
 
@@ -331,7 +332,7 @@ def test_normaliser_at_its_edges(cfg):
     dut = Normaliser(cfg, lanes)
     lim = 1 << (dut.step_width - 1)
     top = 1 << (cfg.acc_width - 1)
-    rng = __import__("random").Random(7)
+    rng = random.Random(7)
     steps = [0, 1, -1, 3, -3, 5, -5, lim - 1, lim, -lim, -lim - 1, lim + 1, top - 1, -top,
              1 << 15, 3 << 15, -(1 << 15), -(3 << 15), (1 << 17) - 1, 1 << 17, -(1 << 17),
              (1 << 17) + 1, -(1 << 17) - 1] + [rng.randint(-lim, lim - 1) for _ in range(21)]
