@@ -311,15 +311,23 @@ class LossUnit(wiring.Component):
                 m.d.sync += total[lane].eq(Mux(t9.first, e, total[lane] + e))
             with m.If(t9.valid & (t9.pass_ == OUT) & take_9[lane] & (mode != ConfMode.MARGIN)):
                 m.d.sync += c_q[lane].eq(e)
+            # v = e - onehot * 2**EXP_FRAC: the subtraction leaves v's low EXP_FRAC bits those
+            # of e, so the rounding's half, sticky and lsb bits are reduced from v as it is
+            # formed and registered beside it; the round-up bit then is one LUT from registers
+            # (the three reductions behind v_10 were six LUTs, the estimate's worst at 6f51285)
+            v = Signal(signed(e_bits + 2), name=f"err_{lane}")
+            m.d.comb += v.eq(e - Mux(onehot_9[lane], 1 << numerics.EXP_FRAC, 0))
             v_10 = Signal(signed(e_bits + 2), name=f"err_10_{lane}")
-            m.d.sync += v_10.eq(e - Mux(onehot_9[lane], 1 << numerics.EXP_FRAC, 0))
+            half_10, sticky_10, odd_10 = (Signal(name=f"err_{n}_10_{lane}")
+                                          for n in ("half", "sticky", "odd"))
+            m.d.sync += [v_10.eq(v),
+                         half_10.eq((v.as_unsigned() & half_bit) != 0),
+                         sticky_10.eq((v.as_unsigned() & below_half) != 0),
+                         odd_10.eq((v.as_unsigned() & lsb_bit) != 0)]      # q[0]
             q = Signal(signed(e_bits + 2), name=f"err_q{lane}")
             m.d.comb += q.eq(v_10 >> shift)
-            half = (v_10.as_unsigned() & half_bit) != 0
-            sticky = (v_10.as_unsigned() & below_half) != 0
-            odd = (v_10.as_unsigned() & lsb_bit) != 0          # q[0]
             q_11, up_11 = Signal.like(q, name=f"err_q_11_{lane}"), Signal(name=f"err_up_11_{lane}")
-            m.d.sync += [q_11.eq(q), up_11.eq(half & (sticky | odd))]
+            m.d.sync += [q_11.eq(q), up_11.eq(half_10 & (sticky_10 | odd_10))]
             r_12 = Signal(signed(e_bits + 3), name=f"err_r_12_{lane}")
             m.d.sync += r_12.eq(q_11 + up_11)
             m.d.sync += [out_13[lane].eq(Mux(r_12 > hi, hi, Mux(r_12 < lo, lo, r_12))),
