@@ -123,6 +123,12 @@ class LossUnit(wiring.Component):
         # n_left <= V and, per lane, n_left > lane: registered beside n_left rather than
         # compared behind it (they steer the issue and the tag)
         last_group, lanes_ok = Signal(name="last_group"), Signal(V, name="lanes_ok")
+        # the next group's flags, compared a cycle after n_left changes (a group lasts at least
+        # three passes of a row, so they are ready at its end): its compares behind the issue's
+        # conditions were six LUTs into lanes_ok (the estimate's worst at 6f51285)
+        next_last_group, next_lanes_ok = Signal(name="next_last_group"), Signal(V, name="next_lanes_ok")
+        m.d.sync += [next_last_group.eq(n_left <= 2 * V),
+                     *(next_lanes_ok[lane].eq(n_left > lane + V) for lane in range(V))]
         gap = Signal(range(self.gap_cycles + 1))
         drain = Signal(range(self.drain_cycles + 1))
         bad_seen = Signal()
@@ -158,8 +164,7 @@ class LossUnit(wiring.Component):
                     m.d.sync += [pass_.eq(OUT), issuing.eq(0), in_gap.eq(1), gap.eq(self.gap_cycles - 1)]
                 with m.Else():
                     m.d.sync += [pass_.eq(MAX), gw.eq(gw + 1), n_left.eq(n_left - V),
-                                 last_group.eq(n_left <= 2 * V)]
-                    m.d.sync += [lanes_ok[lane].eq(n_left > lane + V) for lane in range(V)]
+                                 last_group.eq(next_last_group), lanes_ok.eq(next_lanes_ok)]
                     with m.If(last_group):
                         m.d.sync += [issuing.eq(0), draining.eq(1), drain.eq(self.drain_cycles - 1)]
             with m.Else():
