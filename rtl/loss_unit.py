@@ -231,7 +231,20 @@ class LossUnit(wiring.Component):
         # the margin; the label's row: p_y), and, registered at OUT's first row (when the argmax
         # is final and before the next group's MAX pass overwrites it), per lane argmax == label
         # and whether the lane holds a sample. One c_i register per lane serves every mode.
-        mode = self.conf_mode
+        # the skip registers, copied into registers of this unit: the top writes them only
+        # while idle (it refuses them while busy), and a LOSS starts cycles after START, so
+        # the copies are always settled; the compare flags and the threshold then start beside
+        # their users rather than across the chip at the host's CSRs
+        mode, require_correct = Signal(2, name="conf_mode_q"), Signal(name="require_correct_q")
+        conf_tau = Signal.like(self.conf_tau, name="conf_tau_q")
+        tcp_bound = Signal.like(self.tcp_bound, name="tcp_bound_q")
+        policy, rate = Signal(2, name="sample_policy_q"), Signal.like(self.rate, name="rate_q")
+        is_tcp, is_margin = Signal(name="mode_is_tcp"), Signal(name="mode_is_margin")
+        m.d.sync += [mode.eq(self.conf_mode), require_correct.eq(self.require_correct),
+                     conf_tau.eq(self.conf_tau), tcp_bound.eq(self.tcp_bound),
+                     policy.eq(self.sample_policy), rate.eq(self.rate),
+                     is_tcp.eq(self.conf_mode == ConfMode.TRUE_CLASS_PROB),
+                     is_margin.eq(self.conf_mode == ConfMode.MARGIN)]
         take_5 = Signal(V)
         c_bits = max(e_bits, dw + 1)
         c_q = [Signal(c_bits, name=f"conf_c{lane}") for lane in range(V)]
@@ -248,7 +261,7 @@ class LossUnit(wiring.Component):
             m.d.sync += label_row.eq(td.r == labels[lane].as_unsigned())
             m.d.sync += [diff_5[lane].eq((zmax[lane] - z).as_unsigned()),
                          onehot_5[lane].eq(label_row),
-                         take_5[lane].eq(Mux(mode == ConfMode.TRUE_CLASS_PROB, label_row,
+                         take_5[lane].eq(Mux(is_tcp, label_row,
                                              t4.r == amax[lane]))]
             y = labels[lane]
             m.d.comb += [bad[lane].eq(t4.lanes_ok[lane] & ((y < 0) | (y >= mm))),
@@ -287,14 +300,14 @@ class LossUnit(wiring.Component):
             # comparator (the next group's SUM overwrites margin_s, for few classes before
             # the comparator reads c_q). With one class z(2) = data_min, and z_max - data_min
             # is z_max with its sign bit flipped
-            with m.If(t5.valid & (t5.pass_ == SUM) & (mode == ConfMode.MARGIN)):
+            with m.If(t5.valid & (t5.pass_ == SUM) & is_margin):
                 with m.If(t5.first):
                     m.d.sync += margin_s[lane].eq(Mux(take_5[lane],
                                                       zmax[lane].as_unsigned() ^ (1 << (dw - 1)),
                                                       diff_5[lane]))
                 with m.Elif(~take_5[lane] & (diff_5[lane] < margin_s[lane])):
                     m.d.sync += margin_s[lane].eq(diff_5[lane])
-            with m.If(t5.valid & (t5.pass_ == OUT) & t5.first & (mode == ConfMode.MARGIN)):
+            with m.If(t5.valid & (t5.pass_ == OUT) & t5.first & is_margin):
                 m.d.sync += c_q[lane].eq(margin_s[lane])
 
         # ---- C0 (cycle 8): the exp table's word (Rom.latency = 2 after its index) registered ---
@@ -314,7 +327,7 @@ class LossUnit(wiring.Component):
             e = Mux(past_9[lane], 0, rom_9)
             with m.If(t9.valid & (t9.pass_ == SUM)):
                 m.d.sync += total[lane].eq(Mux(t9.first, e, total[lane] + e))
-            with m.If(t9.valid & (t9.pass_ == OUT) & take_9[lane] & (mode != ConfMode.MARGIN)):
+            with m.If(t9.valid & (t9.pass_ == OUT) & take_9[lane] & ~is_margin):
                 m.d.sync += c_q[lane].eq(e)
             # v = e - onehot * 2**EXP_FRAC: the subtraction leaves v's low EXP_FRAC bits those
             # of e, so the rounding's half, sticky and lsb bits are reduced from v as it is
@@ -374,7 +387,6 @@ class LossUnit(wiring.Component):
         # decides 11 cycles after this decision: what the decision needs is held at 11, and
         # the registers below serve one group at a time. A group cut short by a bad label
         # decides nothing.
-        policy = self.sample_policy
         decide = {11: Signal(name="decide_11")}
         m.d.sync += decide[11].eq(sum_final_10 & ~bad_seen)
         for k in range(12, 20):
@@ -390,28 +402,28 @@ class LossUnit(wiring.Component):
             m.submodules[f"sample_lfsr{lane}"] = lf = Lfsr(SAMPLE_LFSR_LANE + lane)
             m.d.comb += [lf.seed.eq(self.seed), lf.load.eq(self.seed_load),
                          lf.step.eq(sum_final_10 & ~bad_seen & (policy == SamplePolicy.RANDOM)),
-                         draw_low[lane].eq(lf.value[:RATE_BITS] < self.rate)]
+                         draw_low[lane].eq(lf.value[:RATE_BITS] < rate)]
             # max_prob: S <= CONF_TAU; margin: z(1) - z(2) >= CONF_TAU (final since SUM's
             # last row passed cycle 5). margin_s >= CONF_TAU is registered every cycle
             # (margin_s is final from cycle 6 of SUM's last row): its own compare, not one
             # shared with S <= CONF_TAU behind a mux
             margin_pass = Signal(name=f"margin_pass{lane}")
-            m.d.sync += margin_pass.eq(margin_s[lane] >= self.conf_tau)
-            passed = Mux(mode == ConfMode.MARGIN, margin_pass, total[lane] <= self.conf_tau)
-            m.d.sync += conf_11[lane].eq(passed & (hit_s[lane] | ~self.require_correct))
+            m.d.sync += margin_pass.eq(margin_s[lane] >= conf_tau)
+            passed = Mux(is_margin, margin_pass, total[lane] <= conf_tau)
+            m.d.sync += conf_11[lane].eq(passed & (hit_s[lane] | ~require_correct))
             # true_class_prob: p_y = EXP[d_y + L] >= CONF_TAU iff d_y + L < TCP_BOUND (the table
             # does not increase; skiptrain.skip.tcp_bound), decided before p_y exists
             with m.If(t5.valid & (t5.pass_ == SUM) & onehot_5[lane]):
                 m.d.sync += diff_y[lane].eq(diff_5[lane])
             m.d.sync += [tcp_15[lane].eq(diff_y[lane] + Lq[lane]),
-                         tcp_16[lane].eq(tcp_15[lane] < self.tcp_bound)]
+                         tcp_16[lane].eq(tcp_15[lane] < tcp_bound)]
         conf_d, draw_d, sample_d, hit_d = Signal(V), Signal(V), Signal(V), Signal(V)
         with m.If(decide[11]):
             m.d.sync += [conf_d.eq(conf_11), draw_d.eq(draw_low), sample_d.eq(sample_s),
                          hit_d.eq(hit_s)]
         with m.If(decide[16]):
-            confident = Mux(mode == ConfMode.TRUE_CLASS_PROB,
-                            tcp_16 & (hit_d | Mux(self.require_correct, 0, (1 << V) - 1)), conf_d)
+            confident = Mux(is_tcp,
+                            tcp_16 & (hit_d | Mux(require_correct, 0, (1 << V) - 1)), conf_d)
             skip = Mux(policy == SamplePolicy.CONFIDENCE, confident,
                        Mux(policy == SamplePolicy.RANDOM, draw_d, 0))
             m.d.sync += keep.eq(sample_d & ~skip)
@@ -479,8 +491,8 @@ class LossUnit(wiring.Component):
             group_end_10 = Signal()
             m.d.sync += group_end_10.eq(t9.valid & (t9.pass_ == OUT) & t9.last)
             m.submodules.confidence = comparator = Confidence(V, s_bits, c_bits)
-            m.d.comb += [comparator.mode.eq(mode), comparator.require_correct.eq(self.require_correct),
-                         comparator.conf_tau.eq(self.conf_tau), comparator.valid.eq(group_end_10),
+            m.d.comb += [comparator.mode.eq(mode), comparator.require_correct.eq(require_correct),
+                         comparator.conf_tau.eq(conf_tau), comparator.valid.eq(group_end_10),
                          comparator.hit.eq(hit_q), comparator.sample.eq(sample_q)]
             m.d.comb += [comparator.s[lane].eq(total[lane]) for lane in range(V)]
             m.d.comb += [comparator.c[lane].eq(c_q[lane]) for lane in range(V)]
