@@ -240,6 +240,8 @@ class LossUnit(wiring.Component):
         tcp_bound = Signal.like(self.tcp_bound, name="tcp_bound_q")
         policy, rate = Signal(2, name="sample_policy_q"), Signal.like(self.rate, name="rate_q")
         is_tcp, is_margin = Signal(name="mode_is_tcp"), Signal(name="mode_is_margin")
+        is_random = Signal(name="policy_is_random")
+        m.d.sync += is_random.eq(self.sample_policy == SamplePolicy.RANDOM)
         m.d.sync += [mode.eq(self.conf_mode), require_correct.eq(self.require_correct),
                      conf_tau.eq(self.conf_tau), tcp_bound.eq(self.tcp_bound),
                      policy.eq(self.sample_policy), rate.eq(self.rate),
@@ -400,8 +402,14 @@ class LossUnit(wiring.Component):
         tcp_16 = Signal(V)
         for lane in range(V):
             m.submodules[f"sample_lfsr{lane}"] = lf = Lfsr(SAMPLE_LFSR_LANE + lane)
-            m.d.comb += [lf.seed.eq(self.seed), lf.load.eq(self.seed_load),
-                         lf.step.eq(sum_final_10 & ~bad_seen & (policy == SamplePolicy.RANDOM)),
+            # the step is sum_final_10 & ~bad_seen for the random policy, registered per lane
+            # from stage 9 (bad_seen cannot change then: a label is checked in a MAX pass, at
+            # least gap_cycles + 1 after SUM's last row), so bad_seen drives no LFSR enable
+            # across the unit (6f51285's critical path at seed 3: bad_seen into their CE, 9.5 ns)
+            assert self.gap_cycles + 1 > 9 - 4, "a MAX row's label check could meet SUM's last row at stage 9"
+            step_10 = Signal(name=f"lfsr_step_10_{lane}")
+            m.d.sync += step_10.eq(t9.valid & (t9.pass_ == SUM) & t9.last & ~bad_seen & is_random)
+            m.d.comb += [lf.seed.eq(self.seed), lf.load.eq(self.seed_load), lf.step.eq(step_10),
                          draw_low[lane].eq(lf.value[:RATE_BITS] < rate)]
             # max_prob: S <= CONF_TAU; margin: z(1) - z(2) >= CONF_TAU (final since SUM's
             # last row passed cycle 5). margin_s >= CONF_TAU is registered every cycle
