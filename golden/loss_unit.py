@@ -16,7 +16,7 @@ from .requantizer import requantize
 #: and the cycles the sequencer spends in its LOSS state besides the groups (start, drain, done)
 GAP_CYCLES = 8
 RUN_EXTRA_CYCLES = 17     # 1 (start registered) + 15 (drain) + 1 (done seen)
-ERROR_EXTRA_CYCLES = 23   # 1 + 4 (label check) + 1 (stop) + 15 (drain) + 1 (done seen) + 1
+ERROR_EXTRA_CYCLES = 24   # 1 + 5 (label check) + 1 (stop) + 15 (drain) + 1 (done seen) + 1
 
 
 def group_cycles(m: int) -> int:

@@ -59,7 +59,7 @@ class LossUnit(wiring.Component):
     #: cycles from the last issue (or from the cycle after a bad label is seen) to ``done``
     drain_cycles = 15
     #: a read issued in cycle t is checked (labels) in t + label_check_delay
-    label_check_delay = 4
+    label_check_delay = 5
     #: the last group's c_i reach ``batch_sum`` 12 + log2(V) cycles after its last OUT read;
     #: ``done`` comes drain_cycles + 1 after it: batch_sum is final this many cycles after done
     @classmethod
@@ -268,7 +268,12 @@ class LossUnit(wiring.Component):
             y = labels[lane]
             m.d.comb += [bad[lane].eq(t4.lanes_ok[lane] & ((y < 0) | (y >= mm))),
                          hits[lane].eq(t4.lanes_ok[lane] & (amax[lane] == y.as_unsigned()))]
-        with m.If(t4.valid & t4.label_read & bad.any() & ~bad_seen):
+        # the label test registered per lane (cycle 5), so the OR over the lanes into bad_seen
+        # does not follow the compares in the same cycle (ec1557b's critical path at seed 2:
+        # a label register through its compare into bad_seen's enable, 9.45 ns)
+        bad_5 = Signal(V, name="bad_5")
+        m.d.sync += bad_5.eq(Mux(t4.valid & t4.label_read, bad, 0))
+        with m.If(bad_5.any() & ~bad_seen):
             m.d.sync += bad_seen.eq(1)
         # argmax == label registered (cycle 5), so its popcount does not follow the compare in
         # the same cycle; the argmax is final when SUM's first row reaches stage 4, and the
