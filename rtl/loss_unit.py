@@ -127,8 +127,12 @@ class LossUnit(wiring.Component):
         # three passes of a row, so they are ready at its end): its compares behind the issue's
         # conditions were six LUTs into lanes_ok (the estimate's worst at 6f51285)
         next_last_group, next_lanes_ok = Signal(name="next_last_group"), Signal(V, name="next_lanes_ok")
-        m.d.sync += [next_last_group.eq(n_left <= 2 * V),
-                     *(next_lanes_ok[lane].eq(n_left > lane + V) for lane in range(V))]
+        # (as the OR of n_left's high bits and small compares of its low ones: Yosys built the
+        # plain compares as six LUTs)
+        k = (2 * V).bit_length()
+        n_high = n_left[k:].any() if len(n_left) > k else Const(0)
+        m.d.sync += [next_last_group.eq(~n_high & (n_left[:k] <= 2 * V)),
+                     *(next_lanes_ok[lane].eq(n_high | (n_left[:k] > lane + V)) for lane in range(V))]
         gap = Signal(range(self.gap_cycles + 1))
         drain = Signal(range(self.drain_cycles + 1))
         bad_seen = Signal()
