@@ -124,11 +124,10 @@ class LossUnit(wiring.Component):
         # compared behind it (they steer the issue and the tag)
         last_group, lanes_ok = Signal(name="last_group"), Signal(V, name="lanes_ok")
         # the next group's flags, compared a cycle after n_left changes (a group lasts at least
-        # three passes of a row, so they are ready at its end): its compares behind the issue's
-        # conditions were six LUTs into lanes_ok (the estimate's worst at 6f51285)
+        # three passes of a row, so they are ready at its end), as the OR of n_left's high bits
+        # and small compares of its low ones: the plain compares behind the issue's conditions
+        # were six LUTs into lanes_ok (the estimate's worst at 6f51285)
         next_last_group, next_lanes_ok = Signal(name="next_last_group"), Signal(V, name="next_lanes_ok")
-        # (as the OR of n_left's high bits and small compares of its low ones: Yosys built the
-        # plain compares as six LUTs)
         k = (2 * V).bit_length()
         n_high = n_left[k:].any() if len(n_left) > k else Const(0)
         m.d.sync += [next_last_group.eq(~n_high & (n_left[:k] <= 2 * V)),
@@ -220,6 +219,23 @@ class LossUnit(wiring.Component):
             tag_at[k] = Signal(tag, name=f"tag_{k}")
             m.d.sync += tag_at[k].eq(tag_at[k - 1])
 
+        # the skip registers, copied into registers of this unit: the top writes them only
+        # while idle (it refuses them while busy), and a LOSS starts cycles after START, so
+        # the copies are always settled; the compare flags and the threshold then start beside
+        # their users rather than across the chip at the host's CSRs
+        mode, require_correct = Signal(2, name="conf_mode_q"), Signal(name="require_correct_q")
+        conf_tau = Signal.like(self.conf_tau, name="conf_tau_q")
+        tcp_bound = Signal.like(self.tcp_bound, name="tcp_bound_q")
+        policy, rate = Signal(2, name="sample_policy_q"), Signal.like(self.rate, name="rate_q")
+        is_tcp, is_margin = Signal(name="mode_is_tcp"), Signal(name="mode_is_margin")
+        is_random = Signal(name="policy_is_random")
+        m.d.sync += [mode.eq(self.conf_mode), require_correct.eq(self.require_correct),
+                     conf_tau.eq(self.conf_tau), tcp_bound.eq(self.tcp_bound),
+                     policy.eq(self.sample_policy), rate.eq(self.rate),
+                     is_tcp.eq(self.conf_mode == ConfMode.TRUE_CLASS_PROB),
+                     is_margin.eq(self.conf_mode == ConfMode.MARGIN),
+                     is_random.eq(self.sample_policy == SamplePolicy.RANDOM)]
+
         # ---- B1 (cycle 4): max/argmax; z_max - z; the label test and the hit count -----------
         zmax = [Signal(signed(dw), name=f"zmax{lane}") for lane in range(V)]
         amax = [Signal(dim, name=f"argmax{lane}") for lane in range(V)]
@@ -235,22 +251,6 @@ class LossUnit(wiring.Component):
         # the margin; the label's row: p_y), and, registered at OUT's first row (when the argmax
         # is final and before the next group's MAX pass overwrites it), per lane argmax == label
         # and whether the lane holds a sample. One c_i register per lane serves every mode.
-        # the skip registers, copied into registers of this unit: the top writes them only
-        # while idle (it refuses them while busy), and a LOSS starts cycles after START, so
-        # the copies are always settled; the compare flags and the threshold then start beside
-        # their users rather than across the chip at the host's CSRs
-        mode, require_correct = Signal(2, name="conf_mode_q"), Signal(name="require_correct_q")
-        conf_tau = Signal.like(self.conf_tau, name="conf_tau_q")
-        tcp_bound = Signal.like(self.tcp_bound, name="tcp_bound_q")
-        policy, rate = Signal(2, name="sample_policy_q"), Signal.like(self.rate, name="rate_q")
-        is_tcp, is_margin = Signal(name="mode_is_tcp"), Signal(name="mode_is_margin")
-        is_random = Signal(name="policy_is_random")
-        m.d.sync += is_random.eq(self.sample_policy == SamplePolicy.RANDOM)
-        m.d.sync += [mode.eq(self.conf_mode), require_correct.eq(self.require_correct),
-                     conf_tau.eq(self.conf_tau), tcp_bound.eq(self.tcp_bound),
-                     policy.eq(self.sample_policy), rate.eq(self.rate),
-                     is_tcp.eq(self.conf_mode == ConfMode.TRUE_CLASS_PROB),
-                     is_margin.eq(self.conf_mode == ConfMode.MARGIN)]
         take_5 = Signal(V)
         c_bits = max(e_bits, dw + 1)
         c_q = [Signal(c_bits, name=f"conf_c{lane}") for lane in range(V)]
@@ -409,13 +409,15 @@ class LossUnit(wiring.Component):
         diff_y = [Signal(dw + 1, name=f"diff_y{lane}") for lane in range(V)]
         tcp_15 = [Signal(max(dw + 1, l_bits) + 1, name=f"tcp_index_15_{lane}") for lane in range(V)]
         tcp_16 = Signal(V)
+        # a MAX row follows SUM's last by at least gap_cycles + 1: its label check must not
+        # set bad_seen while that row is at stage 9 (the LFSRs' step, below)
+        assert self.gap_cycles + 1 > 9 - self.label_check_delay
         for lane in range(V):
             m.submodules[f"sample_lfsr{lane}"] = lf = Lfsr(SAMPLE_LFSR_LANE + lane)
             # the step is sum_final_10 & ~bad_seen for the random policy, registered per lane
             # from stage 9 (bad_seen cannot change then: a label is checked in a MAX pass, at
             # least gap_cycles + 1 after SUM's last row), so bad_seen drives no LFSR enable
-            # across the unit (6f51285's critical path at seed 3: bad_seen into their CE, 9.5 ns)
-            assert self.gap_cycles + 1 > 9 - 4, "a MAX row's label check could meet SUM's last row at stage 9"
+            # across the unit (ec1557b's critical path at seed 3: bad_seen into their CE, 9.5 ns)
             step_10 = Signal(name=f"lfsr_step_10_{lane}")
             m.d.sync += step_10.eq(t9.valid & (t9.pass_ == SUM) & t9.last & ~bad_seen & is_random)
             m.d.comb += [lf.seed.eq(self.seed), lf.load.eq(self.seed_load), lf.step.eq(step_10),
