@@ -1,6 +1,6 @@
 """A 32-bit xorshift LFSR: the random bits of stochastic rounding."""
 
-from amaranth.hdl import Module, Mux
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -12,14 +12,27 @@ class Lfsr(wiring.Component):
     register over GF(2) with period 2**32 - 1 through every non-zero state.
 
     ``load`` sets the state to :func:`skiptrain.numerics.lfsr_seed` (``seed``, ``lane``), which
-    is never zero, so the register cannot lock up; ``step`` advances it once. ``value`` is the
-    current state. The golden model steps :func:`skiptrain.numerics.lfsr_step` alike.
+    is never zero, so the register cannot lock up: ``value`` holds it ``load_latency`` cycles
+    after ``load`` (``seed`` is taken in the cycle of ``load``); ``step`` advances it once, a
+    cycle later. ``value`` is the current state. The golden model steps
+    :func:`skiptrain.numerics.lfsr_step` alike.
+
+    The seed, mixed with the lane's constant and tested for zero, is registered before the
+    load: that test is a 32-bit compare, and the seed comes from the host's registers across
+    the die (the estimate's six-LUT path into every lane's state). The host loads only while
+    the accelerator is idle, and the first step comes many cycles after a START, so the extra
+    cycle is never seen; a ``step`` in the cycle the load lands loses to the load.
     """
+
+    load_latency = 2
 
     def __init__(self, lane: int):
         self._lane = lane
         super().__init__({"seed": In(LFSR_WIDTH), "load": In(1), "step": In(1),
                           "value": Out(LFSR_WIDTH, init=lfsr_seed(0, lane))})
+        # the registered load (made here, so a formal harness can state invariants over it)
+        self.loaded = Signal(LFSR_WIDTH, init=lfsr_seed(0, lane))
+        self.loading = Signal()
 
     def elaborate(self, platform):
         m = Module()
@@ -28,8 +41,9 @@ class Lfsr(wiring.Component):
         b = a ^ (a >> 17)
         c = b ^ (b << 5)[:LFSR_WIDTH]
         mixed = self.seed ^ ((LFSR_LANE_MIX * (self._lane + 1)) & ((1 << LFSR_WIDTH) - 1))
-        with m.If(self.load):
-            m.d.sync += x.eq(self._loaded(mixed))
+        m.d.sync += [self.loaded.eq(self._loaded(mixed)), self.loading.eq(self.load)]
+        with m.If(self.loading):
+            m.d.sync += x.eq(self.loaded)
         with m.Elif(self.step):
             m.d.sync += x.eq(c)
         return m

@@ -9,6 +9,7 @@ from skiptrain.config import Config
 from .arith import const_mul, round_saturate
 from .banked_memory import read_port_signature, write_port_signature
 from .command import Epilogue
+from .kept_register import KeptRegister
 from .lfsr import Lfsr
 from .normaliser import Normaliser
 from .requantizer import Requantizer
@@ -61,6 +62,13 @@ class ResultWriter(wiring.Component):
     """
 
     acc_read_latency = 3
+    #: Data bits per copy of a bank's lane select (each bit is an 8:1 multiplexer of it on
+    #: the default 8 banks): 14 gives the 40-bit accumulator three copies beside the
+    #: address's, each with a fan-out of one bank's address width or less.
+    select_slice = 14
+    #: The submodules synthesis keeps whole (fpga.flow, with the top's own): the lane select's
+    #: copies, which Yosys would otherwise merge back into one register.
+    synthesis_keep_hierarchy = ("bank_sel*",)
 
     def __init__(self, cfg: Config, memory_write_latency: int = 1, acc_read_latency: int = 3):
         self._cfg = cfg
@@ -248,16 +256,28 @@ class ResultWriter(wiring.Component):
         aux_word = [Signal(aw, name=f"aux_word{j}") for j in range(C)]
         en = Signal(C)
         value = [Signal(signed(cfg.acc_width), name=f"value{j}") for j in range(C)]
-        # per bank the lane it takes, (b - rot) mod V: one select register per bank, so no single
-        # register drives the multiplexers of every bank
-        bank_sel = [Signal(bb, name=f"bank_sel{b}") for b in range(V)]
+        # per bank the lane it takes, (b - rot) mod V: select registers per bank, so no single
+        # register drives the multiplexers of every bank, and per bank one copy for the
+        # address and enable and one per slice of the data (a single 3-bit register per bank
+        # drove the 8:1 multiplexers of some 55 bits, ec1557b's critical path at seed 1:
+        # bank_sel0 into a bank address register, 9.22 ns, one net of 5.0 ns). The copies are
+        # KeptRegisters, kept whole in synthesis, because Yosys merges equal flip-flops.
+        data_slices = [(lo, min(lo + self.select_slice, cfg.acc_width))
+                       for lo in range(0, cfg.acc_width, self.select_slice)]
+        bank_sel = []  # per bank: [address and enable, data slice 0, data slice 1, ...]
+        for b in range(V):
+            copies = []
+            for k in range(1 + len(data_slices)):
+                m.submodules[f"bank_sel{b}_{k}"] = reg = KeptRegister(bb)
+                m.d.comb += reg.d.eq(b - cur.rot)
+                copies.append(reg.q)
+            bank_sel.append(copies)
         last = Signal()
         for j in range(C):
             m.d.sync += [word[j].eq(cur.row_base + ((cur.j0 + j) >> bb)),
                          aux_word[j].eq(cur.aux_row_base + Mux(aux_trans, aux_lane_off[j],
                                                                (cur.j0 + j) >> bb)),
                          en[j].eq(cur.row_ok & cur.lanes_ok[j]), value[j].eq(Mux(takes_step, rq.out_wide[j], rq.out[j]))]
-        m.d.sync += [sel.eq(b - cur.rot) for b, sel in enumerate(bank_sel)]
         m.d.sync += last.eq(cur.last)
         # the transposed aux: bank b serves lane (b - j0 - s) mod V, and C's bank b takes the
         # "aux > 0" flag of aux bank (b - rot + j0 + s) mod V (both b itself otherwise)
@@ -268,7 +288,8 @@ class ResultWriter(wiring.Component):
 
         # stage 4: bank b takes lane (b - rot) mod V, into one set of bank-ordered registers for
         # both memories (only the enables differ), so the rotation stays in one place
-        words, values = Array(word + [0] * (V - C)), Array(value + [0] * (V - C))
+        words = Array(word + [0] * (V - C))
+        value_slices = [Array([v[lo:hi] for v in value] + [0] * (V - C)) for lo, hi in data_slices]
         aux_words = Array(aux_word + [0] * (V - C))
         ens = Array(list(en) + [0] * (V - C))
         bank_addr = [Signal(aw, name=f"bank_addr{b}") for b in range(V)]
@@ -279,9 +300,11 @@ class ResultWriter(wiring.Component):
         m.d.sync += [f.eq(flag_sel[b]) for b, f in enumerate(bank_flag_sel)]
         flag_sel = bank_flag_sel  # with the bank registers, one stage after the selects
         for b in range(V):
-            lane = bank_sel[b]
+            lane, *data_lanes = bank_sel[b]
             m.d.sync += [bank_addr[b].eq(words[lane]), bank_aux[b].eq(aux_words[aux_sel[b]]),
-                         bank_data[b].eq(values[lane]), bank_en[b].eq(ens[lane])]
+                         bank_en[b].eq(ens[lane])]
+            m.d.sync += [bank_data[b][lo:hi].eq(values[sel])
+                         for (lo, hi), values, sel in zip(data_slices, value_slices, data_lanes)]
         lane_sat = Signal()
         m.d.sync += lane_sat.eq((rq.saturated & cur.lanes_ok).any() & cur.row_ok & ~takes_step)
         if not cfg.training:

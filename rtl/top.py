@@ -65,7 +65,9 @@ class Accelerator(wiring.Component):
     #: The loss unit, the result writer and the skip controller stay whole too, so synthesis
     #: reports the area of the element-wise units and of the skip hardware on their own
     #: (fpga.report.module_cells).
-    synthesis_keep_hierarchy = ("array.pe_*", "loss", "writer", "skip")
+    #: The writer's own (its lane select's copies) follow, below its name.
+    synthesis_keep_hierarchy = ("array.pe_*", "loss", "writer", "skip",
+                                *(f"writer.{p}" for p in ResultWriter.synthesis_keep_hierarchy))
 
     def elaborate(self, platform):
         cfg = self.cfg

@@ -137,8 +137,12 @@ class SkipSpec(wiring.Component):
         x2 = x1 ^ (x1 >> 17)
         nxt = x2 ^ (x2 << 5)[:LFSR_WIDTH]
         ended = self.loss_done & ~self.loss_error
-        with m.If(self.seed_load):
-            m.d.sync += model.eq(Mux(mixed == 0, 1, mixed))
+        # a load lands Lfsr.load_latency cycles after seed_load, from the seed of that cycle
+        loading, loaded = Signal(), Signal(LFSR_WIDTH, init=skip_lfsr_seed(0))
+        assert Lfsr.load_latency == 2
+        m.d.sync += [loading.eq(self.seed_load), loaded.eq(Mux(mixed == 0, 1, mixed))]
+        with m.If(loading):
+            m.d.sync += model.eq(loaded)
         with m.Elif(ended & (policy == BatchPolicy.RANDOM)):
             m.d.sync += model.eq(nxt)
 
@@ -157,7 +161,8 @@ class SkipSpec(wiring.Component):
         # the invariants that make the proof inductive: the model is the LFSR, and the
         # controller's two registers hold what the spec's do
         with m.If(~first):
-            m.d.comb += [Assert(dut.lfsr.value == model), Assert(dut.pending == ended_1),
+            m.d.comb += [Assert(dut.lfsr.value == model), Assert(dut.lfsr.loading == loading),
+                         Assert(dut.lfsr.loaded == loaded), Assert(dut.pending == ended_1),
                          Assert(dut.confident == (ge_1 if not self._strict else dut.confident))]
         skip_q, start_q = Signal(), Signal()
         m.d.sync += [skip_q.eq(dut.skip), start_q.eq(self.start)]
