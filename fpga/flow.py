@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import paths
-from .report import critical_path_summary, count_cells, fmax_of, module_cells
+from .report import critical_path_summary, count_cells, fmax_of, module_cells, slowest_nets
 from .targets import Target
 
 __all__ = ["FlowError", "run_flow", "source_state", "tool_versions", "yosys_script"]
@@ -228,7 +228,8 @@ def run_flow(make_top: Callable, cfg, tgt: Target, out_dir, *, seeds=(1, 2, 3), 
         log = out / f"nextpnr_seed{seed}.log"
         report_file = out / f"nextpnr_seed{seed}.json"
         argv = [_tool(tgt.nextpnr), *tgt.nextpnr_args, "--json", "netlist.json",
-                "--report", report_file.name, "--seed", str(seed), "--timing-allow-fail",
+                "--report", report_file.name, "--detailed-timing-report",
+                "--seed", str(seed), "--timing-allow-fail",
                 "--freq", f"{tgt.target_mhz:g}", "-l", log.name]
         # nextpnr is deterministic for a given netlist, options and seed, and an 8x8 takes
         # tens of minutes a seed on a busy machine: a seed that already ran on exactly this
@@ -318,7 +319,8 @@ def run_flow(make_top: Callable, cfg, tgt: Target, out_dir, *, seeds=(1, 2, 3), 
         report.update(
             fmax_mhz=round(fmax, 2), meets_target=fmax >= tgt.target_mhz,
             utilization=reports[seeds[0]].get("utilization", {}),
-            critical_path={"seed": median_seed, **critical_path_summary(reports[median_seed])})
+            critical_path={"seed": median_seed, **critical_path_summary(reports[median_seed])},
+            slowest_nets={str(s): slowest_nets(reports[s]) for s in seeds})
     else:
         report.update(utilization=overfull["utilization"], does_not_fit=overfull["message"],
                       critical_path={})

@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["count_cells", "fmax_of", "critical_path_summary", "to_markdown", "to_table",
-           "write_report"]
+__all__ = ["count_cells", "fmax_of", "critical_path_summary", "slowest_nets", "to_markdown",
+           "to_table", "write_report"]
 
 #: How many of the slowest steps of the critical path the summary keeps.
 TOP_STEPS = 8
+#: nets listed per seed by slowest_nets
+SLOWEST_NETS = 20
 
 
 def count_cells(stat: dict) -> dict[str, int]:
@@ -99,6 +101,24 @@ def critical_path_summary(report: dict) -> dict:
     }
 
 
+def slowest_nets(report: dict, count: int = SLOWEST_NETS) -> list[dict]:
+    """The ``count`` routed nets with the longest route to any of their sinks, from a report
+    written with ``--detailed-timing-report``: where the critical path names one net, these
+    name every net that may be next (each with its driver, its fan-out and its slowest sink).
+    Empty when the report has no per-net timings."""
+    nets = []
+    for net in report.get("detailed_net_timings", []):
+        ends = net.get("endpoints", [])
+        if not ends:
+            continue
+        worst = max(ends, key=lambda e: max(e["delay"]))
+        nets.append({"net": net["net"], "driver": f"{net.get('driver', '?')}.{net.get('port', '?')}",
+                     "fanout": len(ends), "worst_ns": round(max(worst["delay"]), 3),
+                     "to": f"{worst.get('cell', '?')}.{worst.get('port', '?')}"})
+    nets.sort(key=lambda n: -n["worst_ns"])
+    return nets[:count]
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.2f}".rstrip("0").rstrip(".")
@@ -143,6 +163,11 @@ def to_table(report: dict) -> str:
         lines.append(f"critical path (seed {cp['seed']}): {cp['total_ns']:.2f} ns = "
                      f"{cp['logic_ns']:.2f} logic + {cp['routing_ns']:.2f} routing, "
                      f"{cp['startpoint']} -> {cp['endpoint']}")
+    if cp.get("total_ns") is not None:
+        nets = report.get("slowest_nets", {}).get(str(cp["seed"]), [])[:5]
+        if nets:
+            lines.append(f"slowest routes (seed {cp['seed']}): " + ", ".join(
+                f"{n['net']} {n['worst_ns']:.2f} ns (fan-out {n['fanout']})" for n in nets))
     est = report.get("path_estimate")
     if est:
         worst = ", ".join(f"{r} {t:.2f}" for r, t in est["worst_registers"].items())

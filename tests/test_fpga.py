@@ -292,6 +292,11 @@ def test_cli_synthesises_standin_for_ecp5(tmp_path, capsys):
     est = report["path_estimate"]
     assert est["period_ns"] == 8.0 and est["endpoints"] >= report["ffs"], est
     assert "[synth] path estimate" in err and "path estimate (no placement" in out
+    # every seed's slowest routed nets, from nextpnr's per-net timings, slowest first
+    nets = report["slowest_nets"]["1"]
+    assert nets and all(n["fanout"] >= 1 and n["worst_ns"] > 0 for n in nets), nets
+    assert [n["worst_ns"] for n in nets] == sorted((n["worst_ns"] for n in nets), reverse=True)
+    assert "slowest routes (seed 1): " in out
     md = md_path.read_text()
     assert "# Synthesis report" in md and "## Critical path" in md
     for log in ("yosys.log", "nextpnr_seed1.log", "netlist.json", "config.json", "top.il"):
