@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import paths
-from .report import critical_path_summary, count_cells, fmax_of, module_cells, slowest_nets
+from .report import critical_path_summary, count_cells, fmax_of, late_endpoints, module_cells
 from .targets import Target
 
 __all__ = ["FlowError", "run_flow", "source_state", "tool_versions", "yosys_script"]
@@ -320,7 +320,8 @@ def run_flow(make_top: Callable, cfg, tgt: Target, out_dir, *, seeds=(1, 2, 3), 
             fmax_mhz=round(fmax, 2), meets_target=fmax >= tgt.target_mhz,
             utilization=reports[seeds[0]].get("utilization", {}),
             critical_path={"seed": median_seed, **critical_path_summary(reports[median_seed])},
-            slowest_nets={str(s): slowest_nets(reports[s]) for s in seeds})
+            late_endpoints={str(s): late_endpoints(reports[s], 1000.0 / tgt.target_mhz)
+                            for s in seeds})
     else:
         report.update(utilization=overfull["utilization"], does_not_fit=overfull["message"],
                       critical_path={})

@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["count_cells", "fmax_of", "critical_path_summary", "slowest_nets", "to_markdown",
+__all__ = ["count_cells", "fmax_of", "critical_path_summary", "late_endpoints", "to_markdown",
            "to_table", "write_report"]
 
 #: How many of the slowest steps of the critical path the summary keeps.
 TOP_STEPS = 8
-#: nets listed per seed by slowest_nets
-SLOWEST_NETS = 20
+#: endpoints listed per seed by late_endpoints
+LATE_ENDPOINTS = 20
 
 
 def count_cells(stat: dict) -> dict[str, int]:
@@ -101,22 +101,27 @@ def critical_path_summary(report: dict) -> dict:
     }
 
 
-def slowest_nets(report: dict, count: int = SLOWEST_NETS) -> list[dict]:
-    """The ``count`` routed nets with the longest route to any of their sinks, from a report
-    written with ``--detailed-timing-report``: where the critical path names one net, these
-    name every net that may be next (each with its driver, its fan-out and its slowest sink).
-    Empty when the report has no per-net timings."""
-    nets = []
+def late_endpoints(report: dict, period_ns: float, count: int = LATE_ENDPOINTS) -> dict:
+    """The arrival time at every timing endpoint, from a report written with
+    ``--detailed-timing-report`` (nextpnr lists, per net, each endpoint it reaches with the
+    arrival there after placement and routing): how many endpoints there are, how many arrive
+    later than ``period_ns``, and the ``count`` latest with the net that reaches them. Where
+    the critical path names one path, this names every one that would be next. Empty when the
+    report has no per-net timings."""
+    latest: dict = {}
     for net in report.get("detailed_net_timings", []):
-        ends = net.get("endpoints", [])
-        if not ends:
-            continue
-        worst = max(ends, key=lambda e: max(e["delay"]))
-        nets.append({"net": net["net"], "driver": f"{net.get('driver', '?')}.{net.get('port', '?')}",
-                     "fanout": len(ends), "worst_ns": round(max(worst["delay"]), 3),
-                     "to": f"{worst.get('cell', '?')}.{worst.get('port', '?')}"})
-    nets.sort(key=lambda n: -n["worst_ns"])
-    return nets[:count]
+        for end in net.get("endpoints", []):
+            key = f"{end.get('cell', '?')}.{end.get('port', '?')}"
+            t = max(end["delay"])
+            if t > latest.get(key, (-1.0, ""))[0]:
+                latest[key] = (t, net["net"])
+    if not latest:
+        return {}
+    ranked = sorted(latest.items(), key=lambda kv: -kv[1][0])
+    return {"period_ns": round(period_ns, 3), "endpoints": len(latest),
+            "over": sum(1 for _, (t, _) in ranked if t > period_ns),
+            "latest": [{"endpoint": k, "net": n, "arrival_ns": round(t, 3)}
+                       for k, (t, n) in ranked[:count]]}
 
 
 def _fmt(v) -> str:
@@ -164,10 +169,12 @@ def to_table(report: dict) -> str:
                      f"{cp['logic_ns']:.2f} logic + {cp['routing_ns']:.2f} routing, "
                      f"{cp['startpoint']} -> {cp['endpoint']}")
     if cp.get("total_ns") is not None:
-        nets = report.get("slowest_nets", {}).get(str(cp["seed"]), [])[:5]
-        if nets:
-            lines.append(f"slowest routes (seed {cp['seed']}): " + ", ".join(
-                f"{n['net']} {n['worst_ns']:.2f} ns (fan-out {n['fanout']})" for n in nets))
+        late = report.get("late_endpoints", {}).get(str(cp["seed"]), {})
+        if late:
+            lines.append(f"endpoints after routing (seed {cp['seed']}): {late['over']} of "
+                         f"{late['endpoints']} arrive after {late['period_ns']:g} ns; latest "
+                         + ", ".join(f"{e['endpoint']} {e['arrival_ns']:.2f}"
+                                     for e in late["latest"][:3]))
     est = report.get("path_estimate")
     if est:
         worst = ", ".join(f"{r} {t:.2f}" for r, t in est["worst_registers"].items())
@@ -214,6 +221,15 @@ def to_markdown(report: dict) -> str:
                     else f"`{s['cell']}` {s['from_port']} -> {s['to_port']}")
             out.append(f"| {s['index']} | {s['type']} | {s['delay_ns']:.3f} | {what} |")
         out.append("")
+    for seed, late in report.get("late_endpoints", {}).items():
+        if late:
+            out += [f"## Endpoints after routing (seed {seed})", "",
+                    f"{late['over']} of {late['endpoints']} endpoints arrive after "
+                    f"{late['period_ns']:g} ns (nextpnr's per-net timings); the latest:", "",
+                    "| endpoint | arrival (ns) | net |", "|---|---|---|"]
+            out += [f"| `{e['endpoint']}` | {e['arrival_ns']:.3f} | `{e['net']}` |"
+                    for e in late["latest"]]
+            out.append("")
     out += ["## Cells (Yosys)", "", "| cell | count |", "|---|---|"]
     out += [f"| {k} | {v} |" for k, v in report["cells"].items()]
     rt = report["runtime_s"]

@@ -292,13 +292,21 @@ def test_cli_synthesises_standin_for_ecp5(tmp_path, capsys):
     est = report["path_estimate"]
     assert est["period_ns"] == 8.0 and est["endpoints"] >= report["ffs"], est
     assert "[synth] path estimate" in err and "path estimate (no placement" in out
-    # every seed's slowest routed nets, from nextpnr's per-net timings, slowest first
-    nets = report["slowest_nets"]["1"]
-    assert nets and all(n["fanout"] >= 1 and n["worst_ns"] > 0 for n in nets), nets
-    assert [n["worst_ns"] for n in nets] == sorted((n["worst_ns"] for n in nets), reverse=True)
-    assert "slowest routes (seed 1): " in out
+    # every endpoint's arrival after routing, from nextpnr's per-net timings: the latest is
+    # the critical path's end, at its delay less the setup time
+    late = report["late_endpoints"]["1"]
+    latest = late["latest"]
+    assert late["endpoints"] >= report["ffs"] and late["period_ns"] == 8.0, late
+    assert [e["arrival_ns"] for e in latest] == sorted((e["arrival_ns"] for e in latest), reverse=True)
+    path = json.loads((tmp_path / "build" / "nextpnr_seed1.json").read_text())["critical_paths"][0]["path"]
+    setup = sum(e["delay"] for e in path if e["type"] == "setup")
+    assert latest[0]["arrival_ns"] == pytest.approx(sum(e["delay"] for e in path) - setup, abs=2e-3)
+    assert latest[0]["endpoint"] == f"{path[-1]['to']['cell']}.{path[-1]['to']['port']}"
+    assert late["over"] == sum(1 for e in latest if e["arrival_ns"] > 8.0)  # a 2x2 meets 125 MHz
+    assert "endpoints after routing (seed 1): " in out
     md = md_path.read_text()
     assert "# Synthesis report" in md and "## Critical path" in md
+    assert "## Endpoints after routing (seed 1)" in md
     for log in ("yosys.log", "nextpnr_seed1.log", "netlist.json", "config.json", "top.il"):
         assert (tmp_path / "build" / log).is_file(), log
     assert "reused_seeds" not in report["runtime_s"]
