@@ -160,7 +160,8 @@ def to_table(report: dict) -> str:
     lines = [f"{a:<{w0}}  {b:<{w1}}  {c}" for a, b, c in rows]
     lines.append(f"per PE = {report['per_pe']['note']}")
     for name, cells in report.get("module_cells", {}).items():
-        if name != "top" and not name.startswith("top.array"):  # the kept units, not each PE
+        # the kept units, not each PE or register copy (rtl.kept_register)
+        if name != "top" and not name.startswith("top.array") and ".copy_" not in name:
             kinds = ", ".join(f"{n} {k}" for k, n in sorted(cells.items()) if not k.startswith("top."))
             lines.append(f"module {name}: {kinds}")
     cp = report.get("critical_path", {})

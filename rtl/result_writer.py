@@ -66,9 +66,10 @@ class ResultWriter(wiring.Component):
     #: the default 8 banks): 14 gives the 40-bit accumulator three copies beside the
     #: address's, each with a fan-out of one bank's address width or less.
     select_slice = 14
-    #: The submodules synthesis keeps whole (fpga.flow, with the top's own): the lane select's
-    #: copies, which Yosys would otherwise merge back into one register.
-    synthesis_keep_hierarchy = ("bank_sel*",)
+    #: The submodules synthesis keeps whole (fpga.flow, with the top's own): the copies of
+    #: registers with many loads (the lane select, the epilogue's flags), which Yosys would
+    #: otherwise merge back into one register.
+    synthesis_keep_hierarchy = ("copy_*",)
 
     def __init__(self, cfg: Config, memory_write_latency: int = 1, acc_read_latency: int = 3):
         self._cfg = cfg
@@ -226,6 +227,24 @@ class ResultWriter(wiring.Component):
         # UPDATE takes the requantizer's unsaturated rounding (the step), and its saturation
         # flags do not count; without the training hardware no epilogue runs (a constant)
         takes_step = (epilogue == Epilogue.UPDATE) if cfg.training else 0
+        # The epilogue's flags, decoded from the command's epilogue, each drive a multiplexer
+        # of every bit of every lane or bank (aux_write some 55 bits of each of the V write
+        # ports, beside the memories across the die): registered in a copy per lane for the
+        # step's select and per bank for the rest. The command is constant while its rows
+        # flow, and its first row reaches them many cycles after ``start``.
+        lane_step = [0] * C
+        bank_flags = [Signal(4, name=f"bank_flags{b}") for b in range(V)]
+        if cfg.training:
+            aux_write_d = (epilogue == Epilogue.RELU) | (epilogue == Epilogue.UPDATE)
+            flags_d = Cat(epilogue == Epilogue.UPDATE, epilogue == Epilogue.RELU,
+                          epilogue == Epilogue.MASK, aux_write_d)
+            for j in range(C):
+                m.submodules[f"copy_step{j}"] = reg = KeptRegister(1)
+                m.d.comb += reg.d.eq(takes_step)
+                lane_step[j] = reg.q
+            for b in range(V):
+                m.submodules[f"copy_flags{b}"] = reg = KeptRegister(4)
+                m.d.comb += [reg.d.eq(flags_d), bank_flags[b].eq(reg.q)]
 
         # row metadata, delayed to meet the requantizer output
         # (aux_row_base: the transposed aux's column base until the list entry s comes, then
@@ -268,7 +287,7 @@ class ResultWriter(wiring.Component):
         for b in range(V):
             copies = []
             for k in range(1 + len(data_slices)):
-                m.submodules[f"bank_sel{b}_{k}"] = reg = KeptRegister(bb)
+                m.submodules[f"copy_sel{b}_{k}"] = reg = KeptRegister(bb)
                 m.d.comb += reg.d.eq(b - cur.rot)
                 copies.append(reg.q)
             bank_sel.append(copies)
@@ -277,7 +296,7 @@ class ResultWriter(wiring.Component):
             m.d.sync += [word[j].eq(cur.row_base + ((cur.j0 + j) >> bb)),
                          aux_word[j].eq(cur.aux_row_base + Mux(aux_trans, aux_lane_off[j],
                                                                (cur.j0 + j) >> bb)),
-                         en[j].eq(cur.row_ok & cur.lanes_ok[j]), value[j].eq(Mux(takes_step, rq.out_wide[j], rq.out[j]))]
+                         en[j].eq(cur.row_ok & cur.lanes_ok[j]), value[j].eq(Mux(lane_step[j], rq.out_wide[j], rq.out[j]))]
         m.d.sync += last.eq(cur.last)
         # the transposed aux: bank b serves lane (b - j0 - s) mod V, and C's bank b takes the
         # "aux > 0" flag of aux bank (b - rot + j0 + s) mod V (both b itself otherwise)
@@ -362,8 +381,9 @@ class ResultWriter(wiring.Component):
         # MASK: per aux bank "aux > 0", registered here; C's bank b takes flag flag_sel[b] in E2a
         e1_pos = Signal(V)
         e1_flag_sel = [Signal(bb, name=f"e1_flag_sel{b}") for b in range(V)]
-        is_mask, is_update = epilogue == Epilogue.MASK, epilogue == Epilogue.UPDATE
-        is_relu = epilogue == Epilogue.RELU
+        # per bank: UPDATE, RELU, MASK, and "aux is written" (RELU or UPDATE)
+        is_update = [f[0] for f in bank_flags]
+        is_relu, is_mask, aux_write = [f[1] for f in bank_flags], [f[2] for f in bank_flags], [f[3] for f in bank_flags]
         # the aux words, registered as they leave the block RAM: its output and the route from
         # it were the critical path into E1's subtraction (ECP5: about 6 ns of the 11)
         aux_q = [Signal(signed(aw_), name=f"aux_q{b}") for b in range(V)]
@@ -378,9 +398,9 @@ class ResultWriter(wiring.Component):
             m.d.sync += [e1_addr[b].eq(bank_addr[b]), e1_aux[b].eq(bank_aux[b]),
                          # ReLU here, after the requantizer's saturation (a sign bit, no
                          # more logic on the requantizer's own critical path)
-                         e1_data[b].eq(Mux(is_update, updated,
-                                           Mux(is_relu & bank_data[b][-1], 0, bank_data[b]))),
-                         e1_sat[b].eq(is_update & bank_en[b] & (d_over | d_under)),
+                         e1_data[b].eq(Mux(is_update[b], updated,
+                                           Mux(is_relu[b] & bank_data[b][-1], 0, bank_data[b]))),
+                         e1_sat[b].eq(is_update[b] & bank_en[b] & (d_over | d_under)),
                          # aux > 0 as a sign bit and an OR tree
                          e1_pos[b].eq(~aux[-1] & aux[:-1].any()), e1_flag_sel[b].eq(flag_sel[b])]
         m.d.sync += e1_en.eq(bank_en)
@@ -399,13 +419,12 @@ class ResultWriter(wiring.Component):
         pos = Array(e1_pos[x] for x in range(V))
         for b in range(V):
             w = e1_data[b]
-            masked = is_mask & ~pos[e1_flag_sel[b]]
+            masked = is_mask[b] & ~pos[e1_flag_sel[b]]
             m.d.sync += [a_addr[b].eq(e1_addr[b]), a_aux[b].eq(e1_aux[b]), a_w[b].eq(Mux(masked, 0, w)),
                          a_q[b].eq(w >> f), a_up[b].eq(_round_up(w, f))]
         m.d.sync += a_en.eq(e1_en)
         to_spad = Signal()
-        aux_write = Signal()
-        m.d.sync += [to_spad.eq(quant), aux_write.eq((epilogue == Epilogue.RELU) | is_update)]
+        m.d.sync += to_spad.eq(quant)
         out_addr = [Signal(aw, name=f"out_addr{b}") for b in range(V)]
         out_aux = [Signal(aw, name=f"out_aux{b}") for b in range(V)]
         out_c = [Signal(signed(aw_), name=f"out_c{b}") for b in range(V)]
@@ -415,13 +434,13 @@ class ResultWriter(wiring.Component):
             # the clamp tests a_q's top bits, not the sum: one short carry chain in E2b
             copy, sat = round_saturate(a_q[b], a_up[b], dw)
             m.d.sync += [out_addr[b].eq(a_addr[b]), out_aux[b].eq(a_aux[b]),
-                         out_c[b].eq(Mux(is_update, copy, a_w[b])), out_x[b].eq(a_w[b]),
-                         e2_sat[b].eq(is_update & a_en[b] & sat)]
+                         out_c[b].eq(Mux(is_update[b], copy, a_w[b])), out_x[b].eq(a_w[b]),
+                         e2_sat[b].eq(is_update[b] & a_en[b] & sat)]
             m.d.comb += [self.spad.addr[b].eq(out_addr[b]), self.spad.data[b].eq(out_c[b]),
                          self.spad.en[b].eq(out_en[b] & to_spad),
-                         self.acc.addr[b].eq(Mux(aux_write, out_aux[b], out_addr[b])),
-                         self.acc.data[b].eq(Mux(aux_write, out_x[b], out_c[b])),
-                         self.acc.en[b].eq(out_en[b] & (~to_spad | aux_write))]
+                         self.acc.addr[b].eq(Mux(aux_write[b], out_aux[b], out_addr[b])),
+                         self.acc.data[b].eq(Mux(aux_write[b], out_x[b], out_c[b])),
+                         self.acc.en[b].eq(out_en[b] & (~to_spad | aux_write[b]))]
         m.d.sync += out_en.eq(a_en)
         m.d.comb += self.saturated.eq(lane_sat | e1_sat.any() | e2_sat.any())
         self._done_chain(m, last, 2 + norm_cycles + self.acc_read_latency + 4 + self._memory_write_latency)

@@ -18,6 +18,7 @@ from amaranth.sim import Simulator
 from fpga.ice40_wrapper import Ice40Wrapper
 from fpga.targets import TARGETS, FitError, check_fits, target
 from rtl.multiplier import Multiplier
+from rtl.result_writer import ResultWriter
 from skiptrain import cli
 from skiptrain.config import preset
 
@@ -247,6 +248,13 @@ def test_cli_synthesis_only_reports_the_kept_modules(tmp_path, capsys):
     assert report["fmax_mhz"] is None and report["seeds"] == [] and report["synthesis_only"]
     assert report["module_cells"]["top.loss"]["LUT4"] > 0, report["module_cells"].keys()
     assert "none: synthesis only" in out and "module top.loss:" in out
+    # the writer's register copies stay apart (KeptRegister): one lane select per bank and
+    # field, each with its own flip-flops, not merged into one by Yosys
+    tiny = preset("tiny")
+    sel = [n for n in report["module_cells"] if n.startswith("top.writer.copy_sel")]
+    assert len(sel) == tiny.banks * (1 + -(-tiny.acc_width // ResultWriter.select_slice)), sel
+    assert all(report["module_cells"][n].get("TRELLIS_FF") == tiny.bank_bits for n in sel), sel
+    assert "copy_" not in out
     assert not (tmp_path / "build" / "nextpnr_seed1.log").exists()
 
 
