@@ -382,8 +382,7 @@ class ResultWriter(wiring.Component):
         e1_pos = Signal(V)
         e1_flag_sel = [Signal(bb, name=f"e1_flag_sel{b}") for b in range(V)]
         # per bank: UPDATE, RELU, MASK, and "aux is written" (RELU or UPDATE)
-        is_update = [f[0] for f in bank_flags]
-        is_relu, is_mask, aux_write = [f[1] for f in bank_flags], [f[2] for f in bank_flags], [f[3] for f in bank_flags]
+        is_update, is_relu, is_mask, aux_write = ([f[k] for f in bank_flags] for k in range(4))
         # the aux words, registered as they leave the block RAM: its output and the route from
         # it were the critical path into E1's subtraction (ECP5: about 6 ns of the 11)
         aux_q = [Signal(signed(aw_), name=f"aux_q{b}") for b in range(V)]
