@@ -7,7 +7,10 @@ JSON unchanged; this module only reads the tools' outputs and renders the dict f
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
+
+from .paths import unit_of
 
 __all__ = ["count_cells", "fmax_of", "critical_path_summary", "late_endpoints", "to_markdown",
            "to_table", "write_report"]
@@ -118,8 +121,9 @@ def late_endpoints(report: dict, period_ns: float, count: int = LATE_ENDPOINTS) 
     if not latest:
         return {}
     ranked = sorted(latest.items(), key=lambda kv: -kv[1][0])
-    return {"period_ns": round(period_ns, 3), "endpoints": len(latest),
-            "over": sum(1 for _, (t, _) in ranked if t > period_ns),
+    over = [k for k, (t, _) in ranked if t > period_ns]
+    return {"period_ns": round(period_ns, 3), "endpoints": len(latest), "over": len(over),
+            "over_per_unit": dict(Counter(unit_of(k) for k in over).most_common()),
             "latest": [{"endpoint": k, "net": n, "arrival_ns": round(t, 3)}
                        for k, (t, n) in ranked[:count]]}
 
@@ -172,8 +176,10 @@ def to_table(report: dict) -> str:
     if cp.get("total_ns") is not None:
         late = report.get("late_endpoints", {}).get(str(cp["seed"]), {})
         if late:
+            units = ", ".join(f"{u} {n}" for u, n in late.get("over_per_unit", {}).items())
             lines.append(f"endpoints after routing (seed {cp['seed']}): {late['over']} of "
-                         f"{late['endpoints']} arrive after {late['period_ns']:g} ns; latest "
+                         f"{late['endpoints']} arrive after {late['period_ns']:g} ns"
+                         + (f" ({units})" if units else "") + "; latest "
                          + ", ".join(f"{e['endpoint']} {e['arrival_ns']:.2f}"
                                      for e in late["latest"][:3]))
     est = report.get("path_estimate")

@@ -311,6 +311,7 @@ def test_cli_synthesises_standin_for_ecp5(tmp_path, capsys):
     assert latest[0]["arrival_ns"] == pytest.approx(sum(e["delay"] for e in path) - setup, abs=2e-3)
     assert latest[0]["endpoint"] == f"{path[-1]['to']['cell']}.{path[-1]['to']['port']}"
     assert late["over"] == sum(1 for e in latest if e["arrival_ns"] > 8.0)  # a 2x2 meets 125 MHz
+    assert sum(late["over_per_unit"].values()) == late["over"]
     assert "endpoints after routing (seed 1): " in out
     md = md_path.read_text()
     assert "# Synthesis report" in md and "## Critical path" in md
