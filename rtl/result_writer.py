@@ -218,10 +218,14 @@ class ResultWriter(wiring.Component):
             noised, noised_valid = Signal.like(row_data), Signal()
             m.d.sync += noised_valid.eq(row_valid)
             for j in range(C):
+                # sr_active again, in a copy per lane: it selects the noise of all 32 bits of
+                # every lane's adder and steps every lane's LFSR (some 260 loads as one register)
+                m.submodules[f"copy_sr{j}"] = sr_lane = KeptRegister(1)
+                m.d.comb += sr_lane.d.eq(self.stochastic & (self.epilogue == Epilogue.UPDATE))
                 m.submodules[f"lfsr{j}"] = lfsr = Lfsr(j)
                 m.d.comb += [lfsr.seed.eq(self.sr_seed), lfsr.load.eq(self.sr_load),
-                             lfsr.step.eq(row_valid & sr_active)]
-                m.d.sync += noised[j].eq(row_data[j] + Mux(sr_active, lfsr.value & noise_mask, 0))
+                             lfsr.step.eq(row_valid & sr_lane.q)]
+                m.d.sync += noised[j].eq(row_data[j] + Mux(sr_lane.q, lfsr.value & noise_mask, 0))
         m.d.comb += [rq.value.eq(noised), rq.valid.eq(noised_valid), rq.floor.eq(sr_active),
                      rq.quant.eq(quant), rq.shift.eq(shift)]
         # UPDATE takes the requantizer's unsaturated rounding (the step), and its saturation
