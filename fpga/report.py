@@ -261,3 +261,31 @@ def write_report(report: dict, json_path=None, markdown_path=None):
     if markdown_path is not None:
         Path(markdown_path).parent.mkdir(parents=True, exist_ok=True)
         Path(markdown_path).write_text(to_markdown(report))
+
+
+def main(argv=None) -> int:
+    """``python -m fpga.report nextpnr_seedN.json [--period 8]``: the late endpoints of one
+    place and route (written with ``--detailed-timing-report``, as ``skiptrain synth`` does)."""
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m fpga.report", description=main.__doc__.split("\n")[0])
+    ap.add_argument("report", type=Path, help="a nextpnr --report file (nextpnr_seedN.json)")
+    ap.add_argument("--period", type=float, default=8.0, help="clock period in ns (8: 125 MHz)")
+    ap.add_argument("--latest", type=int, default=LATE_ENDPOINTS, help="latest endpoints to list")
+    args = ap.parse_args(argv)
+    if not args.report.is_file():
+        ap.error(f"report {args.report}: no such file")
+    if args.period <= 0 or args.latest < 0:
+        ap.error(f"--period {args.period} must be > 0 and --latest {args.latest} >= 0")
+    report = json.loads(args.report.read_text())
+    late = late_endpoints(report, args.period, args.latest)
+    if not late:
+        ap.error(f"report {args.report}: no per-net timings (run nextpnr with --detailed-timing-report)")
+    print(f"Fmax {fmax_of(report):.2f} MHz; {late['over']} of {late['endpoints']} endpoints arrive "
+          f"after {args.period:g} ns: " + ", ".join(f"{u} {n}" for u, n in late["over_per_unit"].items()))
+    for e in late["latest"]:
+        print(f"{e['arrival_ns']:7.3f}  {e['endpoint']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

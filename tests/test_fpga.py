@@ -313,6 +313,11 @@ def test_cli_synthesises_standin_for_ecp5(tmp_path, capsys):
     assert late["over"] == sum(1 for e in latest if e["arrival_ns"] > 8.0)  # a 2x2 meets 125 MHz
     assert sum(late["over_per_unit"].values()) == late["over"]
     assert "endpoints after routing (seed 1): " in out
+    from fpga import report as report_mod
+    assert report_mod.main([str(tmp_path / "build" / "nextpnr_seed1.json"), "--latest", "2"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("Fmax ") and len(printed) == 3, printed
+    assert printed[1].endswith(latest[0]["endpoint"]), printed
     md = md_path.read_text()
     assert "# Synthesis report" in md and "## Critical path" in md
     assert "## Endpoints after routing (seed 1)" in md
