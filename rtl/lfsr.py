@@ -14,7 +14,8 @@ class Lfsr(wiring.Component):
     ``load`` sets the state to :func:`skiptrain.numerics.lfsr_seed` (``seed``, ``lane``), which
     is never zero, so the register cannot lock up: ``value`` holds it ``load_latency`` cycles
     after ``load`` (``seed`` is taken in the cycle of ``load``); ``step`` advances it once, a
-    cycle later. ``value`` is the current state. The golden model steps
+    cycle later. ``value`` is the current state and ``next_value`` the state one step after it
+    (combinational). The golden model steps
     :func:`skiptrain.numerics.lfsr_step` alike.
 
     The seed, mixed with the lane's constant and tested for zero, is registered before the
@@ -29,7 +30,8 @@ class Lfsr(wiring.Component):
     def __init__(self, lane: int):
         self._lane = lane
         super().__init__({"seed": In(LFSR_WIDTH), "load": In(1), "step": In(1),
-                          "value": Out(LFSR_WIDTH, init=lfsr_seed(0, lane))})
+                          "value": Out(LFSR_WIDTH, init=lfsr_seed(0, lane)),
+                          "next_value": Out(LFSR_WIDTH)})
         # the registered load (made here, so a formal harness can state invariants over it)
         self.loaded = Signal(LFSR_WIDTH, init=lfsr_seed(0, lane))
         self.loading = Signal()
@@ -40,6 +42,7 @@ class Lfsr(wiring.Component):
         a = x ^ (x << 13)[:LFSR_WIDTH]
         b = a ^ (a >> 17)
         c = b ^ (b << 5)[:LFSR_WIDTH]
+        m.d.comb += self.next_value.eq(c)
         mixed = self.seed ^ ((LFSR_LANE_MIX * (self._lane + 1)) & ((1 << LFSR_WIDTH) - 1))
         m.d.sync += [self.loaded.eq(self._loaded(mixed)), self.loading.eq(self.load)]
         with m.If(self.loading):

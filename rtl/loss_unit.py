@@ -186,9 +186,16 @@ class LossUnit(wiring.Component):
 
         # ---- the tag waits for the memory (3 cycles), then stage A rotates the line into lanes --
         td = t0
+        # per lane the bank it takes in stage A, (rot + lane) mod V, registered beside tag_d2 from
+        # tag_d1: the rotation multiplexer's select is then a register of its own per lane, not
+        # an adder behind one tag register that fans out to every lane (zA was the most common
+        # late endpoint of 98ce465's seed 1)
+        zsel = [Signal(max(bb, 1), name=f"zA_sel{lane}") for lane in range(V)]
         for stage in range(3):
             nxt = Signal(tag, name=f"tag_d{stage}")
             m.d.sync += nxt.eq(td)
+            if stage == 2:
+                m.d.sync += [zsel[lane].eq((td.rot + lane)[:bb] if V > 1 else 0) for lane in range(V)]
             td = nxt
         zA = [Signal(signed(dw), name=f"zA{lane}") for lane in range(V)]
         labels = [Signal(signed(dw), name=f"label{lane}") for lane in range(V)]
@@ -197,7 +204,7 @@ class LossUnit(wiring.Component):
         bank_data = Array(self.rd_z.data[b] for b in range(V))
         for lane in range(V):
             # lane l of row r is column gw*V + l, in bank (r + l) mod V
-            m.d.sync += zA[lane].eq(bank_data[(td.rot + lane)[:bb]] if V > 1 else bank_data[0])
+            m.d.sync += zA[lane].eq(bank_data[zsel[lane]] if V > 1 else bank_data[0])
             with m.If(td.label_read):
                 # the labels are row 0: lane l is in bank l
                 m.d.sync += labels[lane].eq(self.rd_y.data[lane])
@@ -477,8 +484,12 @@ class LossUnit(wiring.Component):
         with m.If(self.start):
             m.d.sync += kept_total.eq(0)
         with m.Elif(decide[18]):
-            m.d.sync += [group_k0.eq(kept_total), kept_total.eq(kept_total + count),
-                         self.skipped.eq(popcount(sample_d) - count)]
+            m.d.sync += [group_k0.eq(kept_total), kept_total.eq(kept_total + count)]
+        # apart from START: no group is in the pipeline when a LOSS starts, and with START in its
+        # enable this register was 98ce465's critical path at seed 1 (loss_start with decide_18
+        # into its reset, 9.44 ns)
+        with m.If(decide[18]):
+            m.d.sync += self.skipped.eq(popcount(sample_d) - count)
             k_lo, k_word = kept_total[:bb], kept_total >> bb
             for b in range(V):
                 wrap = (b < k_lo) if V > 1 else Const(0, 1)

@@ -21,7 +21,8 @@ class SkipController(wiring.Component):
     - policy ``CONFIDENCE``: skip when the loss unit's ``batch_sum`` (sum of c_i over the batch,
       see :mod:`skiptrain.skip`) is at least ``batch_tau``;
     - policy ``RANDOM``: the skip LFSR (:class:`~rtl.lfsr.Lfsr` lane ``SKIP_LFSR_LANE``, seeded
-      by ``seed_load``) steps once, then skip when its low 16 bits are below ``rate``;
+      by ``seed_load``) steps once, and the batch is skipped when the stepped value's low 16
+      bits are below ``rate`` (the step lands a cycle after the decision is taken);
     - ``OFF``: never.
 
     ``config_error`` is high while ``ctrl`` holds an unassigned policy, sample policy or
@@ -40,6 +41,7 @@ class SkipController(wiring.Component):
         self.lfsr = Lfsr(SKIP_LFSR_LANE)
         self.pending = Signal()    # a LOSS ended last cycle: decide now
         self.confident = Signal()  # batch_sum >= batch_tau, registered
+        self.below = Signal()      # the next step's low bits < rate, registered
 
     def elaborate(self, platform):
         m = Module()
@@ -50,19 +52,25 @@ class SkipController(wiring.Component):
 
         m.submodules.lfsr = lfsr = self.lfsr
         ended = self.loss_done & ~self.loss_error
+        random = policy == BatchPolicy.RANDOM
+        # The LFSR steps in cycle 1, from the registered ``pending``, not in cycle 0 from
+        # loss_done/loss_error: those come from the loss unit across the die, and as the
+        # enable of the LFSR's 32 flip-flops they were ~32 late endpoints in every seed of
+        # 98ce465. The draw the decision needs is the *stepped* value, so its compare with
+        # ``rate`` is made every cycle on the value the next step gives (``below``); the value
+        # stands still between steps, so in cycle 1 ``below`` holds the draw of the step that
+        # lands in cycle 2. Seeds are loaded only while idle, never beside a LOSS's end.
         m.d.comb += [lfsr.seed.eq(self.seed), lfsr.load.eq(self.seed_load),
-                     lfsr.step.eq(ended & (policy == BatchPolicy.RANDOM))]
+                     lfsr.step.eq(self.pending & random)]
 
-        # cycle 1: the LFSR has stepped and the sum compare is registered; cycle 2: decide
-        pending, confident = self.pending, self.confident
+        # cycle 1: the sum compare and the next draw's compare are registered; cycle 2: decide
+        pending, confident, below = self.pending, self.confident, self.below
         m.d.sync += [pending.eq(ended), confident.eq(self.batch_sum >= self.batch_tau),
-                     self.skipped.eq(0)]
-        draw = lfsr.value[:RATE_BITS]
+                     below.eq(lfsr.next_value[:RATE_BITS] < self.rate), self.skipped.eq(0)]
         with m.If(self.start):
             m.d.sync += self.skip.eq(0)
         with m.Elif(pending):
-            decision = (((policy == BatchPolicy.CONFIDENCE) & confident)
-                        | ((policy == BatchPolicy.RANDOM) & (draw < self.rate)))
+            decision = (((policy == BatchPolicy.CONFIDENCE) & confident) | (random & below))
             m.d.sync += [self.skip.eq(decision), self.skipped.eq(decision)]
         return m
 

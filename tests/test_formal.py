@@ -141,28 +141,32 @@ class SkipSpec(wiring.Component):
         loading, loaded = Signal(), Signal(LFSR_WIDTH, init=skip_lfsr_seed(0))
         assert Lfsr.load_latency == 2
         m.d.sync += [loading.eq(self.seed_load), loaded.eq(Mux(mixed == 0, 1, mixed))]
+        ended_1, ended_2 = Signal(), Signal()
+        # the LFSR steps once per LOSS that ends under RANDOM (a cycle after the end)
         with m.If(loading):
             m.d.sync += model.eq(loaded)
-        with m.Elif(ended & (policy == BatchPolicy.RANDOM)):
+        with m.Elif(ended_1 & (policy == BatchPolicy.RANDOM)):
             m.d.sync += model.eq(nxt)
 
-        # what the decision must be, two cycles after a LOSS ends (no seed write in between:
-        # the host cannot write while busy)
+        # what the decision must be, two cycles after a LOSS ends: the draw is the LFSR's state
+        # one step after the end (no seed write lands around the end: the host writes only
+        # while idle, and a LOSS ends while busy)
         expect_1, expect_2 = Signal(), Signal()
-        ended_1, ended_2 = Signal(), Signal()
-        ge_1 = Signal()
-        m.d.sync += [ended_1.eq(ended), ended_2.eq(ended_1 & ~self.start), ge_1.eq(self.batch_sum >= self.batch_tau)]
+        ge_1, draw_1 = Signal(), Signal(RATE_BITS)
+        m.d.sync += [ended_1.eq(ended), ended_2.eq(ended_1 & ~self.start),
+                     ge_1.eq(self.batch_sum >= self.batch_tau), draw_1.eq(nxt[:RATE_BITS])]
+        m.d.comb += Assume(~(ended & loading))
         with m.If(ended_1):
             m.d.comb += Assume(~self.seed_load)
-        draw = model[:RATE_BITS]
         m.d.comb += expect_1.eq(((policy == BatchPolicy.CONFIDENCE) & ge_1)
-                                | ((policy == BatchPolicy.RANDOM) & (draw < self.rate)))
+                                | ((policy == BatchPolicy.RANDOM) & (draw_1 < self.rate)))
         m.d.sync += expect_2.eq(expect_1)
         # the invariants that make the proof inductive: the model is the LFSR, and the
-        # controller's two registers hold what the spec's do
+        # controller's three registers hold what the spec's do
         with m.If(~first):
             m.d.comb += [Assert(dut.lfsr.value == model), Assert(dut.lfsr.loading == loading),
                          Assert(dut.lfsr.loaded == loaded), Assert(dut.pending == ended_1),
+                         Assert(dut.below == (draw_1 < self.rate)),
                          Assert(dut.confident == (ge_1 if not self._strict else dut.confident))]
         skip_q, start_q = Signal(), Signal()
         m.d.sync += [skip_q.eq(dut.skip), start_q.eq(self.start)]
