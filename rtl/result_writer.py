@@ -380,8 +380,13 @@ class ResultWriter(wiring.Component):
         acc_min, acc_max = -(1 << (aw_ - 1)), (1 << (aw_ - 1)) - 1
         e1_addr = [Signal(aw, name=f"e1_addr{b}") for b in range(V)]
         e1_aux = [Signal(aw, name=f"e1_aux{b}") for b in range(V)]
-        e1_data = [Signal(signed(aw_), name=f"e1_data{b}") for b in range(V)]
-        e1_en, e1_sat = Signal(V), Signal(V)
+        # E1 holds the difference (or the element) one bit wider than acc_width, unsaturated:
+        # the clamp to acc_width is E2a's, from its two top bits. With the clamp's multiplexer
+        # behind the 42-bit subtraction, E1 was 98ce465's critical path at seed 2 and its
+        # registers the late endpoints (146 of them). Any other element, sign-extended, has its
+        # two top bits equal, so the clamp leaves it as it is.
+        e1_data = [Signal(signed(aw_ + 1), name=f"e1_data{b}") for b in range(V)]
+        e1_en = Signal(V)
         # MASK: per aux bank "aux > 0", registered here; C's bank b takes flag flag_sel[b] in E2a
         e1_pos = Signal(V)
         e1_flag_sel = [Signal(bb, name=f"e1_flag_sel{b}") for b in range(V)]
@@ -393,38 +398,40 @@ class ResultWriter(wiring.Component):
         m.d.sync += [q.eq(self.acc_rd.data[b]) for b, q in enumerate(aux_q)]
         for b in range(V):
             aux = aux_q[b]
-            diff = Signal(signed(aw_ + 1), name=f"update_diff{b}")
-            m.d.comb += diff.eq(aux - bank_data[b])
-            d_over = ~diff[aw_] & diff[aw_ - 1]   # the two top bits differ: outside acc_width
-            d_under = diff[aw_] & ~diff[aw_ - 1]
-            updated = Mux(d_over, acc_max, Mux(d_under, acc_min, diff[:aw_].as_signed()))
             m.d.sync += [e1_addr[b].eq(bank_addr[b]), e1_aux[b].eq(bank_aux[b]),
                          # ReLU here, after the requantizer's saturation (a sign bit, no
                          # more logic on the requantizer's own critical path)
-                         e1_data[b].eq(Mux(is_update[b], updated,
+                         e1_data[b].eq(Mux(is_update[b], aux - bank_data[b],
                                            Mux(is_relu[b] & bank_data[b][-1], 0, bank_data[b]))),
-                         e1_sat[b].eq(is_update[b] & bank_en[b] & (d_over | d_under)),
                          # aux > 0 as a sign bit and an OR tree
                          e1_pos[b].eq(~aux[-1] & aux[:-1].any()), e1_flag_sel[b].eq(flag_sel[b])]
         m.d.sync += e1_en.eq(bank_en)
 
         # operand copy (E2a, E2b) into the write-port registers: UPDATE writes the new master
         # weight to aux and round_half_even(w / 2**frac_bits), saturated, to C; RELU writes its
-        # values to both; the others write C only. E2a: the shift and the round-up bit; E2b:
-        # the saturation from the top bits of the shifted value and a short increment
-        # (rtl.arith.round_saturate).
+        # values to both; the others write C only. E2a: the clamp of E1's value to acc_width,
+        # the shift and the round-up bit; E2b: the saturation from the top bits of the shifted
+        # value and a short increment (rtl.arith.round_saturate).
         f, dw = cfg.frac_bits, cfg.data_width
         a_addr = [Signal(aw, name=f"e2_addr{b}") for b in range(V)]
         a_aux = [Signal(aw, name=f"e2_aux{b}") for b in range(V)]
         a_w = [Signal(signed(aw_), name=f"e2_w{b}") for b in range(V)]
         a_q = [Signal(signed(aw_ - f), name=f"e2_q{b}") for b in range(V)]
-        a_up, a_en = Signal(V), Signal(V)
+        a_up, a_en, e1_sat = Signal(V), Signal(V), Signal(V)
         pos = Array(e1_pos[x] for x in range(V))
+        top_max, top_min = Const(acc_max, signed(aw_)), Const(acc_min, signed(aw_))
         for b in range(V):
-            w = e1_data[b]
+            wide = e1_data[b]
+            d_over = ~wide[aw_] & wide[aw_ - 1]   # the two top bits differ: outside acc_width
+            d_under = wide[aw_] & ~wide[aw_ - 1]
+            w_in = wide[:aw_].as_signed()
+            w = Mux(d_over, top_max, Mux(d_under, top_min, w_in))
             masked = is_mask[b] & ~pos[e1_flag_sel[b]]
+            # the clamped value's round-up bit: the constants' own (folded) or the element's
+            up = Mux(d_over, _round_up(top_max, f), Mux(d_under, _round_up(top_min, f), _round_up(w_in, f)))
             m.d.sync += [a_addr[b].eq(e1_addr[b]), a_aux[b].eq(e1_aux[b]), a_w[b].eq(Mux(masked, 0, w)),
-                         a_q[b].eq(w >> f), a_up[b].eq(_round_up(w, f))]
+                         a_q[b].eq(w >> f), a_up[b].eq(up),
+                         e1_sat[b].eq(is_update[b] & e1_en[b] & (d_over | d_under))]
         m.d.sync += a_en.eq(e1_en)
         to_spad = Signal()
         m.d.sync += to_spad.eq(quant)
