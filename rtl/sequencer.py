@@ -323,17 +323,29 @@ class Sequencer(wiring.Component):
                                  op["stride_err"].eq(op["ld"] <= op["colw"])]
             with m.If(step[2]):
                 m.d.sync += [period_m2.eq(period - 2), period_is_one.eq(period == 1)]
-            for n, op in enumerate(operands):
+            # the later operands' rows - 1 (and the aux region's ld), registered at step 0 and
+            # fed to the multiplier from there: each behind its transpose multiplexer and its
+            # decrement, into the step multiplexer, made mul_a a 32-input multiplexer tree
+            # behind a carry chain (late endpoints of 98ce465 at every seed)
+            held = [(Signal(dim, name=f"mul_rows_m1_{n}"), Signal(cfg.addr_width, name=f"mul_ld_{n}"))
+                    for n in range(len(operands) + 1)]
+            sources = [(op["rows"] - 1, op["ld"]) for op in operands]
+            if cfg.training:
+                sources.append((aux_rows - 1, aux_ld))
+            with m.If(step[0]):
+                m.d.sync += [mul_a.eq(sources[0][0]), mul_b.eq(sources[0][1])]
+                m.d.sync += [x.eq(v) for (ha, hb), (ra, rb) in zip(held[1:], sources[1:])
+                             for x, v in ((ha, ra), (hb, rb))]
+            for n in range(1, len(sources)):
                 with m.If(step[n]):
-                    m.d.sync += [mul_a.eq(op["rows"] - 1), mul_b.eq(op["ld"])]
+                    m.d.sync += [mul_a.eq(held[n][0]), mul_b.eq(held[n][1])]
+            for n, op in enumerate(operands):
                 with m.If(step[n + product_step]):
                     m.d.sync += op["last"].eq(op["base_colw"] + prod)
                 with m.If(step[flags_step]):
                     m.d.sync += op["range_err"].eq(op["last"] >= op["depth"])
             if cfg.training:
                 # the aux region: the fourth operand (C's shape and ld, or transposed)
-                with m.If(step[3]):
-                    m.d.sync += [mul_a.eq(aux_rows - 1), mul_b.eq(aux_ld)]
                 with m.If(step[3 + product_step]):
                     m.d.sync += aux_last.eq(aux_base_colw + prod)
             a, b, c = operands

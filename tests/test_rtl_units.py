@@ -260,6 +260,45 @@ def test_sequencer_rejects_bad_commands_at_the_decision_step():
         f"bad command cost {res_bad['cycles'] - res_good_only['cycles'] + halt} cycles"
 
 
+def test_sequencer_range_checks_at_the_last_word():
+    """Each operand's range check (A, B, C and the UPDATE's aux region) with its last word on the
+    memory's last word (runs) and one past it (its RANGE error), the four operands with
+    different row counts and strides, so a check that took another operand's rows or ld (the
+    extent multiplier is shared, fed a step per operand) fails; the RTL against
+    golden.sequencer.check and the expected code."""
+    from golden.sequencer import check, extent
+    from skiptrain.isa import Command, Epilogue, ErrorCode, Gate, OutMode
+
+    cfg = preset("tiny")
+    V = cfg.banks
+    # m x k times k x n: A is 3 x 5 (trans_a: stored 5 x 3), B is 5 x 4, C (and aux) 3 x 4
+    shape = {"a": (5, 3), "b": (5, 4), "c": (3, 4), "aux": (3, 4)}
+    lds = {"a": 7, "b": 5, "c": 11}
+    depth = {"a": cfg.spad_depth, "b": cfg.spad_depth, "c": cfg.spad_depth, "aux": cfg.acc_depth}
+    low = {"a": 0, "b": 60, "c": 120, "aux": 0}  # apart, far below the memories' ends
+    codes = {"a": ErrorCode.A_RANGE, "b": ErrorCode.B_RANGE, "c": ErrorCode.C_RANGE,
+             "aux": ErrorCode.AUX_RANGE}
+    covered = []
+    for target in ("a", "b", "c", "aux"):
+        for past in (0, 1):
+            base = dict(low)
+            ld = lds["c"] if target == "aux" else lds[target]
+            rows, cols = shape[target]
+            base[target] = depth[target] - 1 - (rows - 1) * ld - (cols - 1) // V + past
+            cmd = Command(opcode=1, m=3, k=5, n=4, trans_a=1, out_mode=OutMode.QUANT,
+                          epilogue=Epilogue.UPDATE, gate=Gate.ALWAYS,
+                          a_base=base["a"], a_ld=lds["a"], b_base=base["b"], b_ld=lds["b"],
+                          c_base=base["c"], c_ld=lds["c"], aux_base=base["aux"])
+            assert extent(base[target], ld, rows, cols, cfg) == depth[target] - 1 + past
+            expected = codes[target] if past else ErrorCode.NONE
+            assert check(cmd, cfg) == expected, (target, past, check(cmd, cfg))
+            res = _sequencer_trace(cfg, [cmd, Command()])
+            got = ErrorCode(res["code"]) if res["error"] else ErrorCode.NONE
+            assert got == expected, f"{target} last word {depth[target] - 1 + past}: got {got.name}, expected {expected.name}"
+            covered.append((target, expected.name))
+    assert len(covered) == 8, covered
+
+
 def test_golden_cycle_constants_are_the_rtl_latencies():
     """golden/sequencer.py may not import rtl/, so its constants are copies: this binds them."""
     from golden import sequencer as gs
