@@ -62,7 +62,7 @@ def popcount(bits, chunk: int = 4):
     return counts[0]
 
 
-def round_saturate(q, up, dw: int):
+def round_saturate(q, up, dw: int, fits=None, top_ones=None):
     """Saturate ``q + up`` (``q`` signed, ``up`` the round-up bit) to a signed ``dw``-bit value
     without a carry chain in front of the clamp.
 
@@ -71,18 +71,23 @@ def round_saturate(q, up, dw: int):
     [data_min - 0.5, data_min), which rounds half to even into range: written as data_min, not
     a saturation). The increment itself then needs dw + 1 bits, not the width of q.
 
+    ``fits`` (q's bits from dw-1 up all equal) and ``top_ones`` (q's bits from dw up all equal,
+    that is all ones when q is negative) may be given, computed ahead from registers: they are
+    the deep part, wide AND reductions (the requantizer derives them a stage early).
+
     Returns (value, saturated) as expressions: value is data_max, data_min or q + up.
     """
     width = len(q)
     lo, hi = -(1 << (dw - 1)), (1 << (dw - 1)) - 1
     top = q[dw - 1:]
-    fits = (top == 0) | (top == (1 << (width - dw + 1)) - 1)
+    if fits is None:
+        fits = (top == 0) | (top == (1 << (width - dw + 1)) - 1)
     sign = q[width - 1]
     is_max = fits & ~sign & (q[:dw - 1] == (1 << (dw - 1)) - 1)
     over = (~fits & ~sign) | (is_max & up)
     under = ~fits & sign
-    is_min_m1 = ((q[dw:] == (1 << (width - dw)) - 1) & ~q[dw - 1]
-                 & (q[:dw - 1] == (1 << (dw - 1)) - 1))
+    high_ones = (q[dw:] == (1 << (width - dw)) - 1) if top_ones is None else (top_ones & sign)
+    is_min_m1 = high_ones & ~q[dw - 1] & (q[:dw - 1] == (1 << (dw - 1)) - 1)
     rounded = (q[:dw].as_signed() + up)
     value = Mux(over, hi, Mux(under, lo, rounded))
     return value, over | (under & ~(is_min_m1 & up))

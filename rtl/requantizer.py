@@ -67,24 +67,41 @@ class Requantizer(wiring.Component):
         # per lanes_per_copy lanes: the first computed, each next copied from the one before.
         # In ACC mode (quant = 0) both shift amounts are 0, so the value passes unchanged.
         n_coarse = ((aw - 1) >> 3) + 1
+        dw = cfg.data_width
+        # the saturation's wide tests, a stage early: q = x >> shift has its bits from p up all
+        # equal iff x has them from min(p + shift, aw - 1) up. Stage 1 registers, per lane, x's
+        # "all equal from bit dw - 1 + i up" for every i (n_eq of them); stage 2 picks the two
+        # the shift needs (one-hot selects, per command) for stage 3, which had the two
+        # reductions of 25 and 24 bits in front of its clamp (the requantizer's output was the
+        # writer's most common late endpoint at 98ce465)
+        n_eq = aw - dw + 1
         consts = data.StructLayout({"below_half": aw,  # mask of the bits below the half bit
-                                    "coarse": range(n_coarse), "fine": 3, "rounding": 1, "quant": 1})
+                                    "coarse": range(n_coarse), "fine": 3, "rounding": 1, "quant": 1,
+                                    "fits_sel": n_eq, "top_sel": n_eq})
         copies = [Signal(consts, name=f"consts{n}") for n in range(self.settle_cycles)]
         m.d.sync += [copies[0].below_half.eq(((Const(1, aw + 1) << self.shift) - 1) >> 1),
                      copies[0].coarse.eq(Mux(self.quant, self.shift >> 3, 0)),
                      copies[0].fine.eq(Mux(self.quant, self.shift[:3], 0)),
                      copies[0].rounding.eq(self.quant & (self.shift != 0) & ~self.floor),
-                     copies[0].quant.eq(self.quant)]
+                     copies[0].quant.eq(self.quant),
+                     copies[0].fits_sel.eq((Const(1, n_eq) << Mux(self.shift >= n_eq - 1, n_eq - 1,
+                                                                  self.shift))[:n_eq]),
+                     copies[0].top_sel.eq((Const(1, n_eq) << Mux(self.shift >= n_eq - 2, n_eq - 1,
+                                                                 self.shift + 1))[:n_eq])]
         m.d.sync += [copies[n].eq(copies[n - 1]) for n in range(1, len(copies))]
         lane_consts = [copies[l // self.lanes_per_copy] for l in range(self._lanes)]
 
         # stage 1: shift by 8 * coarse; keep the bit just below the cut, and the sticky bits
         xa = [Signal(signed(aw), name=f"xa{l}") for l in range(self._lanes)]
         below_a, sticky_a = Signal(self._lanes), Signal(self._lanes)
+        eq_a = [Signal(n_eq, name=f"eq_from_a{l}") for l in range(self._lanes)]
         va = Signal()
         m.d.sync += va.eq(self.valid)
         for l in range(self._lanes):
             x, k = self.value[l], lane_consts[l]
+            ux = x.as_unsigned()
+            m.d.sync += [eq_a[l][i].eq((ux[dw - 1 + i:] == 0) | (ux[dw - 1 + i:] == (1 << (aw - dw + 1 - i)) - 1))
+                         for i in range(n_eq)]
             m.d.sync += [xa[l].eq(Array([x >> (8 * i) for i in range(n_coarse)])[k.coarse]),
                          below_a[l].eq(Array([Const(0, 1)] + [x[8 * i - 1] for i in range(1, n_coarse)])[k.coarse]),
                          sticky_a[l].eq((x.as_unsigned() & k.below_half) != 0)]
@@ -93,19 +110,21 @@ class Requantizer(wiring.Component):
         q1 = [Signal(signed(aw), name=f"q{l}") for l in range(self._lanes)]
         half1 = Signal(self._lanes)
         sticky1 = Signal(self._lanes)
+        fits1, top1 = Signal(self._lanes), Signal(self._lanes)
         v1 = Signal()
         m.d.sync += [v1.eq(va), sticky1.eq(sticky_a)]
         for l in range(self._lanes):
             k = lane_consts[l]
             halves = Array([below_a[l]] + [xa[l][i] for i in range(7)])
-            m.d.sync += [q1[l].eq(xa[l] >> k.fine), half1[l].eq(k.rounding & halves[k.fine])]
+            m.d.sync += [q1[l].eq(xa[l] >> k.fine), half1[l].eq(k.rounding & halves[k.fine]),
+                         fits1[l].eq((eq_a[l] & k.fits_sel).any()),
+                         top1[l].eq((eq_a[l] & k.top_sel).any())]
 
         # Saturation without a carry chain (rtl.arith.round_saturate)
-        dw = cfg.data_width
         for l in range(self._lanes):
             q = q1[l]
             up = half1[l] & (sticky1[l] | q[0])
-            value, sat = round_saturate(q, up, dw)
+            value, sat = round_saturate(q, up, dw, fits=fits1[l], top_ones=top1[l])
             quant = lane_consts[l].quant
             m.d.sync += [self.out[l].eq(Mux(quant, value, q)),
                          self.out_wide[l].eq(q + up),
