@@ -227,6 +227,10 @@ class Sequencer(wiring.Component):
         at = {name: state[n] for n, name in enumerate(_STATES)}
         # without the training hardware a LOSS is an unknown opcode
         runs = (cmd.opcode == Opcode.GEMM) | (is_loss & cfg.training)
+        # the decision step's branches take the command's kind from registers filled at CHECK's
+        # first step, not decoded from ``cmd`` there: that decode, into the enables of the
+        # ISSUE registers across the sequencer, was ec89ee3's critical path at seed 2 (10.9 ns)
+        loss_q, samples_q = Signal(name="is_loss_q"), Signal(name="samples_q")
         leave_at_halt = at["CHECK"] & step[0] & ~runs  # HALT or a bad opcode
         decide = at["CHECK"] & step[self.check_cycles - 1]
         loss_over = at["LOSS"] & self.loss_done
@@ -249,12 +253,12 @@ class Sequencer(wiring.Component):
             "WAIT": (fetch_ok & (not one_wait)) | (at["WAIT"] & ~wait_over),
             "DECODE": wait_over | (fetch_ok & one_wait),
             "CHECK": at["DECODE"] | (at["CHECK"] & ~leave_at_halt & ~decide),
-            "ISSUE": (decide & checks_pass & ~is_loss & ~gated_q) | (at["ISSUE"] & ~tiles_done),
+            "ISSUE": (decide & checks_pass & ~loss_q & ~gated_q) | (at["ISSUE"] & ~tiles_done),
             "DRAIN": tiles_done | (at["DRAIN"] & ~self.writer_done),
             # without the training hardware LOSS is never entered: a constant, for synthesis
-            "LOSS": ((decide & checks_pass & is_loss) | (at["LOSS"] & ~self.loss_done)
+            "LOSS": ((decide & checks_pass & loss_q) | (at["LOSS"] & ~self.loss_done)
                      if cfg.training else 0),
-            "SKIP": ((decide & checks_pass & ~is_loss & gated_q) | (at["SKIP"] & ~skip_over)
+            "SKIP": ((decide & checks_pass & ~loss_q & gated_q) | (at["SKIP"] & ~skip_over)
                      if cfg.training else 0),
         }
         m.d.sync += [state[n].eq(nxt[name]) for n, name in enumerate(_STATES)]
@@ -287,7 +291,8 @@ class Sequencer(wiring.Component):
                     m.d.sync += [self.done.eq(1), self.busy.eq(0)]
                 with m.Elif(~runs):
                     fail(ErrorCode.BAD_OPCODE)
-                m.d.sync += [zero_err.eq((cmd.m == 0) | ((cmd.k == 0) & ~is_loss) | (cmd.n == 0)),
+                m.d.sync += [loss_q.eq(is_loss), samples_q.eq(samples),
+                             zero_err.eq((cmd.m == 0) | ((cmd.k == 0) & ~is_loss) | (cmd.n == 0)),
                              eff_shift.eq(cmd.shift + Mux(~is_loss & (cmd.epilogue == Epilogue.UPDATE),
                                                           self.lr_shift, 0) if cfg.training else cmd.shift),
                              classes_err.eq(is_loss & (cmd.m > MAX_CLASSES) if cfg.training else 0),
@@ -383,7 +388,7 @@ class Sequencer(wiring.Component):
             with m.If(step[self.check_cycles - 1]):
                 with m.If(~checks_pass):
                     fail(first_err)
-                with m.Elif(is_loss):
+                with m.Elif(loss_q):
                     m.d.sync += self.loss_start.eq(1)
                 with m.Elif(gated_q):
                     m.d.sync += [skip_count.eq(2 * dim - 1), skip_mk.eq(0), skip_mul.eq(cmd.m),
@@ -396,7 +401,7 @@ class Sequencer(wiring.Component):
                     if cfg.training:
                         # the samples not kept: (M - m_run) * (K - k_run) is M*K - m_run*k_run
                         # as one of the two differences is 0
-                        with m.If(samples):
+                        with m.If(samples_q):
                             m.d.sync += [skip_count.eq(2 * dim - 1), skip_mk.eq(0), mac_on.eq(1),
                                          skip_mul.eq(Mux(cmd.gate == Gate.SAMPLES_M, m_left, cmd.m)),
                                          skip_bits.eq(Mux(cmd.gate == Gate.SAMPLES_K, k_left, cmd.k))]
