@@ -104,7 +104,7 @@ class Requantizer(wiring.Component):
                          for i in range(n_eq)]
             m.d.sync += [xa[l].eq(Array([x >> (8 * i) for i in range(n_coarse)])[k.coarse]),
                          below_a[l].eq(Array([Const(0, 1)] + [x[8 * i - 1] for i in range(1, n_coarse)])[k.coarse]),
-                         sticky_a[l].eq((x.as_unsigned() & k.below_half) != 0)]
+                         sticky_a[l].eq((ux & k.below_half) != 0)]
 
         # stage 2: shift by fine; the half bit is bit fine-1 of xa (or the bit below the cut)
         q1 = [Signal(signed(aw), name=f"q{l}") for l in range(self._lanes)]

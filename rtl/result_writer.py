@@ -383,7 +383,7 @@ class ResultWriter(wiring.Component):
         # E1 holds the difference (or the element) one bit wider than acc_width, unsaturated:
         # the clamp to acc_width is E2a's, from its two top bits. With the clamp's multiplexer
         # behind the 42-bit subtraction, E1 was 98ce465's critical path at seed 2 and its
-        # registers the late endpoints (146 of them). Any other element, sign-extended, has its
+        # registers the late endpoints (173 of them). Any other element, sign-extended, has its
         # two top bits equal, so the clamp leaves it as it is.
         e1_data = [Signal(signed(aw_ + 1), name=f"e1_data{b}") for b in range(V)]
         e1_en = Signal(V)
@@ -417,7 +417,7 @@ class ResultWriter(wiring.Component):
         a_aux = [Signal(aw, name=f"e2_aux{b}") for b in range(V)]
         a_w = [Signal(signed(aw_), name=f"e2_w{b}") for b in range(V)]
         a_q = [Signal(signed(aw_ - f), name=f"e2_q{b}") for b in range(V)]
-        a_up, a_en, e1_sat = Signal(V), Signal(V), Signal(V)
+        a_up, a_en, update_sat = Signal(V), Signal(V), Signal(V)
         pos = Array(e1_pos[x] for x in range(V))
         top_max, top_min = Const(acc_max, signed(aw_)), Const(acc_min, signed(aw_))
         for b in range(V):
@@ -427,11 +427,9 @@ class ResultWriter(wiring.Component):
             w_in = wide[:aw_].as_signed()
             w = Mux(d_over, top_max, Mux(d_under, top_min, w_in))
             masked = is_mask[b] & ~pos[e1_flag_sel[b]]
-            # the clamped value's round-up bit: the constants' own (folded) or the element's
-            up = Mux(d_over, _round_up(top_max, f), Mux(d_under, _round_up(top_min, f), _round_up(w_in, f)))
             m.d.sync += [a_addr[b].eq(e1_addr[b]), a_aux[b].eq(e1_aux[b]), a_w[b].eq(Mux(masked, 0, w)),
-                         a_q[b].eq(w >> f), a_up[b].eq(up),
-                         e1_sat[b].eq(is_update[b] & e1_en[b] & (d_over | d_under))]
+                         a_q[b].eq(w >> f), a_up[b].eq(_round_up(w, f)),
+                         update_sat[b].eq(is_update[b] & e1_en[b] & (d_over | d_under))]
         m.d.sync += a_en.eq(e1_en)
         to_spad = Signal()
         m.d.sync += to_spad.eq(quant)
@@ -452,7 +450,7 @@ class ResultWriter(wiring.Component):
                          self.acc.data[b].eq(Mux(aux_write[b], out_x[b], out_c[b])),
                          self.acc.en[b].eq(out_en[b] & (~to_spad | aux_write[b]))]
         m.d.sync += out_en.eq(a_en)
-        m.d.comb += self.saturated.eq(lane_sat | e1_sat.any() | e2_sat.any())
+        m.d.comb += self.saturated.eq(lane_sat | update_sat.any() | e2_sat.any())
         self._done_chain(m, last, 2 + norm_cycles + self.acc_read_latency + 4 + self._memory_write_latency)
         return m
 

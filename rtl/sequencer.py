@@ -332,18 +332,18 @@ class Sequencer(wiring.Component):
             # fed to the multiplier from there: each behind its transpose multiplexer and its
             # decrement, into the step multiplexer, made mul_a a 32-input multiplexer tree
             # behind a carry chain (late endpoints of 98ce465 at every seed)
-            held = [(Signal(dim, name=f"mul_rows_m1_{n}"), Signal(cfg.addr_width, name=f"mul_ld_{n}"))
-                    for n in range(len(operands) + 1)]
             sources = [(op["rows"] - 1, op["ld"]) for op in operands]
             if cfg.training:
                 sources.append((aux_rows - 1, aux_ld))
+            held = [(Signal(dim, name=f"mul_rows_m1_{n}"), Signal(cfg.addr_width, name=f"mul_ld_{n}"))
+                    for n in range(1, len(sources))]
             with m.If(step[0]):
                 m.d.sync += [mul_a.eq(sources[0][0]), mul_b.eq(sources[0][1])]
-                m.d.sync += [x.eq(v) for (ha, hb), (ra, rb) in zip(held[1:], sources[1:])
-                             for x, v in ((ha, ra), (hb, rb))]
-            for n in range(1, len(sources)):
+                for (rows_q, ld_q), (rows_src, ld_src) in zip(held, sources[1:]):
+                    m.d.sync += [rows_q.eq(rows_src), ld_q.eq(ld_src)]
+            for n, (rows_q, ld_q) in enumerate(held, start=1):
                 with m.If(step[n]):
-                    m.d.sync += [mul_a.eq(held[n][0]), mul_b.eq(held[n][1])]
+                    m.d.sync += [mul_a.eq(rows_q), mul_b.eq(ld_q)]
             for n, op in enumerate(operands):
                 with m.If(step[n + product_step]):
                     m.d.sync += op["last"].eq(op["base_colw"] + prod)

@@ -278,7 +278,6 @@ def test_sequencer_range_checks_at_the_last_word():
     low = {"a": 0, "b": 60, "c": 120, "aux": 0}  # apart, far below the memories' ends
     codes = {"a": ErrorCode.A_RANGE, "b": ErrorCode.B_RANGE, "c": ErrorCode.C_RANGE,
              "aux": ErrorCode.AUX_RANGE}
-    covered = []
     for target in ("a", "b", "c", "aux"):
         for past in (0, 1):
             base = dict(low)
@@ -295,8 +294,6 @@ def test_sequencer_range_checks_at_the_last_word():
             res = _sequencer_trace(cfg, [cmd, Command()])
             got = ErrorCode(res["code"]) if res["error"] else ErrorCode.NONE
             assert got == expected, f"{target} last word {depth[target] - 1 + past}: got {got.name}, expected {expected.name}"
-            covered.append((target, expected.name))
-    assert len(covered) == 8, covered
 
 
 def test_golden_cycle_constants_are_the_rtl_latencies():
