@@ -7,13 +7,14 @@ JSON unchanged; this module only reads the tools' outputs and renders the dict f
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
-from .paths import unit_of
+from .paths import register_of, unit_of
 
-__all__ = ["count_cells", "fmax_of", "critical_path_summary", "late_endpoints", "to_markdown",
-           "to_table", "write_report"]
+__all__ = ["count_cells", "fmax_of", "critical_path_summary", "late_endpoints", "late_registers",
+           "to_markdown", "to_table", "write_report"]
 
 #: How many of the slowest steps of the critical path the summary keeps.
 TOP_STEPS = 8
@@ -104,13 +105,9 @@ def critical_path_summary(report: dict) -> dict:
     }
 
 
-def late_endpoints(report: dict, period_ns: float, count: int = LATE_ENDPOINTS) -> dict:
-    """The arrival time at every timing endpoint, from a report written with
-    ``--detailed-timing-report`` (nextpnr lists, per net, each endpoint it reaches with the
-    arrival there after placement and routing): how many endpoints there are, how many arrive
-    later than ``period_ns``, and the ``count`` latest with the net that reaches them. Where
-    the critical path names one path, this names every one that would be next. Empty when the
-    report has no per-net timings."""
+def _arrivals(report: dict) -> dict[str, tuple[float, str]]:
+    """Endpoint pin -> (latest arrival in ns, the net that reaches it), from a report written
+    with ``--detailed-timing-report``; empty without per-net timings."""
     latest: dict = {}
     for net in report.get("detailed_net_timings", []):
         for end in net.get("endpoints", []):
@@ -118,14 +115,40 @@ def late_endpoints(report: dict, period_ns: float, count: int = LATE_ENDPOINTS) 
             t = max(end["delay"])
             if t > latest.get(key, (-1.0, ""))[0]:
                 latest[key] = (t, net["net"])
+    return latest
+
+
+def late_endpoints(report: dict, period_ns: float, count: int = LATE_ENDPOINTS) -> dict:
+    """The arrival time at every timing endpoint, from a report written with
+    ``--detailed-timing-report`` (nextpnr lists, per net, each endpoint it reaches with the
+    arrival there after placement and routing): how many endpoints there are, how many arrive
+    later than ``period_ns``, and the ``count`` latest with the net that reaches them. Where
+    the critical path names one path, this names every one that would be next. Empty when the
+    report has no per-net timings."""
+    latest = _arrivals(report)
     if not latest:
         return {}
     ranked = sorted(latest.items(), key=lambda kv: -kv[1][0])
     over = [k for k, (t, _) in ranked if t > period_ns]
     return {"period_ns": round(period_ns, 3), "endpoints": len(latest), "over": len(over),
             "over_per_unit": dict(Counter(unit_of(k) for k in over).most_common()),
+            "over_per_register": dict(list(late_registers(report, period_ns).items())[:count]),
             "latest": [{"endpoint": k, "net": n, "arrival_ns": round(t, 3)}
                        for k, (t, n) in ranked[:count]]}
+
+
+def late_registers(report: dict, period_ns: float, lanes: bool = True) -> dict[str, int]:
+    """Register -> how many of its endpoints (data, clock-enable and reset pins, every bit)
+    arrive later than ``period_ns``, most first: what to cut next, a level finer than
+    ``over_per_unit`` (:func:`late_endpoints` keeps the first ``count`` as
+    ``over_per_register``). With ``lanes``, a register's per-lane copies (names ending in digits,
+    ``e1_data0`` .. ``e1_data7``) count as one, ``e1_data*``. Empty without per-net timings."""
+    counts: Counter = Counter()
+    for key, (t, _) in _arrivals(report).items():
+        if t > period_ns:
+            name = register_of(key)
+            counts[re.sub(r"(?<=[A-Za-z_])\d+$", "*", name) if lanes else name] += 1
+    return dict(counts.most_common())
 
 
 def _fmt(v) -> str:
@@ -236,6 +259,10 @@ def to_markdown(report: dict) -> str:
                     "| endpoint | arrival (ns) | net |", "|---|---|---|"]
             out += [f"| `{e['endpoint']}` | {e['arrival_ns']:.3f} | `{e['net']}` |"
                     for e in late["latest"]]
+            if late.get("over_per_register"):
+                out += ["", "Late endpoints per register (a register's lanes merged as `name*`):", "",
+                        "| register | endpoints |", "|---|---|"]
+                out += [f"| `{r}` | {n} |" for r, n in late["over_per_register"].items()]
             out.append("")
     out += ["## Cells (Yosys)", "", "| cell | count |", "|---|---|"]
     out += [f"| {k} | {v} |" for k, v in report["cells"].items()]
@@ -271,11 +298,14 @@ def main(argv=None) -> int:
     ap.add_argument("report", type=Path, help="a nextpnr --report file (nextpnr_seedN.json)")
     ap.add_argument("--period", type=float, default=8.0, help="clock period in ns (8: 125 MHz)")
     ap.add_argument("--latest", type=int, default=LATE_ENDPOINTS, help="latest endpoints to list")
+    ap.add_argument("--registers", type=int, default=0,
+                    help="also list the N registers with the most late endpoints (lanes merged)")
     args = ap.parse_args(argv)
     if not args.report.is_file():
         ap.error(f"report {args.report}: no such file")
-    if args.period <= 0 or args.latest < 0:
-        ap.error(f"--period {args.period} must be > 0 and --latest {args.latest} >= 0")
+    if args.period <= 0 or args.latest < 0 or args.registers < 0:
+        ap.error(f"--period {args.period} must be > 0, --latest {args.latest} and "
+                 f"--registers {args.registers} >= 0")
     report = json.loads(args.report.read_text())
     late = late_endpoints(report, args.period, args.latest)
     if not late:
@@ -284,6 +314,10 @@ def main(argv=None) -> int:
           f"after {args.period:g} ns: " + ", ".join(f"{u} {n}" for u, n in late["over_per_unit"].items()))
     for e in late["latest"]:
         print(f"{e['arrival_ns']:7.3f}  {e['endpoint']}")
+    if args.registers:
+        print(f"late endpoints per register (after {args.period:g} ns; lanes merged as name*):")
+        for name, n in list(late_registers(report, args.period).items())[:args.registers]:
+            print(f"{n:7d}  {name}")
     return 0
 
 

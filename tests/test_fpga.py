@@ -312,6 +312,7 @@ def test_cli_synthesises_standin_for_ecp5(tmp_path, capsys):
     assert latest[0]["endpoint"] == f"{path[-1]['to']['cell']}.{path[-1]['to']['port']}"
     assert late["over"] == sum(1 for e in latest if e["arrival_ns"] > 8.0)  # a 2x2 meets 125 MHz
     assert sum(late["over_per_unit"].values()) == late["over"]
+    assert sum(late["over_per_register"].values()) == late["over"]  # at most 20 registers late
     assert "endpoints after routing (seed 1): " in out
     from fpga import report as report_mod
     assert report_mod.main([str(tmp_path / "build" / "nextpnr_seed1.json"), "--latest", "2"]) == 0
@@ -508,3 +509,45 @@ def test_path_estimate_cli(tmp_path, capsys):
     with pytest.raises(SystemExit):
         paths.main([str(tmp_path / "missing.json")])
     assert "no such file" in capsys.readouterr().err
+
+
+def test_late_registers_groups_endpoints_by_register(tmp_path, capsys):
+    """python -m fpga.report --registers: the late endpoints counted per register, each pin
+    at its latest arrival over the nets that reach it, per-lane copies merged."""
+    from fpga import report as report_mod
+
+    def end(cell, port, *delays):
+        return {"cell": cell, "port": port, "delay": list(delays)}
+    nets = [
+        {"net": "n0", "endpoints": [end("writer.e1_data0[3]_TRELLIS_FF_Q", "DI", 8.5),
+                                    end("writer.e1_data7[0]_TRELLIS_FF_Q", "CE", 7.0, 9.1),
+                                    end("writer.e1_data7[1]_TRELLIS_FF_Q", "DI", 8.0)]},
+        # the same pin reached by a second, later net counts once, at the later arrival
+        {"net": "n1", "endpoints": [end("writer.e1_data7[1]_TRELLIS_FF_Q", "DI", 8.25),
+                                    end("loss.argmax[2]_TRELLIS_FF_Q", "DI", 8.01),
+                                    end("sequencer.$signal$98[0]_TRELLIS_FF_Q", "DI", 9.0),
+                                    end("loss.exp_sum3[5]_TRELLIS_FF_Q", "DI", 3.0)]}]
+    report = {"fmax": {"clk": {"achieved": 100.0}}, "detailed_net_timings": nets}
+    assert report_mod.late_registers(report, 8.0) == {
+        "writer.e1_data*": 3, "loss.argmax": 1, "sequencer.$signal$98": 1}
+    assert report_mod.late_registers(report, 8.0, lanes=False) == {
+        "writer.e1_data7": 2, "writer.e1_data0": 1, "loss.argmax": 1, "sequencer.$signal$98": 1}
+    assert report_mod.late_registers(report, 9.05) == {"writer.e1_data*": 1}
+    assert report_mod.late_registers({"fmax": {}}, 8.0) == {}
+    late = report_mod.late_endpoints(report, 8.0)
+    assert late["over"] == sum(report_mod.late_registers(report, 8.0).values()) == 5
+    assert late["over_per_register"] == report_mod.late_registers(report, 8.0)
+
+    f = tmp_path / "nextpnr_seed1.json"
+    f.write_text(json.dumps(report))
+    assert report_mod.main([str(f), "--latest", "1", "--registers", "2"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    # six pins: e1_data7[1].DI, reached by two nets, is one endpoint
+    assert printed[0] == ("Fmax 100.00 MHz; 5 of 6 endpoints arrive after 8 ns: writer 3, "
+                          "sequencer 1, loss 1"), printed
+    assert printed[1].split() == ["9.100", "writer.e1_data7[0]_TRELLIS_FF_Q.CE"], printed
+    assert printed[2].startswith("late endpoints per register") and len(printed) == 5, printed
+    assert printed[3].split() == ["3", "writer.e1_data*"], printed
+    with pytest.raises(SystemExit):
+        report_mod.main([str(f), "--registers", "-1"])
+    assert "--registers -1" in capsys.readouterr().err
