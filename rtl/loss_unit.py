@@ -331,20 +331,29 @@ class LossUnit(wiring.Component):
         # ---- C0 (cycle 8): the exp table's word (Rom.latency = 2 after its index) registered ---
         # ---- C1 (cycle 9): e; the sum, or v = e - onehot ---------------------------------------
         # ---- C2 (cycle 10): v >> shift and the round-up bit; C3 (11): + up; C4 (12): saturate --
-        past_9, onehot_9 = delayed(past_6, 3, "past"), delayed(onehot_5, 4, "onehot")
+        past_8, onehot_9 = delayed(past_6, 2, "past"), delayed(onehot_5, 4, "onehot")
         take_9 = delayed(take_5, 4, "take")
         total = [Signal(s_bits, name=f"exp_sum{lane}") for lane in range(V)]
         out_13 = [Signal(signed(dw), name=f"dy_13_{lane}") for lane in range(V)]
         sat_13 = Signal(V)
         keep = Signal(V)  # the group's kept samples (the per-sample decision, below)
-        t9, t12 = tag_at[9], tag_at[12]
+        t8, t9, t12 = tag_at[8], tag_at[9], tag_at[12]
         lo, hi = cfg.data_min, cfg.data_max
+        # S is cleared a cycle before SUM's first row reaches it (stage 8; the previous group's
+        # S was last read at its OUT pass's end), so the sum is one adder into its register, not
+        # an adder and a "first row" multiplexer (exp_sum was 26 late endpoints at ec89ee3's
+        # seed 2)
+        clear_sum = Signal(name="exp_sum_clear")
+        m.d.comb += clear_sum.eq(t8.valid & (t8.pass_ == SUM) & t8.first)
         for lane in range(V):
-            rom_9 = Signal(e_bits, name=f"exp_9_{lane}")
-            m.d.sync += rom_9.eq(exp_roms[lane].data)
-            e = Mux(past_9[lane], 0, rom_9)
-            with m.If(t9.valid & (t9.pass_ == SUM)):
-                m.d.sync += total[lane].eq(Mux(t9.first, e, total[lane] + e))
+            # e = EXP[d], 0 past the table: the zero comes in as the register's synchronous
+            # reset, not as a multiplexer between the register and the sum
+            e = Signal(e_bits, name=f"exp_9_{lane}")
+            m.d.sync += e.eq(Mux(past_8[lane], 0, exp_roms[lane].data))
+            with m.If(clear_sum):
+                m.d.sync += total[lane].eq(0)
+            with m.Elif(t9.valid & (t9.pass_ == SUM)):
+                m.d.sync += total[lane].eq(total[lane] + e)
             with m.If(t9.valid & (t9.pass_ == OUT) & take_9[lane] & ~is_margin):
                 m.d.sync += c_q[lane].eq(e)
             # v = e - onehot * 2**EXP_FRAC: the subtraction leaves v's low EXP_FRAC bits those
