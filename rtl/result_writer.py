@@ -354,55 +354,70 @@ class ResultWriter(wiring.Component):
             m.d.sync += [norm_q.eq(self.norm), norm_m_q.eq(self.norm_m)]
             m.d.comb += [nz.norm.eq(norm_q), nz.m.eq(norm_m_q)]
             m.d.comb += [nz.step[b].eq(bank_data[b]) for b in range(V)]
+        # E1 (below) is one addition, aux' + x' + UPDATE, with no multiplexer after it: x' is
+        # the element's UPDATE operand ~x or its other value (ReLU'd or as it is), and aux' the
+        # aux word, 0 unless UPDATE; per bank: UPDATE, RELU, MASK, "aux is written" (RELU or
+        # UPDATE)
+        aw_ = cfg.acc_width
+        is_update, is_relu, is_mask, aux_write = ([f[k] for f in bank_flags] for k in range(4))
+
+        def e1_operand(x, b):
+            # ReLU here, after the requantizer's saturation (a sign bit, no more logic on the
+            # requantizer's own critical path); ~x widened is the widened x's complement
+            return Mux(is_update[b], ~x.as_signed(), Mux(is_relu[b] & x[-1], 0, x))
+
         # while the aux word is read, and captured in the fabric beside the memory, the
-        # element waits beside it
-        for stage in range(norm_cycles + self.acc_read_latency + 1):
+        # element waits beside it; the last of these registers holds x' (without the
+        # normaliser, whose output register comes last instead)
+        stages = norm_cycles + self.acc_read_latency + 1
+        for stage in range(stages):
             if stage == norm_cycles:
                 # the aux read goes out from these registers; its data comes acc_read_latency
                 # later and is captured once more
                 m.d.comb += [self.acc_rd.addr[b].eq(bank_aux[b]) for b in range(V)]
+            operand = stage == stages - 1 and not cfg.kept_norm
             nxt_addr = [Signal(aw, name=f"bank_addr_d{stage}_{b}") for b in range(V)]
             nxt_aux = [Signal(aw, name=f"bank_aux_d{stage}_{b}") for b in range(V)]
-            nxt_data = [Signal(signed(cfg.acc_width), name=f"bank_data_d{stage}_{b}") for b in range(V)]
+            nxt_data = [Signal(signed(aw_ + operand), name=f"bank_data_d{stage}_{b}") for b in range(V)]
             nxt_en = Signal(V, name=f"bank_en_d{stage}")
             nxt_flag = [Signal(bb, name=f"flag_sel_d{stage}_{b}") for b in range(V)]
             m.d.sync += [nxt_en.eq(bank_en)]
             for b in range(V):
                 m.d.sync += [nxt_addr[b].eq(bank_addr[b]), nxt_aux[b].eq(bank_aux[b]),
-                             nxt_data[b].eq(bank_data[b]), nxt_flag[b].eq(flag_sel[b])]
+                             nxt_data[b].eq(e1_operand(bank_data[b], b) if operand else bank_data[b]),
+                             nxt_flag[b].eq(flag_sel[b])]
             bank_addr, bank_aux, bank_data, bank_en = nxt_addr, nxt_aux, nxt_data, nxt_en
             flag_sel = nxt_flag
         if cfg.kept_norm:
-            bank_data = [nz.out[b] for b in range(V)]
+            bank_data = [e1_operand(nz.out[b], b) for b in range(V)]
 
         # combine (E1): the epilogue's element-wise step, per bank
-        aw_ = cfg.acc_width
         acc_min, acc_max = -(1 << (aw_ - 1)), (1 << (aw_ - 1)) - 1
         e1_addr = [Signal(aw, name=f"e1_addr{b}") for b in range(V)]
         e1_aux = [Signal(aw, name=f"e1_aux{b}") for b in range(V)]
         # E1 holds the difference (or the element) one bit wider than acc_width, unsaturated:
         # the clamp to acc_width is E2a's, from its two top bits. With the clamp's multiplexer
         # behind the 42-bit subtraction, E1 was 98ce465's critical path at seed 2 and its
-        # registers the late endpoints (173 of them). Any other element, sign-extended, has its
-        # two top bits equal, so the clamp leaves it as it is.
+        # registers the late endpoints (173 of them); with the UPDATE/ReLU multiplexer behind
+        # it, 104 at ec89ee3's seed 2. Any other element, sign-extended, has its two top bits
+        # equal, so the clamp leaves it as it is.
         e1_data = [Signal(signed(aw_ + 1), name=f"e1_data{b}") for b in range(V)]
         e1_en = Signal(V)
         # MASK: per aux bank "aux > 0", registered here; C's bank b takes flag flag_sel[b] in E2a
         e1_pos = Signal(V)
         e1_flag_sel = [Signal(bb, name=f"e1_flag_sel{b}") for b in range(V)]
-        # per bank: UPDATE, RELU, MASK, and "aux is written" (RELU or UPDATE)
-        is_update, is_relu, is_mask, aux_write = ([f[k] for f in bank_flags] for k in range(4))
         # the aux words, registered as they leave the block RAM: its output and the route from
-        # it were the critical path into E1's subtraction (ECP5: about 6 ns of the 11)
+        # it were the critical path into E1's subtraction (ECP5: about 6 ns of the 11). Twice:
+        # as they are, for MASK's "aux > 0", and zeroed unless UPDATE (the flag on the
+        # register's synchronous reset) for the sum
         aux_q = [Signal(signed(aw_), name=f"aux_q{b}") for b in range(V)]
+        aux_u = [Signal(signed(aw_), name=f"aux_u{b}") for b in range(V)]
         m.d.sync += [q.eq(self.acc_rd.data[b]) for b, q in enumerate(aux_q)]
+        m.d.sync += [q.eq(Mux(is_update[b], self.acc_rd.data[b], 0)) for b, q in enumerate(aux_u)]
         for b in range(V):
             aux = aux_q[b]
             m.d.sync += [e1_addr[b].eq(bank_addr[b]), e1_aux[b].eq(bank_aux[b]),
-                         # ReLU here, after the requantizer's saturation (a sign bit, no
-                         # more logic on the requantizer's own critical path)
-                         e1_data[b].eq(Mux(is_update[b], aux - bank_data[b],
-                                           Mux(is_relu[b] & bank_data[b][-1], 0, bank_data[b]))),
+                         e1_data[b].eq(aux_u[b] + bank_data[b] + is_update[b]),
                          # aux > 0 as a sign bit and an OR tree
                          e1_pos[b].eq(~aux[-1] & aux[:-1].any()), e1_flag_sel[b].eq(flag_sel[b])]
         m.d.sync += e1_en.eq(bank_en)
