@@ -283,6 +283,79 @@ def skip_scenario(cfg: Config, seed: int, n_losses: int = 2, max_classes: int = 
     return sc
 
 
+def _margin_column(M: int, cfg: Config, rng: random.Random) -> tuple[list[int], str]:
+    """One sample's logits (M >= 2 classes) whose margin, the least z_max - z over the rows
+    other than the argmax, lies where a running minimum kept per row parity can go wrong:
+    on an even or an odd row, first or last, after larger and after smaller values of the
+    other parity; and the kind of column."""
+    a = rng.randrange(M)                      # the argmax row
+    others = [r for r in range(M) if r != a]
+    kind = rng.choice(["decreasing", "increasing", "odd_falls", "even_falls", "at_last",
+                       "at_first", "tie", "random_small", "saturated"])
+    hi = min(cfg.data_max - cfg.data_min, 40)
+    if kind == "decreasing":       # every next row closer to the maximum: the minimum last
+        d = sorted(rng.sample(range(1, hi + 1), len(others)), reverse=True)
+    elif kind == "increasing":     # the minimum on the first row that is not the argmax
+        d = sorted(rng.sample(range(1, hi + 1), len(others)))
+    elif kind in ("odd_falls", "even_falls"):
+        # one parity falls row by row, the other stays between its first and its last value
+        falls = 1 if kind == "odd_falls" else 0
+        steps = iter(range(hi, 0, -3))
+        d = [next(steps, 1) if r % 2 == falls else hi // 2 + 1 for r in others]
+    elif kind == "at_last":        # every row far but the last one that is not the argmax
+        d = [hi] * (len(others) - 1) + [rng.randint(0, 3)]
+    elif kind == "at_first":
+        d = [rng.randint(0, 3)] + [hi] * (len(others) - 1)
+    elif kind == "tie":            # another row at the maximum: margin 0, on either parity
+        d = [rng.randint(1, hi) for _ in others]
+        d[rng.randrange(len(d))] = 0
+    elif kind == "random_small":   # differences of a few steps, ties among them
+        d = [rng.randint(0, 4) for _ in others]
+    else:                          # the operand extremes: the margin the whole range
+        return [cfg.data_max if r == a else cfg.data_min for r in range(M)], kind
+    zmax = rng.randint(cfg.data_min + max(d), cfg.data_max)
+    col = [zmax] * M
+    for r, dr in zip(others, d):
+        col[r] = zmax - dr
+    return col, kind
+
+
+def margin_scenario(cfg: Config, seed: int, max_classes: int = 9) -> Scenario:
+    """The margin test (``ConfMode.MARGIN``) on logits built for it (:func:`_margin_column`):
+    M of 6 .. ``max_classes`` classes, two groups of samples and one partial; the per-sample
+    threshold exactly at one sample's margin (so each margin, one above or one below it,
+    decides that sample), the batch threshold exactly at the sum of the margins. A LOSS with
+    the per-sample skip (its kept columns compacted into dY), then a GEMM gated by the batch
+    decision."""
+    from .loss_unit import Comparator, confidence  # noqa: PLC0415 (beside its use)
+    rng = random.Random(seed)
+    V = cfg.banks
+    M, N = rng.randint(6, max_classes), 2 * V + rng.randint(1, V)
+    spad = _Allocator(cfg.spad_depth, rng)
+    Z, Y, D = (spad.region(M, N, V, slack=True), spad.region(1, N, V, slack=True),
+               spad.region(M, N, V, slack=True))
+    B, C = spad.region(N, 3, V, slack=False), spad.region(M, 3, V, slack=True)
+    if None in (Z, Y, D, B, C):
+        raise ValueError(f"margin scenario seed={seed}: {M} x {N} does not fit")
+    cols, kinds = zip(*(_margin_column(M, cfg, rng) for _ in range(N)))
+    z = torch.tensor(cols, dtype=torch.int64).T.contiguous()
+    labels = torch.tensor([[rng.randrange(M) for _ in range(N)]])
+    ctrl = SkipCtrl(BatchPolicy.CONFIDENCE, ConfMode.MARGIN, False, SamplePolicy.CONFIDENCE)
+    _, c = confidence(z, labels[0], Comparator(ConfMode.MARGIN, False, 0), cfg)
+    conf_tau = max(0, int(c[rng.randrange(N)]) + rng.choice([0, 0, -1, 1]))
+    sc = Scenario(cfg, name=f"margin(seed={seed}, {M} x {N}, {', '.join(sorted(set(kinds)))})")
+    sc.inputs += [("spad", Z, z), ("spad", Y, labels), ("spad", D, torch.zeros((M, N), dtype=torch.int64)),
+                  ("spad", B, random_matrix(N, 3, cfg, rng)), ("spad", C, torch.zeros((M, 3), dtype=torch.int64))]
+    sc.commands += [Command.loss(M, N, Z, Y, D, shift=rng.randint(4, 8)),
+                    Command.gemm(M, N, 3, Z, B, C, shift=cfg.frac_bits, phase=Phase.BWD_INPUT,
+                                 gate=Gate.BATCH),
+                    Command()]
+    sc.outputs += [("spad", D), ("spad", C)]
+    sc.skip = {"ctrl": ctrl.encode(), "conf_tau": conf_tau, "batch_tau": int(c.sum()),
+               "rate": 0, "seed": rng.getrandbits(32), "tcp_bound": 0}
+    return sc
+
+
 def skip_error_scenarios(cfg: Config) -> dict[str, tuple[Scenario, ErrorCode]]:
     """The gate and skip-register errors, each after a good LOSS (the error comes at slot 1)."""
     Z, Y, D, A, B, C, inputs = _error_program_data(cfg, random.Random(99))

@@ -317,14 +317,30 @@ class LossUnit(wiring.Component):
             # decision finds it at the end of SUM; OUT's first row copies it into c_q for the
             # comparator (the next group's SUM overwrites margin_s, for few classes before
             # the comparator reads c_q). With one class z(2) = data_min, and z_max - data_min
-            # is z_max with its sign bit flipped
-            with m.If(t5.valid & (t5.pass_ == SUM) & is_margin):
-                with m.If(t5.first):
-                    m.d.sync += margin_s[lane].eq(Mux(take_5[lane],
-                                                      zmax[lane].as_unsigned() ^ (1 << (dw - 1)),
-                                                      diff_5[lane]))
-                with m.Elif(~take_5[lane] & (diff_5[lane] < margin_s[lane])):
-                    m.d.sync += margin_s[lane].eq(diff_5[lane])
+            # is z_max with its sign bit flipped.
+            # Two running minima, of the even and of the odd rows, each row's compare
+            # registered (lt_6) and its update a cycle later from that register: a row's
+            # minimum is next compared two rows on, so no compare drives the registers'
+            # enables in the cycle it is made (margin_s was 43 late endpoints at 98ce465's
+            # seed 3); margin_s = the lesser of the two, registered every cycle, is final in
+            # cycle 8 of SUM's last row (the decision reads it in 9, OUT's first row in 14)
+            part = [Signal(dw + 1, name=f"margin_{n}{lane}") for n in ("even", "odd")]
+            lt_6, odd_6 = Signal(name=f"margin_lt_6_{lane}"), Signal(name=f"margin_odd_6_{lane}")
+            diff_6 = Signal.like(diff_5[lane], name=f"diff_6_{lane}")
+            in_sum = t5.valid & (t5.pass_ == SUM) & is_margin
+            m.d.sync += [diff_6.eq(diff_5[lane]), odd_6.eq(t5.r[0]),
+                         lt_6.eq(in_sum & ~t5.first & ~take_5[lane]
+                                 & (diff_5[lane] < Mux(t5.r[0], part[1], part[0])))]
+            with m.If(in_sum & t5.first):
+                m.d.sync += [part[0].eq(Mux(take_5[lane], zmax[lane].as_unsigned() ^ (1 << (dw - 1)),
+                                            diff_5[lane])),
+                             part[1].eq((1 << (dw + 1)) - 1)]
+            with m.If(lt_6):
+                with m.If(odd_6):
+                    m.d.sync += part[1].eq(diff_6)
+                with m.Else():
+                    m.d.sync += part[0].eq(diff_6)
+            m.d.sync += margin_s[lane].eq(Mux(part[1] < part[0], part[1], part[0]))
             with m.If(t5.valid & (t5.pass_ == OUT) & t5.first & is_margin):
                 m.d.sync += c_q[lane].eq(margin_s[lane])
 
@@ -440,7 +456,7 @@ class LossUnit(wiring.Component):
                          draw_low[lane].eq(lf.value[:RATE_BITS] < rate)]
             # max_prob: S <= CONF_TAU; margin: z(1) - z(2) >= CONF_TAU (final since SUM's
             # last row passed cycle 5). margin_s >= CONF_TAU is registered every cycle
-            # (margin_s is final from cycle 6 of SUM's last row): its own compare, not one
+            # (margin_s is final from cycle 8 of SUM's last row): its own compare, not one
             # shared with S <= CONF_TAU behind a mux
             margin_pass = Signal(name=f"margin_pass{lane}")
             m.d.sync += margin_pass.eq(margin_s[lane] >= conf_tau)

@@ -92,7 +92,8 @@ def test_verilator_training_steps_with_tau_changed_between_steps():
 
 
 def test_skip_programs_tiny_both_simulators():
-    from golden.train_scenario import sample_gather_scenario, skip_error_scenarios, skip_scenario
+    from golden.train_scenario import (margin_scenario, sample_gather_scenario, skip_error_scenarios,
+                                       skip_scenario)
     from skiptrain.skip import ConfMode, SamplePolicy
     cfg = preset("tiny")
     items = [(skip_scenario(cfg, s), "run", True) for s in range(6)]
@@ -101,6 +102,7 @@ def test_skip_programs_tiny_both_simulators():
     items += [(skip_scenario(cfg, 200, sample=SamplePolicy.CONFIDENCE, mode=m), "run", True)
               for m in (ConfMode.MARGIN, ConfMode.TRUE_CLASS_PROB)]
     items += [(sample_gather_scenario(cfg, 300 + c, classes=c), "run", True) for c in (1, 2)]
+    items += [(margin_scenario(cfg, 400 + s), "run", True) for s in range(2)]
     items += [(sc, "run", True) for sc, _ in skip_error_scenarios(cfg).values()]
     for sim in ("icarus", "verilator"):
         run_and_check("tiny", sim, items)

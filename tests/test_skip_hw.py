@@ -16,7 +16,7 @@ from amaranth_bus import run_scenarios
 
 from golden.loss_unit import Comparator, confidence, exp_lookup, softmax_parts, tables
 from golden.sequencer import CHECK_CYCLES, FETCH_CYCLES, skip_cycles
-from golden.train_scenario import sample_gather_scenario, skip_error_scenarios, skip_scenario
+from golden.train_scenario import margin_scenario, sample_gather_scenario, skip_error_scenarios, skip_scenario
 from rtl.top import Accelerator
 from skiptrain import numerics
 from skiptrain.config import Config, preset
@@ -246,6 +246,54 @@ def test_sample_skip_scenarios_match_golden(name):
     shares = Counter(_share(sc.expected()[1].counters["skipped_samples"], sc) for sc in scs)
     assert shares["some"] >= 2, f"too few runs that keep some samples and skip others: {dict(shares)}"
     errors = run_scenarios(Accelerator(cfg), cfg, scs)
+    assert not errors, "\n".join(errors[:20])
+
+
+def _margin_columns(sc) -> list[dict[int, int]]:
+    """Per sample of a margin scenario's LOSS: row -> z_max - z over the rows other than the
+    (first) argmax; the margin is the least."""
+    loss = sc.commands[0]
+    z = next(m for _, region, m in sc.inputs if region.base == loss.a_base)
+    out = []
+    for col in z.T.tolist():
+        a = col.index(max(col))
+        out.append({r: max(col) - v for r, v in enumerate(col) if r != a})
+    return out
+
+
+def test_margin_scenarios_cover_the_running_minimum():
+    """What the margin scenarios hand the RTL: margins on even and on odd rows, on the last
+    row, margins of 0 (a tie for the top), and the case a minimum per row parity gets wrong when
+    it compares a row with the other parity's minimum: a row of one parity below the other
+    parity's least difference, then a later row of the same parity lower still."""
+    seen = Counter()
+    for cfg in CONFIGS.values():
+        for seed in range(4):
+            sc = margin_scenario(cfg, seed)
+            _, res = sc.expected()
+            assert not res.error, sc.name
+            seen["some kept", res.counters["skipped_samples"] < sc.commands[0].n] += 1
+            for d in _margin_columns(sc):
+                least = min(d.values())
+                rows = [r for r in d if d[r] == least]
+                seen["parity", rows[0] % 2] += 1
+                seen["at the last row"] += max(d) in rows
+                seen["tie for the top"] += least == 0
+                seen["falls twice below the other parity"] += any(
+                    d[r1] > d[r2] and d[r1] < min((d[q] for q in d if q % 2 != r1 % 2), default=1 << 30)
+                    for r1 in d for r2 in d if r2 > r1 and r2 % 2 == r1 % 2)
+    for key in [("parity", 0), ("parity", 1), "at the last row", "tie for the top",
+                "falls twice below the other parity", ("some kept", True)]:
+        assert seen[key] > 0, f"no margin scenario with {key}: {dict(seen)}"
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_margin_scenarios_match_golden(name):
+    """The margin's running minimum (two, one per row parity, in the loss unit) against the
+    golden model's top-two difference: the per-sample decisions at a margin exactly (the kept
+    columns of dY), the batch decision at the sum of the margins exactly (the gated GEMM)."""
+    cfg = CONFIGS[name]
+    errors = run_scenarios(Accelerator(cfg), cfg, [margin_scenario(cfg, seed) for seed in range(4)])
     assert not errors, "\n".join(errors[:20])
 
 
