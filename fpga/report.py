@@ -128,11 +128,12 @@ def late_endpoints(report: dict, period_ns: float, count: int = LATE_ENDPOINTS) 
     latest = _arrivals(report)
     if not latest:
         return {}
+    per_register = _count_registers(latest, period_ns, lanes=True)
     ranked = sorted(latest.items(), key=lambda kv: -kv[1][0])
     over = [k for k, (t, _) in ranked if t > period_ns]
     return {"period_ns": round(period_ns, 3), "endpoints": len(latest), "over": len(over),
             "over_per_unit": dict(Counter(unit_of(k) for k in over).most_common()),
-            "over_per_register": dict(list(late_registers(report, period_ns).items())[:count]),
+            "over_per_register": dict(list(per_register.items())[:count]),
             "latest": [{"endpoint": k, "net": n, "arrival_ns": round(t, 3)}
                        for k, (t, n) in ranked[:count]]}
 
@@ -143,8 +144,12 @@ def late_registers(report: dict, period_ns: float, lanes: bool = True) -> dict[s
     ``over_per_unit`` (:func:`late_endpoints` keeps the first ``count`` as
     ``over_per_register``). With ``lanes``, a register's per-lane copies (names ending in digits,
     ``e1_data0`` .. ``e1_data7``) count as one, ``e1_data*``. Empty without per-net timings."""
+    return _count_registers(_arrivals(report), period_ns, lanes)
+
+
+def _count_registers(arrivals: dict, period_ns: float, lanes: bool) -> dict[str, int]:
     counts: Counter = Counter()
-    for key, (t, _) in _arrivals(report).items():
+    for key, (t, _) in arrivals.items():
         if t > period_ns:
             name = register_of(key)
             counts[re.sub(r"(?<=[A-Za-z_])\d+$", "*", name) if lanes else name] += 1

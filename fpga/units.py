@@ -6,14 +6,17 @@ the accelerator instantiates, so the skip hardware's area can be read off withou
     skiptrain synth --preset default --target ecp5 --seeds 0 --top fpga.units:loss_unit ...
     skiptrain synth --preset default --target ecp5 --seeds 0 --top fpga.units:loss_unit_without_comparator ...
     skiptrain synth --preset default --target ecp5 --seeds 0 --top fpga.units:skip_controller ...
+    skiptrain synth --preset default --target ecp5 --seeds 0 --top fpga.units:result_writer ...
     skiptrain synth --config configs/default_kept_norm.json --target ecp5 --seeds 0 --top fpga.units:normaliser ...
 
-The comparator's area is the difference of the first two; out of context, the units' ports
-are the design's ports, so nothing is optimised away across them.
+The comparator's area is the difference of the first two; the result writer (with its
+requantizer and epilogues) is there for its path estimate (``python -m fpga.paths``). Out of
+context, the units' ports are the design's ports, so nothing is optimised away across them.
 """
 
 from rtl.loss_unit import LossUnit
 from rtl.normaliser import Normaliser
+from rtl.result_writer import ResultWriter
 from rtl.skip_controller import SkipController
 from skiptrain.config import Config
 
@@ -43,4 +46,12 @@ def normaliser(cfg: Config) -> Normaliser:
     multipliers a lane."""
     unit = Normaliser(cfg, cfg.banks)
     unit.synthesis_expected_dsps = 2 * cfg.banks
+    return unit
+
+
+def result_writer(cfg: Config) -> ResultWriter:
+    """The result writer: requantizer, epilogues (E1's UPDATE sum, the clamp, the copies)
+    and its lane-to-bank rotation; multipliers only in the normaliser (``kept_norm``)."""
+    unit = ResultWriter(cfg)
+    unit.synthesis_expected_dsps = 2 * cfg.banks if cfg.kept_norm else 0
     return unit

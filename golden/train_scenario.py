@@ -323,8 +323,8 @@ def _margin_column(M: int, cfg: Config, rng: random.Random) -> tuple[list[int], 
 def margin_scenario(cfg: Config, seed: int, max_classes: int = 9) -> Scenario:
     """The margin test (``ConfMode.MARGIN``) on logits built for it (:func:`_margin_column`):
     M of 6 .. ``max_classes`` classes, two groups of samples and one partial; the per-sample
-    threshold exactly at one sample's margin (so each margin, one above or one below it,
-    decides that sample), the batch threshold exactly at the sum of the margins. A LOSS with
+    threshold at one sample's margin, or one above or below it (every sample is decided by
+    its margin against it), the batch threshold exactly at the sum of the margins. A LOSS with
     the per-sample skip (its kept columns compacted into dY), then a GEMM gated by the batch
     decision."""
     from .loss_unit import Comparator, confidence  # noqa: PLC0415 (beside its use)

@@ -261,9 +261,10 @@ def test_cli_synthesis_only_reports_the_kept_modules(tmp_path, capsys):
 @pytest.mark.synth
 def test_units_give_the_comparators_area(tmp_path, capsys):
     """fpga.units: the loss unit with and without its comparator, and the skip controller,
-    synthesised alone (how the README's area of the skip hardware is made)."""
+    synthesised alone (how the README's area of the skip hardware is made); the result writer
+    (for its path estimate)."""
     cells = {}
-    for unit in ("loss_unit", "loss_unit_without_comparator", "skip_controller"):
+    for unit in ("loss_unit", "loss_unit_without_comparator", "skip_controller", "result_writer"):
         json_path = tmp_path / f"{unit}.json"
         rc = cli.main(["synth", "--preset", "tiny", "--target", "ecp5", "--seeds", "0",
                        "--json", str(json_path), "--out", str(tmp_path / unit),
@@ -275,6 +276,7 @@ def test_units_give_the_comparators_area(tmp_path, capsys):
     assert with_c["TRELLIS_FF"] > without["TRELLIS_FF"] and with_c["CCU2C"] > without["CCU2C"], cells
     assert with_c["DP16KD"] == without["DP16KD"] > 0, cells
     assert cells["skip_controller"]["TRELLIS_FF"] >= 32, cells  # the LFSR at least
+    assert cells["result_writer"]["CCU2C"] > 0 and "DP16KD" not in cells["result_writer"], cells
 
 
 @pytest.mark.synth
