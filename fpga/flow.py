@@ -28,7 +28,7 @@ from typing import Callable
 
 from . import paths
 from .report import critical_path_summary, count_cells, fmax_of, late_endpoints, module_cells
-from .targets import Target
+from .targets import PLACERS, Target
 
 __all__ = ["FlowError", "run_flow", "source_state", "tool_versions", "yosys_script"]
 
@@ -153,7 +153,7 @@ def _seed_key(netlist: Path, args: list[str], versions: str) -> str:
 
 
 def run_flow(make_top: Callable, cfg, tgt: Target, out_dir, *, seeds=(1, 2, 3), jobs: int = 1,
-             expected_dsps: int | None = None, design: str | None = None,
+             placer: str | None = None, expected_dsps: int | None = None, design: str | None = None,
              progress: Callable[[str], None] = lambda msg: None) -> dict:
     """Synthesise ``make_top(cfg')`` for ``tgt`` and place and route it once per seed.
 
@@ -165,11 +165,15 @@ def run_flow(make_top: Callable, cfg, tgt: Target, out_dir, *, seeds=(1, 2, 3), 
     so (``fits`` false, ``does_not_fit``, no Fmax) and keeps the synthesis numbers; any other
     tool failure raises :class:`FlowError`. ``jobs`` seeds are placed and routed at once (each
     nextpnr is single-threaded, so up to one per core; the default 1 leaves the machine usable).
+    ``placer`` is nextpnr's placer (:data:`~fpga.targets.PLACERS`; default the target's).
     """
     from amaranth.back import rtlil
 
     if not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs={jobs!r}: must be an integer >= 1")
+    placer = tgt.placer if placer is None else placer
+    if placer not in PLACERS:
+        raise ValueError(f"placer={placer!r}: must be one of {list(PLACERS)}")
     seeds = list(seeds)
     if any(not isinstance(s, int) or s < 0 for s in seeds):
         raise ValueError(f"seeds={seeds!r}: must be non-negative integers (none: synthesis only)")
@@ -227,7 +231,7 @@ def run_flow(make_top: Callable, cfg, tgt: Target, out_dir, *, seeds=(1, 2, 3), 
     for seed in seeds:
         log = out / f"nextpnr_seed{seed}.log"
         report_file = out / f"nextpnr_seed{seed}.json"
-        argv = [_tool(tgt.nextpnr), *tgt.nextpnr_args, "--json", "netlist.json",
+        argv = [_tool(tgt.nextpnr), *tgt.nextpnr_args, "--placer", placer, "--json", "netlist.json",
                 "--report", report_file.name, "--detailed-timing-report",
                 "--seed", str(seed), "--timing-allow-fail",
                 "--freq", f"{tgt.target_mhz:g}", "-l", log.name]
@@ -291,6 +295,7 @@ def run_flow(make_top: Callable, cfg, tgt: Target, out_dir, *, seeds=(1, 2, 3), 
         "target": tgt.name,
         "device": tgt.device,
         "nextpnr_args": list(tgt.nextpnr_args),
+        "placer": placer,
         "target_mhz": tgt.target_mhz,
         "fits": overfull is None,
         "fmax_mhz": None,

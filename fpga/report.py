@@ -230,7 +230,8 @@ def to_markdown(report: dict) -> str:
     out = [f"# Synthesis report: {report['design']} on {report['target']}", "",
            f"Device {report['device']}; config `{cfg.get('name')}` ({cfg['rows']}x{cfg['cols']} "
            f"PEs, data_width {cfg['data_width']}, multiplier `{cfg['multiplier']}`); "
-           f"nextpnr `{' '.join(report['nextpnr_args'])}`, seeds {report['seeds']}.", "",
+           f"nextpnr `{' '.join(report['nextpnr_args'])}`, placer `{report.get('placer', 'heap')}`, "
+           f"seeds {report['seeds']}.", "",
            "| quantity | whole design | per PE |", "|---|---|---|"]
     out += [f"| {a} | {b} | {c} |" for a, b, c in _rows(report)]
     out += ["", f"Per PE = {report['per_pe']['note']}.", ""]

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Target", "TARGETS", "FitError", "target", "estimate_resources", "check_fits"]
+__all__ = ["Target", "TARGETS", "PLACERS", "FitError", "target", "estimate_resources", "check_fits"]
+
+
+#: nextpnr's placers the flow offers: the analytic HeAP placer (nextpnr's default) and the
+#: electrostatic one (``static``); the simulated-annealing placer takes hours on the 8x8
+PLACERS = ("heap", "static")
 
 
 class FitError(ValueError):
@@ -42,6 +47,8 @@ class Target:
     keep_hierarchy:
         Whether the design's ``synthesis_keep_hierarchy`` submodules stay unflattened (for
         speed, at some area: equal flip-flops in different instances are not merged).
+    placer:
+        nextpnr's placer unless the flow is told otherwise (one of :data:`PLACERS`).
     """
 
     name: str
@@ -57,6 +64,7 @@ class Target:
     capacity: dict[str, int]
     memory_bits: int
     keep_hierarchy: bool = True
+    placer: str = "heap"
 
 
 TARGETS: dict[str, Target] = {
@@ -69,6 +77,11 @@ TARGETS: dict[str, Target] = {
         # any LFE5U-85F reaches. Out of context: the core is timed without I/O pins.
         nextpnr_args=("--85k", "--package", "CABGA381", "--speed", "6", "--out-of-context"),
         target_mhz=125.0,
+        # The analytic placer's placements of the 8x8 training accelerator (70ed4be, 2a67ddd)
+        # left nextpnr's router1 over 40,000 arcs short after 76-105 minutes (and router2 not
+        # converging); the electrostatic placer's routed in minutes (see the README's "Area
+        # and Fmax")
+        placer="static",
         multiplier="ecp5",
         memory="ecp5",
         wrap=False,

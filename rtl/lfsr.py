@@ -18,14 +18,17 @@ class Lfsr(wiring.Component):
     (combinational). The golden model steps
     :func:`skiptrain.numerics.lfsr_step` alike.
 
-    The seed, mixed with the lane's constant and tested for zero, is registered before the
-    load: that test is a 32-bit compare, and the seed comes from the host's registers across
-    the die (the estimate's six-LUT path into every lane's state). The host loads only while
-    the accelerator is idle, and the first step comes many cycles after a START, so the extra
-    cycle is never seen; a ``step`` in the cycle the load lands loses to the load.
+    The seed comes from the host's registers across the die: it is registered here as it
+    arrives (``seed_q``, with ``load`` as ``load_q``), then mixed with the lane's constant and
+    tested for zero into ``loaded`` (a 32-bit compare: the estimate's six-LUT path into every
+    lane's state, and with the route from the host's registers in front of it 9.04 ns, the
+    critical path of the static placer's seed 1 at 70ed4be), which the state takes a cycle
+    later. The host loads only while the accelerator is idle, and the first step comes many
+    cycles after a START, so the extra cycles are never seen; a ``step`` in the cycle the load
+    lands loses to the load.
     """
 
-    load_latency = 2
+    load_latency = 3
 
     def __init__(self, lane: int):
         self._lane = lane
@@ -33,6 +36,8 @@ class Lfsr(wiring.Component):
                           "value": Out(LFSR_WIDTH, init=lfsr_seed(0, lane)),
                           "next_value": Out(LFSR_WIDTH)})
         # the registered load (made here, so a formal harness can state invariants over it)
+        self.seed_q = Signal(LFSR_WIDTH)
+        self.load_q = Signal()
         self.loaded = Signal(LFSR_WIDTH, init=lfsr_seed(0, lane))
         self.loading = Signal()
 
@@ -43,8 +48,9 @@ class Lfsr(wiring.Component):
         b = a ^ (a >> 17)
         c = b ^ (b << 5)[:LFSR_WIDTH]
         m.d.comb += self.next_value.eq(c)
-        mixed = self.seed ^ ((LFSR_LANE_MIX * (self._lane + 1)) & ((1 << LFSR_WIDTH) - 1))
-        m.d.sync += [self.loaded.eq(self._loaded(mixed)), self.loading.eq(self.load)]
+        m.d.sync += [self.seed_q.eq(self.seed), self.load_q.eq(self.load)]
+        mixed = self.seed_q ^ ((LFSR_LANE_MIX * (self._lane + 1)) & ((1 << LFSR_WIDTH) - 1))
+        m.d.sync += [self.loaded.eq(self._loaded(mixed)), self.loading.eq(self.load_q)]
         with m.If(self.loading):
             m.d.sync += x.eq(self.loaded)
         with m.Elif(self.step):

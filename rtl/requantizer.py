@@ -42,11 +42,11 @@ class Requantizer(wiring.Component):
 
     @property
     def settle_cycles(self) -> int:
-        """Cycles after ``shift`` or ``quant`` change before values may enter: the per-command
-        constants are copied once per ``lanes_per_copy`` lanes down a register chain (copies
-        fed by one register would be merged by Yosys into one flip-flop driving every lane's
-        shifter)."""
-        return -(-self._lanes // self.lanes_per_copy)
+        """Cycles after ``shift``, ``quant`` or ``floor`` change before values may enter: they
+        are registered as they arrive, then the per-command constants are computed from them and
+        copied once per ``lanes_per_copy`` lanes down a register chain (copies fed by one
+        register would be merged by Yosys into one flip-flop driving every lane's shifter)."""
+        return 1 + -(-self._lanes // self.lanes_per_copy)
 
     def __init__(self, cfg: Config, lanes: int):
         self._cfg, self._lanes = cfg, lanes
@@ -78,16 +78,21 @@ class Requantizer(wiring.Component):
         consts = data.StructLayout({"below_half": aw,  # mask of the bits below the half bit
                                     "coarse": range(n_coarse), "fine": 3, "rounding": 1, "quant": 1,
                                     "fits_sel": n_eq, "top_sel": n_eq})
-        copies = [Signal(consts, name=f"consts{n}") for n in range(self.settle_cycles)]
-        m.d.sync += [copies[0].below_half.eq(((Const(1, aw + 1) << self.shift) - 1) >> 1),
-                     copies[0].coarse.eq(Mux(self.quant, self.shift >> 3, 0)),
-                     copies[0].fine.eq(Mux(self.quant, self.shift[:3], 0)),
-                     copies[0].rounding.eq(self.quant & (self.shift != 0) & ~self.floor),
-                     copies[0].quant.eq(self.quant),
-                     copies[0].fits_sel.eq((Const(1, n_eq) << Mux(self.shift >= n_eq - 1, n_eq - 1,
-                                                                  self.shift))[:n_eq]),
-                     copies[0].top_sel.eq((Const(1, n_eq) << Mux(self.shift >= n_eq - 2, n_eq - 1,
-                                                                 self.shift + 1))[:n_eq])]
+        # the command's shift and mode registered here first: they come from the writer's
+        # command registers, and the one-hot selects below are a compare and a 25-way decode
+        # (with the route in front of them, 8.5 ns into consts0 at the static placer's seed 1)
+        shift, quant, floor = Signal.like(self.shift), Signal(), Signal()
+        m.d.sync += [shift.eq(self.shift), quant.eq(self.quant), floor.eq(self.floor)]
+        copies = [Signal(consts, name=f"consts{n}") for n in range(self.settle_cycles - 1)]
+        m.d.sync += [copies[0].below_half.eq(((Const(1, aw + 1) << shift) - 1) >> 1),
+                     copies[0].coarse.eq(Mux(quant, shift >> 3, 0)),
+                     copies[0].fine.eq(Mux(quant, shift[:3], 0)),
+                     copies[0].rounding.eq(quant & (shift != 0) & ~floor),
+                     copies[0].quant.eq(quant),
+                     copies[0].fits_sel.eq((Const(1, n_eq) << Mux(shift >= n_eq - 1, n_eq - 1,
+                                                                  shift))[:n_eq]),
+                     copies[0].top_sel.eq((Const(1, n_eq) << Mux(shift >= n_eq - 2, n_eq - 1,
+                                                                 shift + 1))[:n_eq])]
         m.d.sync += [copies[n].eq(copies[n - 1]) for n in range(1, len(copies))]
         lane_consts = [copies[l // self.lanes_per_copy] for l in range(self._lanes)]
 

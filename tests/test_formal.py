@@ -132,15 +132,18 @@ class SkipSpec(wiring.Component):
 
         # an independent model of the skip LFSR (xorshift32, seeded as lane SKIP_LFSR_LANE)
         model = Signal(LFSR_WIDTH, init=skip_lfsr_seed(0))
-        mixed = self.seed ^ ((LFSR_LANE_MIX * (SKIP_LFSR_LANE + 1)) & ((1 << LFSR_WIDTH) - 1))
+        # a load lands Lfsr.load_latency cycles after seed_load, from the seed of that cycle:
+        # the seed and the load registered, then the mixed seed tested for zero
+        seed_q, load_q = Signal(LFSR_WIDTH), Signal()
+        m.d.sync += [seed_q.eq(self.seed), load_q.eq(self.seed_load)]
+        mixed = seed_q ^ ((LFSR_LANE_MIX * (SKIP_LFSR_LANE + 1)) & ((1 << LFSR_WIDTH) - 1))
         x1 = model ^ (model << 13)[:LFSR_WIDTH]
         x2 = x1 ^ (x1 >> 17)
         nxt = x2 ^ (x2 << 5)[:LFSR_WIDTH]
         ended = self.loss_done & ~self.loss_error
-        # a load lands Lfsr.load_latency cycles after seed_load, from the seed of that cycle
         loading, loaded = Signal(), Signal(LFSR_WIDTH, init=skip_lfsr_seed(0))
-        assert Lfsr.load_latency == 2
-        m.d.sync += [loading.eq(self.seed_load), loaded.eq(Mux(mixed == 0, 1, mixed))]
+        assert Lfsr.load_latency == 3
+        m.d.sync += [loading.eq(load_q), loaded.eq(Mux(mixed == 0, 1, mixed))]
         ended_1, ended_2 = Signal(), Signal()
         # the LFSR steps once per LOSS that ends under RANDOM (a cycle after the end)
         with m.If(loading):
@@ -164,7 +167,8 @@ class SkipSpec(wiring.Component):
         # the invariants that make the proof inductive: the model is the LFSR, and the
         # controller's three registers hold what the spec's do
         with m.If(~first):
-            m.d.comb += [Assert(dut.lfsr.value == model), Assert(dut.lfsr.loading == loading),
+            m.d.comb += [Assert(dut.lfsr.value == model), Assert(dut.lfsr.seed_q == seed_q),
+                         Assert(dut.lfsr.load_q == load_q), Assert(dut.lfsr.loading == loading),
                          Assert(dut.lfsr.loaded == loaded), Assert(dut.pending == ended_1),
                          Assert(dut.below == (draw_1 < self.rate)),
                          Assert(dut.confident == (ge_1 if not self._strict else dut.confident))]

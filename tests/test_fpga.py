@@ -187,6 +187,8 @@ def _cli_error(capsys, *argv):
      "skiptrain: error: --seeds='11': must be an integer in 0..10"),
     (["--preset", "tiny", "--target", "ecp5", "--jobs", "0"],
      "skiptrain: error: --jobs='0': must be an integer >= 1 (seeds placed and routed at once)"),
+    (["--preset", "tiny", "--target", "ecp5", "--placer", "sa"],
+     "skiptrain: error: --placer='sa': must be one of ['heap', 'static']"),
     (["--preset", "tiny", "--target", "ecp5", "--top", "Accelerator"],
      "skiptrain: error: --top='Accelerator': must be MODULE:NAME, e.g. rtl.top:Accelerator"),
     (["--preset", "tiny", "--target", "ecp5", "--top", "rtl.nowhere:Accelerator"],
@@ -338,6 +340,17 @@ def test_cli_synthesises_standin_for_ecp5(tmp_path, capsys):
     assert again["runtime_s"]["reused_seeds"] == [1], err
     assert again["fmax_per_seed"] == report["fmax_per_seed"]
     assert "reused from an earlier run" in err
+    assert report["placer"] == "static" and again["placer"] == "static"  # the ECP5 default
+    assert "placer `static`" in md
+
+    # Another placer is another run, not the first one's read back.
+    rc = cli.main(["synth", "--preset", "tiny", "--target", "ecp5", "--seeds", "1",
+                   "--placer", "heap", "--json", str(json_path), "--out", str(tmp_path / "build"),
+                   "--top", f"{__name__}:MacArray"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    heap = json.loads(json_path.read_text())
+    assert heap["placer"] == "heap" and "reused_seeds" not in heap["runtime_s"], err
 
 
 @pytest.mark.synth
@@ -370,6 +383,13 @@ def test_flow_places_seeds_side_by_side(tmp_path):
     for seed in (1, 2):
         assert (tmp_path / f"nextpnr_seed{seed}.json").is_file()
         assert any(s.startswith(f"nextpnr: seed {seed}: ") for s in steps), steps
+
+
+def test_flow_rejects_bad_placer(tmp_path):
+    from fpga.flow import run_flow
+
+    with pytest.raises(ValueError, match=r"placer='sa': must be one of \['heap', 'static'\]"):
+        run_flow(MacArray, preset("tiny"), target("ecp5"), tmp_path, seeds=[1], placer="sa")
 
 
 def test_flow_rejects_bad_jobs(tmp_path):

@@ -40,6 +40,10 @@ def register(subparsers):
     p.add_argument("--jobs", default="1", metavar="N",
                    help="place and route up to N seeds at once, one per core (nextpnr is "
                         "single-threaded; default 1)")
+    p.add_argument("--placer", metavar="NAME",
+                   help="nextpnr's placer: static (electrostatic; the default on ecp5, where "
+                        "the 8x8's heap placements did not route in hours) or heap (the "
+                        "default on ice40)")
     p.add_argument("--out", metavar="DIR",
                    help="folder for the netlist, scripts and tool logs (default "
                         "build/synth/PRESET_TARGET); a seed that already ran there on the "
@@ -92,7 +96,7 @@ def _factory(spec: str):
 
 
 def run(args) -> int:
-    from fpga.targets import FitError, check_fits, target
+    from fpga.targets import PLACERS, FitError, check_fits, target
     from skiptrain.cli import CliError
     from skiptrain.config import Config, ConfigError, preset
 
@@ -110,6 +114,8 @@ def run(args) -> int:
         check_fits(cfg.replace(multiplier=tgt.multiplier, memory=tgt.memory), tgt, what)
     except FitError as e:
         raise CliError(f"{e}; choose a smaller preset for --target {tgt.name}") from None
+    if args.placer is not None and args.placer not in PLACERS:
+        raise CliError(f"--placer={args.placer!r}: must be one of {list(PLACERS)}")
     make_top = _factory(args.top)
     out = Path(args.out) if args.out else Path("build") / "synth" / f"{what}_{tgt.name}"
 
@@ -122,7 +128,8 @@ def run(args) -> int:
         sys.stderr.flush()
 
     try:
-        report = run_flow(make_top, cfg, tgt, out, seeds=seeds, jobs=jobs, design=args.top,
+        report = run_flow(make_top, cfg, tgt, out, seeds=seeds, jobs=jobs, placer=args.placer,
+                          design=args.top,
                           progress=progress)
     except FlowError as e:
         print(f"skiptrain synth: {e}", file=sys.stderr)
