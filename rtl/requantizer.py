@@ -46,7 +46,11 @@ class Requantizer(wiring.Component):
         are registered as they arrive, then the per-command constants are computed from them and
         copied once per ``lanes_per_copy`` lanes down a register chain (copies fed by one
         register would be merged by Yosys into one flip-flop driving every lane's shifter)."""
-        return 1 + -(-self._lanes // self.lanes_per_copy)
+        return self.settle_cycles_for(self._lanes)
+
+    @classmethod
+    def settle_cycles_for(cls, lanes: int) -> int:
+        return 2 + -(-lanes // cls.lanes_per_copy)
 
     def __init__(self, cfg: Config, lanes: int):
         self._cfg, self._lanes = cfg, lanes
@@ -78,21 +82,26 @@ class Requantizer(wiring.Component):
         consts = data.StructLayout({"below_half": aw,  # mask of the bits below the half bit
                                     "coarse": range(n_coarse), "fine": 3, "rounding": 1, "quant": 1,
                                     "fits_sel": n_eq, "top_sel": n_eq})
-        # the command's shift and mode registered here first: they come from the writer's
-        # command registers, and the one-hot selects below are a compare and a 25-way decode
-        # (with the route in front of them, 8.5 ns into consts0 at the static placer's seed 1)
+        # the command's shift and mode registered here first (they come from the writer's
+        # command registers), then the selects' shift amounts clamped into registers of their
+        # own, then the constants: the one-hot selects were a compare's carry chain and a
+        # 25-way decode behind the route from the writer (8.45 ns into consts0, the critical
+        # path of the static placer's seed 2 at 70ed4be)
         shift, quant, floor = Signal.like(self.shift), Signal(), Signal()
         m.d.sync += [shift.eq(self.shift), quant.eq(self.quant), floor.eq(self.floor)]
-        copies = [Signal(consts, name=f"consts{n}") for n in range(self.settle_cycles - 1)]
-        m.d.sync += [copies[0].below_half.eq(((Const(1, aw + 1) << shift) - 1) >> 1),
-                     copies[0].coarse.eq(Mux(quant, shift >> 3, 0)),
-                     copies[0].fine.eq(Mux(quant, shift[:3], 0)),
-                     copies[0].rounding.eq(quant & (shift != 0) & ~floor),
-                     copies[0].quant.eq(quant),
-                     copies[0].fits_sel.eq((Const(1, n_eq) << Mux(shift >= n_eq - 1, n_eq - 1,
-                                                                  shift))[:n_eq]),
-                     copies[0].top_sel.eq((Const(1, n_eq) << Mux(shift >= n_eq - 2, n_eq - 1,
-                                                                 shift + 1))[:n_eq])]
+        shift_1, quant_1, floor_1 = Signal.like(self.shift), Signal(), Signal()
+        fits_at, top_at = Signal(range(n_eq)), Signal(range(n_eq))
+        m.d.sync += [shift_1.eq(shift), quant_1.eq(quant), floor_1.eq(floor),
+                     fits_at.eq(Mux(shift >= n_eq - 1, n_eq - 1, shift)),
+                     top_at.eq(Mux(shift >= n_eq - 2, n_eq - 1, shift + 1))]
+        copies = [Signal(consts, name=f"consts{n}") for n in range(self.settle_cycles - 2)]
+        m.d.sync += [copies[0].below_half.eq(((Const(1, aw + 1) << shift_1) - 1) >> 1),
+                     copies[0].coarse.eq(Mux(quant_1, shift_1 >> 3, 0)),
+                     copies[0].fine.eq(Mux(quant_1, shift_1[:3], 0)),
+                     copies[0].rounding.eq(quant_1 & (shift_1 != 0) & ~floor_1),
+                     copies[0].quant.eq(quant_1),
+                     copies[0].fits_sel.eq((Const(1, n_eq) << fits_at)[:n_eq]),
+                     copies[0].top_sel.eq((Const(1, n_eq) << top_at)[:n_eq])]
         m.d.sync += [copies[n].eq(copies[n - 1]) for n in range(1, len(copies))]
         lane_consts = [copies[l // self.lanes_per_copy] for l in range(self._lanes)]
 

@@ -114,8 +114,9 @@ class ResultWriter(wiring.Component):
     @property
     def settle_cycles(self) -> int:
         """Cycles from ``start`` until rows may arrive: the command registered here, then the
-        requantizer's (its inputs registered, then its per-lane constants)."""
-        return 2 + -(-self._cfg.cols // Requantizer.lanes_per_copy)
+        requantizer's (its inputs registered, its select amounts, then its per-lane
+        constants)."""
+        return 1 + Requantizer.settle_cycles_for(self._cfg.cols)
 
     def elaborate(self, platform):
         cfg = self._cfg
