@@ -181,6 +181,11 @@ class ResultWriter(wiring.Component):
             next_lanes = Cat(*[n_rem > j + C for j in range(C)])
             first_lanes = Cat(*[n_dim > j for j in range(C)])
             next_col_last, next_row_last = n_rem <= 2 * C, m_rem <= 2 * R
+        # the counters' own copy of the row's valid flag: the captured one also steers the
+        # row's metadata and noise, and its enable net into the counters (some 150 flip-flops)
+        # arrived after 8 ns (the writer's m_rem, the static placer's seed 2 at 5096382)
+        m.submodules.copy_row_valid = row_valid_ctl = KeptRegister(1)
+        m.d.comb += row_valid_ctl.d.eq(self.row_valid)
         with m.If(start):
             m.d.sync += [i.eq(0), i0.eq(0), j0.eq(0), m_rem.eq(m_dim), n_rem.eq(n_dim),
                          tile_base.eq(base), row_base.eq(base),
@@ -188,7 +193,7 @@ class ResultWriter(wiring.Component):
                          i_last.eq(R == 1), col_last.eq(n_dim <= C), single_col.eq(n_dim <= C),
                          row_last.eq(m_dim <= R)]
             m.d.sync += [lanes_ok[j].eq(n_dim > j) for j in range(C)]
-        with m.Elif(row_valid):
+        with m.Elif(row_valid_ctl.q):
             with m.If(i_last):
                 m.d.sync += [i.eq(0), i_last.eq(R == 1)]
                 with m.If(col_last):
