@@ -19,16 +19,17 @@ class Lfsr(wiring.Component):
     :func:`skiptrain.numerics.lfsr_step` alike.
 
     The seed comes from the host's registers across the die: it is registered here as it
-    arrives (``seed_q``, with ``load`` as ``load_q``), then mixed with the lane's constant and
-    tested for zero into ``loaded`` (a 32-bit compare: the estimate's six-LUT path into every
-    lane's state, and with the route from the host's registers in front of it 9.04 ns, the
-    critical path of the static placer's seed 1 at 70ed4be), which the state takes a cycle
-    later. The host loads only while the accelerator is idle, and the first step comes many
-    cycles after a START, so the extra cycles are never seen; a ``step`` in the cycle the load
-    lands loses to the load.
+    arrives (``seed_q``, with ``load`` as ``load_q``), then mixed with the lane's constant
+    (``mixed_q``) beside its zero test (``zero_q``, a 32-bit compare), then ``loaded`` is the
+    mixed seed or 1, and the state takes it a cycle later. Each stage is one hop: the seed
+    through the compare into ``loaded`` was 9.04 ns from the host's registers (the critical
+    path of the static placer's seed 1 at 70ed4be) and 10.01 ns from ``seed_q`` (5096382's
+    seed 1: the lane LFSRs sit beside their lanes across the writer). The host loads only
+    while the accelerator is idle, and the first step comes many cycles after a START, so the
+    extra cycles are never seen; a ``step`` in the cycle the load lands loses to the load.
     """
 
-    load_latency = 3
+    load_latency = 4
 
     def __init__(self, lane: int):
         self._lane = lane
@@ -38,6 +39,9 @@ class Lfsr(wiring.Component):
         # the registered load (made here, so a formal harness can state invariants over it)
         self.seed_q = Signal(LFSR_WIDTH)
         self.load_q = Signal()
+        self.mixed_q = Signal(LFSR_WIDTH, init=self._mix(0, lane))
+        self.zero_q = Signal(init=int(self._mix(0, lane) == 0))
+        self.load_qq = Signal()
         self.loaded = Signal(LFSR_WIDTH, init=lfsr_seed(0, lane))
         self.loading = Signal()
 
@@ -49,8 +53,10 @@ class Lfsr(wiring.Component):
         c = b ^ (b << 5)[:LFSR_WIDTH]
         m.d.comb += self.next_value.eq(c)
         m.d.sync += [self.seed_q.eq(self.seed), self.load_q.eq(self.load)]
-        mixed = self.seed_q ^ ((LFSR_LANE_MIX * (self._lane + 1)) & ((1 << LFSR_WIDTH) - 1))
-        m.d.sync += [self.loaded.eq(self._loaded(mixed)), self.loading.eq(self.load_q)]
+        mixed = self._mix(self.seed_q, self._lane)
+        m.d.sync += [self.mixed_q.eq(mixed), self.zero_q.eq(mixed == 0), self.load_qq.eq(self.load_q)]
+        m.d.sync += [self.loaded.eq(self._loaded(self.mixed_q, self.zero_q)),
+                     self.loading.eq(self.load_qq)]
         with m.If(self.loading):
             m.d.sync += x.eq(self.loaded)
         with m.Elif(self.step):
@@ -59,6 +65,12 @@ class Lfsr(wiring.Component):
 
 
     @staticmethod
-    def _loaded(mixed):
-        """The state a load writes: the mixed seed, 1 in place of 0 (so it cannot lock up)."""
-        return Mux(mixed == 0, 1, mixed)
+    def _mix(seed, lane: int):
+        """The seed mixed with the lane's constant (``lfsr_seed`` before its zero test)."""
+        return seed ^ ((LFSR_LANE_MIX * (lane + 1)) & ((1 << LFSR_WIDTH) - 1))
+
+    @staticmethod
+    def _loaded(mixed, zero):
+        """The state a load writes: the mixed seed, 1 in place of 0 (``zero``: the mixed
+        seed is 0), so it cannot lock up."""
+        return Mux(zero, 1, mixed)

@@ -81,7 +81,7 @@ class _LfsrNoGuard(Lfsr):
     """Broken on purpose: a load writes the mixed seed even when it is 0."""
 
     @staticmethod
-    def _loaded(mixed):
+    def _loaded(mixed, zero):
         return mixed
 
 
@@ -133,17 +133,21 @@ class SkipSpec(wiring.Component):
         # an independent model of the skip LFSR (xorshift32, seeded as lane SKIP_LFSR_LANE)
         model = Signal(LFSR_WIDTH, init=skip_lfsr_seed(0))
         # a load lands Lfsr.load_latency cycles after seed_load, from the seed of that cycle:
-        # the seed and the load registered, then the mixed seed tested for zero
+        # the seed and the load registered, then the mixed seed and its zero test, then the
+        # state the load writes
         seed_q, load_q = Signal(LFSR_WIDTH), Signal()
         m.d.sync += [seed_q.eq(self.seed), load_q.eq(self.seed_load)]
         mixed = seed_q ^ ((LFSR_LANE_MIX * (SKIP_LFSR_LANE + 1)) & ((1 << LFSR_WIDTH) - 1))
+        mixed_q = Signal(LFSR_WIDTH, init=(LFSR_LANE_MIX * (SKIP_LFSR_LANE + 1)) & ((1 << LFSR_WIDTH) - 1))
+        zero_q, load_qq = Signal(init=int(mixed_q.init == 0)), Signal()
+        m.d.sync += [mixed_q.eq(mixed), zero_q.eq(mixed == 0), load_qq.eq(load_q)]
         x1 = model ^ (model << 13)[:LFSR_WIDTH]
         x2 = x1 ^ (x1 >> 17)
         nxt = x2 ^ (x2 << 5)[:LFSR_WIDTH]
         ended = self.loss_done & ~self.loss_error
         loading, loaded = Signal(), Signal(LFSR_WIDTH, init=skip_lfsr_seed(0))
-        assert Lfsr.load_latency == 3
-        m.d.sync += [loading.eq(load_q), loaded.eq(Mux(mixed == 0, 1, mixed))]
+        assert Lfsr.load_latency == 4
+        m.d.sync += [loading.eq(load_qq), loaded.eq(Mux(zero_q, 1, mixed_q))]
         ended_1, ended_2 = Signal(), Signal()
         # the LFSR steps once per LOSS that ends under RANDOM (a cycle after the end)
         with m.If(loading):
@@ -168,7 +172,9 @@ class SkipSpec(wiring.Component):
         # controller's three registers hold what the spec's do
         with m.If(~first):
             m.d.comb += [Assert(dut.lfsr.value == model), Assert(dut.lfsr.seed_q == seed_q),
-                         Assert(dut.lfsr.load_q == load_q), Assert(dut.lfsr.loading == loading),
+                         Assert(dut.lfsr.load_q == load_q), Assert(dut.lfsr.mixed_q == mixed_q),
+                         Assert(dut.lfsr.zero_q == zero_q), Assert(dut.lfsr.load_qq == load_qq),
+                         Assert(dut.lfsr.loading == loading),
                          Assert(dut.lfsr.loaded == loaded), Assert(dut.pending == ended_1),
                          Assert(dut.below == (draw_1 < self.rate)),
                          Assert(dut.confident == (ge_1 if not self._strict else dut.confident))]
