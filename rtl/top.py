@@ -17,6 +17,7 @@ from skiptrain.isa import Gate, command_width
 from .banked_memory import BankedMemory
 from .command import Epilogue, OutMode
 from .kept_list import KeptList
+from .kept_register import KeptRegister
 from .loss_unit import LossUnit, loss_unit_signature
 from .norm_factor import NormFactor
 from .operand_reader import OperandReader
@@ -58,6 +59,8 @@ class Accelerator(wiring.Component):
                           "busy": Out(1), "done": Out(1), "error": Out(1)})
 
     read_latency = hostmap.READ_LATENCY
+    #: r_data bits per copy of the read's last-stage flags (refused, CSR)
+    read_slice = 40
 
     #: Submodules synthesis keeps whole (see fpga.flow): flattened, Yosys merges the equal
     #: flag flip-flops of a whole anti-diagonal of PEs into one, which then drives the
@@ -66,7 +69,7 @@ class Accelerator(wiring.Component):
     #: reports the area of the element-wise units and of the skip hardware on their own
     #: (fpga.report.module_cells).
     #: The writer's own (its lane select's copies) follow, below its name.
-    synthesis_keep_hierarchy = ("array.pe_*", "loss", "writer", "skip",
+    synthesis_keep_hierarchy = ("array.pe_*", "loss", "writer", "skip", "copy_rd_flags*",
                                 *(f"writer.{p}" for p in ResultWriter.synthesis_keep_hierarchy))
 
     def elaborate(self, platform):
@@ -324,6 +327,11 @@ class Accelerator(wiring.Component):
         r_en_q, region_q, refused_q = host.r_en, region, rd_mem & busy
         region_at = []
         for stage in range(4):
+            if stage == 3:
+                # the last stage's "refused" and "CSR" flags, one copy per line slice: one
+                # register drove the synchronous reset of every bit of r_data, across the die
+                # (b3ef845's critical path at seeds 1 and 3, 8.62 and 9.03 ns)
+                flags_in = Cat(refused_q, region_q == Region.CSR)
             r_en_d, region_d, refused_d = Signal(), Signal(Region), Signal()
             m.d.sync += [r_en_d.eq(r_en_q), region_d.eq(region_q), refused_d.eq(refused_q)]
             r_en_q, region_q, refused_q = r_en_d, region_d, refused_d
@@ -339,12 +347,18 @@ class Accelerator(wiring.Component):
                     m.d.sync += captured.eq(Cat(port.data[b].as_unsigned()[:width] for b in range(lanes)))
 
         m.d.sync += host.r_valid.eq(r_en_q)
-        with m.If(refused_q):
-            m.d.sync += host.r_data.eq(0)
-        with m.Elif(region_q == Region.CSR):
-            m.d.sync += host.r_data.eq(csr_data)
-        with m.Else():
-            m.d.sync += host.r_data.eq(captured)
+        width = len(host.r_data)
+        for k, lo in enumerate(range(0, width, self.read_slice)):
+            hi = min(lo + self.read_slice, width)
+            m.submodules[f"copy_rd_flags{k}"] = flags = KeptRegister(2)
+            m.d.comb += flags.d.eq(flags_in)
+            refused_k, csr_k = flags.q[0], flags.q[1]
+            with m.If(refused_k):
+                m.d.sync += host.r_data[lo:hi].eq(0)
+            with m.Elif(csr_k):
+                m.d.sync += host.r_data[lo:hi].eq(csr_data[lo:hi])
+            with m.Else():
+                m.d.sync += host.r_data[lo:hi].eq(captured[lo:hi] if lo < len(captured) else 0)
         return m
 
 
