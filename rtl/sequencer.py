@@ -279,7 +279,7 @@ class Sequencer(wiring.Component):
 
         with m.If(at["IDLE"]):
             with m.If(self.start):
-                m.d.sync += [pc.eq(self.start_pc), self.busy.eq(1), self.done.eq(0), self.error.eq(0),
+                m.d.sync += [self.busy.eq(1), self.done.eq(0), self.error.eq(0),
                              self.error_code.eq(ErrorCode.NONE)]
         with m.If(at["FETCH"]):
             with m.If(pc[-1]):
@@ -433,7 +433,7 @@ class Sequencer(wiring.Component):
                 m.d.sync += [s.eq(s + 1), at_end.eq(s == period_m2)]
         with m.If(at["DRAIN"]):
             with m.If(self.writer_done):
-                m.d.sync += [pc.eq(pc + 1), self.cmd_done.eq(1)]
+                m.d.sync += self.cmd_done.eq(1)
         # SKIP: M*K from the bits of K (the first dim cycles), then M*K*N from the bits of N, one
         # partial product a cycle onto skipped_macs (the counter adds them up); shift registers,
         # not barrel shifters, so each cycle has one adder
@@ -453,13 +453,20 @@ class Sequencer(wiring.Component):
                     m.d.sync += [skip_mk.eq(skip_mk << 1), skip_bits.eq(skip_bits >> 1)]
                     with m.If(skip_bits[0]):
                         m.d.sync += self.skipped_macs.eq(skip_mk)
-                with m.If(skip_over):
-                    m.d.sync += pc.eq(pc + 1)
         with m.If(loss_over):
             with m.If(self.loss_error):
                 fail(ErrorCode.BAD_LABEL)
             with m.Else():
-                m.d.sync += [pc.eq(pc + 1), self.cmd_done.eq(1)]
+                m.d.sync += self.cmd_done.eq(1)
+        # the PC: loaded at START, one on when a command ends. One enable and a two-way
+        # choice, not a priority chain over every state's branch: the ends arrive from the
+        # writer and the loss unit across the die (writer_done, loss_done, loss_error), and
+        # behind a chain of multiplexers they made pc adf40c8's second-latest endpoint
+        pc_adv = (at["DRAIN"] & self.writer_done) | (loss_over & ~self.loss_error)
+        if cfg.training:
+            pc_adv = pc_adv | (mac_on & skip_over)
+        with m.If((at["IDLE"] & self.start) | pc_adv):
+            m.d.sync += pc.eq(Mux(at["IDLE"], self.start_pc, pc + 1))
         return m
 
 
