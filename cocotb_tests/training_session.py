@@ -39,13 +39,14 @@ def training_session(cfg: Config, *, sizes=(64, 128, 10), batch: int = 32, steps
                      policy: str = "none", options: dict | None = None,
                      changes: dict | None = None) -> tuple[dict, dict]:
     """The document for the bench, and the golden model's per-step images (for diagnosis).
-    ``policy`` (none, conf_sample, random_sample, conf_batch, random_batch) with the training
-    library's ``options`` (tau, confidence, batch_tau, rate) sets the skip registers; its
+    ``policy`` (none, conf_sample, random_sample, conf_batch, random_batch, or a per-sample and a
+    batch policy stacked, ``conf_sample+conf_batch``) with the training library's ``options``
+    (tau, confidence, batch_tau, rate) sets the skip registers; its
     warm-up is left out, so the accelerator decides from the first step on. ``changes`` maps a
     step to the policy options the host switches to before it (the skip registers rewritten
     between steps, e.g. a new tau)."""
     from golden.mlp import MlpOnChip, quantize
-    from golden.training.accel import skip_registers
+    from golden.training.accel import stack_registers
     from golden.training.datasets import load_digits
     from golden.training.registry import make_policy
 
@@ -59,8 +60,9 @@ def training_session(cfg: Config, *, sizes=(64, 128, 10), batch: int = 32, steps
     torch.manual_seed(seed)
     layers = [torch.nn.Linear(sizes[l - 1], sizes[l]) for l in range(1, len(sizes))]
     chip.load_float_weights([(lin.weight, lin.bias) for lin in layers])
-    pol = make_policy(policy, options or {}).policies[0]
-    skip = skip_registers(pol, getattr(pol, "warmup_epochs", 0), batch, cfg, seed)
+    pols = make_policy(policy, options or {}).policies
+    warm = max(getattr(p, "warmup_epochs", 0) for p in pols)  # the first epoch the policies are on
+    skip = stack_registers(pols, warm, batch, cfg, seed)
     chip.acc.set_skip(**skip)
     p, V = chip.prog, cfg.banks
     weights = {"spad": sorted({w for r in p.w[1:] for w in words_of(r, V)}),
@@ -81,8 +83,7 @@ def training_session(cfg: Config, *, sizes=(64, 128, 10), batch: int = 32, steps
     for s in range(steps):
         new = {}
         if changes and s in changes:
-            new = skip_registers(make_policy(policy, changes[s]).policies[0],
-                                 getattr(pol, "warmup_epochs", 0), batch, cfg, seed)
+            new = stack_registers(make_policy(policy, changes[s]).policies, warm, batch, cfg, seed)
             new.pop("seed", None)  # the LFSRs run on
             chip.acc.set_skip(**new)
         idx = perm[s * batch:(s + 1) * batch]
@@ -152,8 +153,9 @@ def run_training(cfg: Config, sim: str, *, sizes=(64, 128, 10), batch: int = 32,
     compute_s = sum(r.get("compute_wall_s", 0.0) for r in results)
     skipped = sum(st["expected"]["status"]["batch_skipped"] for st in doc["steps"])
     samples = [st["expected"]["counters"]["skipped_samples"] for st in doc["steps"]]
+    batch_skipped = [st["expected"]["status"]["batch_skipped"] for st in doc["steps"]]
     return {"steps": steps, "passed": passed, "errors": errors, "cycles": cycles,
-            "skipped_steps": skipped, "skipped_samples": samples,
+            "skipped_steps": skipped, "skipped_samples": samples, "batch_skipped": batch_skipped,
             "cycles_per_step": doc["steps"][0]["expected"]["cycles"] if steps else 0,
             "golden_s": golden_s, "sim_s": sim_s, "compute_s": compute_s,
             "counters": results[-1].get("counters") if results else None, "build_s": b.build_s, "build_reused": b.reused}

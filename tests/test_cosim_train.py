@@ -75,6 +75,22 @@ def test_verilator_training_steps_with_sample_skip(policy, options, steps):
     assert partial >= steps // 2, f"{policy}: only {partial} of {steps} steps kept some samples and skipped others"
 
 
+def test_verilator_100_training_steps_with_sample_and_batch_skip_stacked():
+    """conf_sample+conf_batch: SKIP_CTRL holds both policies, one confidence mode for both
+    tests. Per step the skip controller decides on the batch's mean confidence and the loss
+    unit on each sample; a skipped batch runs no B, G or U whatever its samples decided, a kept
+    one runs them over its kept samples. 100 steps, every decision, weight, counter and cycle
+    count equal to the golden model's; the thresholds (tau 0.7, batch tau 0.65) make both
+    decisions happen: 19 batches skipped, 43 kept batches with some samples skipped."""
+    _ready("verilator")
+    r = run_training(preset("default"), "verilator", steps=100, policy="conf_sample+conf_batch",
+                     options={"tau": 0.7, "batch_tau": 0.65}, log=lambda *a: None)
+    assert r["errors"] == [] and r["passed"] == 100, "\n".join(r["errors"][:20])
+    assert 5 <= r["skipped_steps"] <= 95, f"{r['skipped_steps']} of 100 batches skipped"
+    partial = sum(1 for b, k in zip(r["batch_skipped"], r["skipped_samples"]) if not b and 0 < k < 32)
+    assert partial >= 20, f"only {partial} kept batches skipped some of their samples"
+
+
 def test_verilator_training_steps_with_tau_changed_between_steps():
     """The host rewrites CONF_TAU between steps (0.12, then 0.9, 0.12, ... every 5 steps; no
     require_correct): the hardware's per-sample decisions follow the register from the next

@@ -124,3 +124,19 @@ def test_cli_options_are_library_options_with_the_same_defaults():
         assert float(m.group(1)) == value, (flag, m.group(1), value)
         checked += 1
     assert checked >= 9
+
+
+@pytest.mark.parametrize("policy, extra, message", [
+    ("conf_smaple", [], "unknown policy 'conf_smaple'"),
+    ("conf_sample+random_sample", [], "at most one per-sample policy"),
+    ("conf_sample+wus", [], "not in hardware yet"),
+    ("random_batch", ["--tau", "0.5"], "--tau: an option of --policy conf_sample, not of random_batch"),
+])
+def test_cosim_train_rejects_policies_the_hardware_does_not_run(policy, extra, message, capsys):
+    """``cosim train --policy``: one policy, or a per-sample and a batch policy stacked; the
+    rest is refused before any simulator is looked for or built."""
+    with pytest.raises(SystemExit) as e:
+        main(["cosim", "train", "--sim", "verilator", "--policy", policy, "--steps", "1", *extra])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("skiptrain") and message in err, err

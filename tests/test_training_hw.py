@@ -246,14 +246,75 @@ def test_accel_backend_repeats_bit_for_bit_across_thread_counts():
     (dict(momentum=0.0, lr=0.25, policies=["wus"]), "not in hardware yet"),
     (dict(momentum=0.0, lr=0.25, policies=["conf_batch+wus"]), "not in hardware yet"),
     (dict(momentum=0.0, lr=0.25, model="mlp"), "does not fit"),
+    (dict(momentum=0.0, lr=0.25, policies=["conf_sample+random_sample"]), "at most one per-sample"),
+    (dict(momentum=0.0, lr=0.25, policies=["conf_batch+random_batch"]), "at most one per-sample"),
+    (dict(momentum=0.0, lr=0.25, policies=["conf_sample+conf_batch"], command="compare"),
+     "one SKIP_RATE.*--no-match"),
 ])
 def test_accel_backend_rejects(tmp_path, kwargs, rule):
     from golden.training import cli
     policies = kwargs.pop("policies", ["none"])
     model = kwargs.pop("model", "mlp1")
+    command = kwargs.pop("command", "train")
     with pytest.raises(ValueError, match=rule):
-        cli.run("train", policies, dataset="digits", model=model, seeds=1, epochs=1,
+        cli.run(command, policies, dataset="digits", model=model, seeds=1, epochs=1,
                 out=tmp_path, backend="accel", limit=64, **kwargs)
+
+
+def test_accel_stacked_policies_share_skip_ctrl():
+    """A per-sample and a batch policy together: SKIP_CTRL's batch field from the batch
+    policy, the sample field, require_correct and CONF_TAU from the sample policy, the one
+    confidence mode from whichever tests confidence; what the two would need twice (two modes,
+    two random rates) is refused, naming the register."""
+    from golden.training.accel import skip_registers, stack_registers
+    from golden.training.registry import make_policy
+    from skiptrain.skip import BatchPolicy, ConfMode, SamplePolicy, SkipCtrl
+    cfg = preset("default")
+    pols = make_policy("conf_sample+conf_batch", {"tau": 0.8, "batch_tau": 0.9, "confidence": "margin",
+                                                  "warmup": 1}).policies
+    regs = stack_registers(pols, 1, 32, cfg, 7)
+    assert SkipCtrl.decode(regs["ctrl"]) == SkipCtrl(BatchPolicy.CONFIDENCE, ConfMode.MARGIN, True,
+                                                     SamplePolicy.CONFIDENCE)
+    assert regs["conf_tau"] == skip_registers(pols[0], 1, 32, cfg, 7)["conf_tau"]
+    assert regs["batch_tau"] == skip_registers(pols[1], 1, 32, cfg, 7)["batch_tau"]
+    # in the warm-up both fields say OFF
+    assert SkipCtrl.decode(stack_registers(pols, 0, 32, cfg, 7)["ctrl"]).policy == BatchPolicy.OFF
+    assert SkipCtrl.decode(stack_registers(pols, 0, 32, cfg, 7)["ctrl"]).sample == SamplePolicy.OFF
+    # a random batch skip beside the confidence sample skip: its rate and seed, the sample's mode
+    mixed = make_policy("conf_sample+random_batch", {"rate": 0.25, "confidence": "true_class_prob",
+                                                     "warmup": 0}).policies
+    regs = stack_registers(mixed, 0, 32, cfg, 7)
+    assert SkipCtrl.decode(regs["ctrl"]) == SkipCtrl(BatchPolicy.RANDOM, ConfMode.TRUE_CLASS_PROB, True,
+                                                     SamplePolicy.CONFIDENCE)
+    assert regs["rate"] == 1 << 14 and regs["seed"] == 7 and "tcp_bound" in regs
+    with pytest.raises(ValueError, match="one confidence mode"):
+        stack_registers([make_policy("conf_sample", {"confidence": "margin"}).policies[0],
+                         make_policy("conf_batch", {"confidence": "max_prob"}).policies[0]], 5, 32, cfg, 0)
+    with pytest.raises(ValueError, match="one SKIP_RATE"):
+        stack_registers([make_policy("random_sample", {"rate": 0.5}).policies[0],
+                         make_policy("random_batch", {"rate": 0.25}).policies[0]], 0, 32, cfg, 0)
+    both = stack_registers(make_policy("random_sample+random_batch", {"rate": 0.5}).policies, 0, 32, cfg, 0)
+    assert SkipCtrl.decode(both["ctrl"]) == SkipCtrl(BatchPolicy.RANDOM, sample=SamplePolicy.RANDOM)
+
+
+def test_accel_trains_with_the_sample_and_batch_skip_stacked(tmp_path):
+    """conf_sample+conf_batch on the accel backend: the hardware skips whole batches and
+    samples of the kept ones; each policy logs its own decisions, and the MACs and cycles follow
+    (a skipped batch runs no B, G or U)."""
+    from golden.training import cli
+    assert cli.run("train", ["conf_sample+conf_batch"], dataset="digits", model="mlp1", seeds=1,
+                   epochs=2, out=tmp_path, backend="accel", limit=512, momentum=0.0, lr=0.25,
+                   options={"warmup": 0, "tau": 0.3, "batch_tau": 0.25, "require_correct": False},
+                   stdout=io.StringIO()) == 0
+    run = json.loads((tmp_path / "results.json").read_text())["policies"][0]["runs"][0]
+    for ep in run["epochs"]:
+        dec, acc = ep["decisions"], ep["accel"]
+        assert acc["skipped_batches"] == ep["steps"] - ep["updates"] \
+            == dec["conf_batch"]["skipped_batches"], ep
+        assert acc["skipped_samples"] == dec["conf_sample"]["skipped_rows"], ep
+    last = run["epochs"][-1]
+    assert 0 < last["accel"]["skipped_batches"] < last["steps"], last["accel"]
+    assert 0 < last["accel"]["skipped_samples"] < last["steps"] * 32, last["accel"]
 
 
 @pytest.mark.parametrize("name", ["conf_sample", "random_sample"])

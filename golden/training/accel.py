@@ -15,7 +15,8 @@ What differs from the float backend, by construction of the hardware:
 - a batch is a power of two, and the last partial batch of an epoch is dropped (the float
   backend trains on it);
 - MLPs only (linear layers with ReLU between them); policies ``none``, ``conf_sample``,
-  ``random_sample``, ``conf_batch`` and ``random_batch``, decided by the accelerator itself
+  ``random_sample``, ``conf_batch`` and ``random_batch``, or one per-sample and one batch
+  policy stacked (``conf_sample+conf_batch``: SKIP_CTRL holds both), decided by the accelerator itself
   (the confidence comparator, the loss unit's per-sample decision and the skip controller,
   :mod:`skiptrain.skip`): the host only writes the policy's registers
   (:func:`skip_registers`), per epoch, from the same policy objects the float backend runs,
@@ -53,10 +54,11 @@ from .datasets import Dataset
 from .distributed import Dist
 from .policies import (DEFAULT_SAMPLE_TAU, ConfidenceBatchSkip, ConfidenceSampleSkip, RandomBatchSkip,
                        RandomSampleSkip, RunContext, StepInfo, _margin_of, _rate_at)
-from .registry import make_policy
+from .registry import make_policy, split_spec
 from .trainer import RunResult, TrainConfig
 
-__all__ = ["AccelTrainer", "check_accel", "mlp_sizes", "skip_registers", "CYCLE_KEYS", "ACCEL_POLICIES"]
+__all__ = ["AccelTrainer", "check_accel", "check_stack", "mlp_sizes", "skip_registers", "stack_registers", "CYCLE_KEYS",
+           "ACCEL_POLICIES"]
 
 #: accelerator counters summed per epoch into ``epochs[i]["accel"]``
 CYCLE_KEYS = (["cycles"] + [f"phase_cycles_{p}" for p in PHASE_NAMES]
@@ -106,6 +108,57 @@ def skip_registers(policy, epoch: int, batch: int, cfg: Config, seed: int) -> di
                      "in hardware; the other policies are not built into the accelerator yet")
 
 
+_SAMPLE_KINDS = (ConfidenceSampleSkip, RandomSampleSkip)
+_BATCH_KINDS = (ConfidenceBatchSkip, RandomBatchSkip)
+
+
+def check_stack(names: list[str]) -> None:
+    """ValueError unless ``names`` is one policy of ACCEL_POLICIES, or one per-sample and one
+    batch policy: SKIP_CTRL holds one batch policy and one sample policy side by side."""
+    bad = [n for n in names if n not in ACCEL_POLICIES]
+    if bad:
+        raise ValueError(f"policies {bad}: backend accel runs {', '.join(ACCEL_POLICIES)} (decided "
+                         "by the accelerator's skip hardware); the weight, layer and resolution "
+                         "policies are not in hardware yet")
+    if len(names) == 1:
+        return
+    samples = [n for n in names if n.endswith("_sample")]
+    batches = [n for n in names if n.endswith("_batch")]
+    if len(names) != 2 or len(samples) != 1 or len(batches) != 1:
+        raise ValueError(f"policy {'+'.join(names)!r}: backend accel stacks at most one per-sample "
+                         "policy (conf_sample, random_sample) with one batch policy (conf_batch, "
+                         "random_batch): SKIP_CTRL holds one of each")
+
+
+def stack_registers(policies, epoch: int, batch: int, cfg: Config, seed: int) -> dict:
+    """The skip registers of one policy (:func:`skip_registers`), or of a per-sample policy and a
+    batch policy together: the batch policy's field and BATCH_TAU from the batch policy, the
+    sample policy's field, require_correct, norm_kept, CONF_TAU and TCP_BOUND from the sample
+    policy. The two share the confidence mode (one field: the comparator computes one c_i per
+    sample), SKIP_RATE and SKIP_SEED (the random ones): ValueError where they would differ."""
+    policies = list(policies)
+    if len(policies) == 1:
+        return skip_registers(policies[0], epoch, batch, cfg, seed)
+    check_stack([type(p).name for p in policies])
+    s = next(p for p in policies if isinstance(p, _SAMPLE_KINDS))
+    b = next(p for p in policies if isinstance(p, _BATCH_KINDS))
+    name = f"{type(s).name}+{type(b).name}"
+    if isinstance(s, ConfidenceSampleSkip) and isinstance(b, ConfidenceBatchSkip) \
+            and s.confidence != b.confidence:
+        raise ValueError(f"policy {name}: confidence {s.confidence!r} and {b.confidence!r}: the "
+                         "accelerator has one confidence mode (SKIP_CTRL bits 2-3) for both tests")
+    if isinstance(s, RandomSampleSkip) and isinstance(b, RandomBatchSkip) \
+            and _rate_at(s.rate, epoch) != _rate_at(b.rate, epoch):
+        raise ValueError(f"policy {name}: rates {_rate_at(s.rate, epoch)} and {_rate_at(b.rate, epoch)} "
+                         f"in epoch {epoch}: the accelerator has one SKIP_RATE for both random draws")
+    rs, rb = skip_registers(s, epoch, batch, cfg, seed), skip_registers(b, epoch, batch, cfg, seed)
+    cs, cb = SkipCtrl.decode(rs["ctrl"]), SkipCtrl.decode(rb["ctrl"])
+    mode = cs.mode if isinstance(s, ConfidenceSampleSkip) else cb.mode
+    regs = {**rb, **rs}
+    regs["ctrl"] = SkipCtrl(cb.policy, mode, cs.require_correct, cs.sample, cs.norm_kept).encode()
+    return regs
+
+
 def mlp_sizes(model: nn.Module) -> tuple[list[nn.Linear], tuple]:
     """The linear layers and (inputs, hidden..., classes) of an MLP, or ValueError."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
@@ -125,11 +178,8 @@ def check_accel(config: TrainConfig, policies, accel_cfg: Config) -> int:
     if config.weight_decay != 0:
         raise ValueError(f"weight_decay={config.weight_decay}: backend accel has no weight decay; "
                          "use --weight-decay 0")
-    bad = [p for p in policies if p not in ACCEL_POLICIES]
-    if bad:
-        raise ValueError(f"policies {bad}: backend accel runs {', '.join(ACCEL_POLICIES)} (decided "
-                         "by the accelerator's skip hardware); the weight, layer and resolution "
-                         "policies are not in hardware yet")
+    for spec in policies:
+        check_stack(split_spec(spec))
     try:
         return lr_shift_of(config.lr, accel_cfg)
     except ProgramError as e:
@@ -140,16 +190,17 @@ class AccelTrainer:
     def __init__(self, dataset: Dataset, model: nn.Module, config: TrainConfig,
                  accel_cfg: Config | None = None, policy="none",
                  rounding: str = "nearest"):
-        """``policy``: a PolicyStack of one policy of ACCEL_POLICIES, or its name."""
+        """``policy``: a PolicyStack (one policy of ACCEL_POLICIES, or a per-sample and a batch
+        policy), or its spec."""
         self.data, self.model, self.config = dataset, model, config
         self.cfg = accel_cfg or preset("default")
         self.stack = make_policy(policy) if isinstance(policy, str) else policy
-        if len(self.stack.policies) != 1:
-            raise ValueError(f"policy {self.stack.name!r}: backend accel runs one policy at a time")
-        self.policy = self.stack.policies[0]
+        self.policies = list(self.stack.policies)
         self.policy_name = self.stack.name
         self.rounding = rounding
-        check_accel(config, [type(self.policy).name], self.cfg)
+        check_accel(config, [self.stack.name], self.cfg)
+        for epoch in range(config.epochs):  # every epoch's registers, before any step runs
+            stack_registers(self.policies, epoch, config.batch_size, self.cfg, config.seed)
         self.linears, self.sizes = mlp_sizes(model)
         self.spec = MlpSpec(self.sizes, config.batch_size)
         n_test = dataset.x_test.shape[0]
@@ -205,7 +256,7 @@ class AccelTrainer:
             accel = {k: 0 for k in CYCLE_KEYS}
             self.stack.start_epoch(epoch)
             # the seed goes in once: the skip LFSR runs on across epochs
-            regs = skip_registers(self.policy, epoch, B, self.cfg, cfg.seed)
+            regs = stack_registers(self.policies, epoch, B, self.cfg, cfg.seed)
             if epoch > 0:
                 regs.pop("seed", None)
             chip.acc.set_skip(**regs)
@@ -217,10 +268,12 @@ class AccelTrainer:
                 info = StepInfo(epoch, epoch * steps_per_epoch + s, s, B, B)
                 # the rows B and G ran over: the kept samples, none when the batch was skipped
                 kept = 0 if res.batch_skipped else res.kept
-                if getattr(self.policy, "kind", None) == "sample":
-                    self.policy._count(torch.arange(B) < res.kept, info)
-                elif hasattr(self.policy, "_count"):
-                    self.policy._count(res.batch_skipped, info)
+                for policy in self.policies:
+                    if isinstance(policy, _SAMPLE_KINDS):
+                        # the loss unit decides per sample in a skipped batch too
+                        policy._count(torch.arange(B) < res.kept, info)
+                    elif isinstance(policy, _BATCH_KINDS):
+                        policy._count(res.batch_skipped, info)
                 step_macs = per_step.copy()
                 step_macs[:, 1:3] = step_macs[:, 1:3] // B * kept
                 if kept == 0:  # B, G and U did not run

@@ -82,6 +82,11 @@ def run(command: str, policies: list[str], options: dict | None = None, *,
         except ConfigError as e:
             raise ValueError(str(e)) from None
         check_accel(TrainConfig(**base), policies, accel_cfg)
+        stacked = [spec for spec in policies if "+" in spec]
+        if command == "compare" and match and stacked:
+            raise ValueError(f"policies {stacked} with backend accel: the matched baseline of a stack "
+                             "is random_sample+random_batch at the two rates the policies reached, "
+                             "and the accelerator has one SKIP_RATE for both draws; add --no-match")
         if accel_rounding not in ("nearest", "stochastic"):
             raise ValueError(f"accel_rounding={accel_rounding!r}: must be 'nearest' or 'stochastic'")
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:

@@ -64,9 +64,10 @@ def register(subparsers):
     g.add_argument("--rounding", default="nearest", choices=("nearest", "stochastic"),
                    help="the weight update's rounding (default nearest: half to even)")
     g.add_argument("--policy", default="none",
-                   choices=("none", "conf_sample", "random_sample", "conf_batch", "random_batch"),
-                   help="the skip policy (default none); decided by the hardware from the first "
-                        "step on (no warm-up)")
+                   help="the skip policy: none (default), conf_sample, random_sample, conf_batch, "
+                        "random_batch, or a per-sample and a batch policy stacked with '+' "
+                        "(conf_sample+conf_batch); decided by the hardware from the first step on "
+                        "(no warm-up)")
     g.add_argument("--tau", default=None, metavar="T",
                    help="conf_sample: skip a sample when its p_max (p_y with --confidence "
                         "true_class_prob) >= T, or its logit margin >= T with --confidence margin "
@@ -501,7 +502,7 @@ def cosim_train(args) -> int:
     except ValueError as e:
         raise _err(f"{e} (preset {cfg.name})")
     options = {}
-    for flag, key, value, policies in (("--confidence", "confidence", args.confidence, ("conf_batch",)),
+    for flag, key, value, policies in (("--confidence", "confidence", args.confidence, ("conf_batch", "conf_sample")),
                                        ("--batch-tau", "batch_tau", args.batch_tau, ("conf_batch",)),
                                        ("--tau", "tau", args.tau, ("conf_sample",)),
                                        ("--rate", "rate", args.rate, ("random_sample", "random_batch")),
@@ -509,7 +510,7 @@ def cosim_train(args) -> int:
                                         ("conf_sample", "random_sample"))):
         if value is None:
             continue
-        if args.policy not in policies:
+        if not set(args.policy.split("+")) & set(policies):
             raise _err(f"{flag}: an option of --policy {' or '.join(policies)}, not of {args.policy}")
         if key in ("confidence", "normalize"):
             options[key] = value
@@ -519,9 +520,10 @@ def cosim_train(args) -> int:
             except ValueError:
                 raise _err(f"{flag}={value!r}: must be a number")
     try:
-        from golden.training.accel import skip_registers
-        from golden.training.registry import make_policy
-        skip_registers(make_policy(args.policy, options).policies[0], 0, batch, cfg, seed)
+        from golden.training.accel import check_stack, stack_registers
+        from golden.training.registry import make_policy, split_spec
+        check_stack(split_spec(args.policy))
+        stack_registers(make_policy(args.policy, options).policies, 0, batch, cfg, seed)
     except ValueError as e:
         raise _err(str(e))
     _simulator_ready(sim)
