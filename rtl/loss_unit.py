@@ -115,8 +115,11 @@ class LossUnit(wiring.Component):
         pass_ = Signal(2)
         r = Signal(dim)
         r_last = Signal()                      # r == M - 1, kept one step ahead
-        # M == 1 and M - 2, registered with the command: r_last's next value is one compare
+        # M == 1 and M - 2, registered with the command; r_left = M - 2 - r counts down beside
+        # r, so r_last's next value is a zero test rather than the compare r == M - 2 (the
+        # path estimate's worst, six LUTs from r, and a late endpoint of adf40c8's seed 1)
         m_is_1, m_m2 = Signal(name="m_is_1"), Signal.like(self.m, name="m_minus_2")
+        r_left = Signal.like(self.m, name="r_left")
         z_row, d_row = Signal(aw), Signal(aw)  # z_base + r*z_ld, d_base + r*d_ld
         gw = Signal(aw)                        # word of the group's first sample in a row
         n_left = Signal(dim + 1)               # samples from this group on
@@ -152,6 +155,7 @@ class LossUnit(wiring.Component):
         with m.If(self.start):
             m.d.sync += [issuing.eq(1), in_gap.eq(0), draining.eq(0), pass_.eq(MAX), r.eq(0),
                          r_last.eq(self.m == 1), m_is_1.eq(self.m == 1), m_m2.eq(self.m - 2),
+                         r_left.eq(self.m - 2),
                          z_row.eq(self.z_base), d_row.eq(self.d_base),
                          gw.eq(0), n_left.eq(self.n), last_group.eq(self.n <= V)]
             m.d.sync += [lanes_ok[lane].eq(self.n > lane) for lane in range(V)]
@@ -160,7 +164,8 @@ class LossUnit(wiring.Component):
             m.d.sync += [issuing.eq(0), in_gap.eq(0), draining.eq(1), drain.eq(self.drain_cycles - 1)]
         with m.Elif(issuing):
             with m.If(r_last):
-                m.d.sync += [r.eq(0), r_last.eq(m_is_1), z_row.eq(z_base), d_row.eq(d_base)]
+                m.d.sync += [r.eq(0), r_last.eq(m_is_1), r_left.eq(m_m2), z_row.eq(z_base),
+                             d_row.eq(d_base)]
                 with m.If(pass_ == MAX):
                     m.d.sync += pass_.eq(SUM)
                 with m.Elif(pass_ == SUM):
@@ -171,7 +176,8 @@ class LossUnit(wiring.Component):
                     with m.If(last_group):
                         m.d.sync += [issuing.eq(0), draining.eq(1), drain.eq(self.drain_cycles - 1)]
             with m.Else():
-                m.d.sync += [r.eq(r + 1), r_last.eq(r == m_m2), z_row.eq(z_row + z_ld),
+                m.d.sync += [r.eq(r + 1), r_last.eq(r_left == 0), r_left.eq(r_left - 1),
+                             z_row.eq(z_row + z_ld),
                              d_row.eq(d_row + d_ld)]
         with m.Elif(in_gap):
             m.d.sync += gap.eq(gap - 1)
@@ -328,9 +334,11 @@ class LossUnit(wiring.Component):
             lt_6, odd_6 = Signal(name=f"margin_lt_6_{lane}"), Signal(name=f"margin_odd_6_{lane}")
             diff_6 = Signal.like(diff_5[lane], name=f"diff_6_{lane}")
             in_sum = t5.valid & (t5.pass_ == SUM) & is_margin
+            # both minima compared and the row's picked after the carry chains, not before: the
+            # multiplexer in front of one compare was a late endpoint of adf40c8's seed 1
             m.d.sync += [diff_6.eq(diff_5[lane]), odd_6.eq(t5.r[0]),
                          lt_6.eq(in_sum & ~t5.first & ~take_5[lane]
-                                 & (diff_5[lane] < Mux(t5.r[0], part[1], part[0])))]
+                                 & Mux(t5.r[0], diff_5[lane] < part[1], diff_5[lane] < part[0]))]
             with m.If(in_sum & t5.first):
                 m.d.sync += [part[0].eq(Mux(take_5[lane], zmax[lane].as_unsigned() ^ (1 << (dw - 1)),
                                             diff_5[lane])),
