@@ -311,7 +311,9 @@ class Sequencer(wiring.Component):
                                                           & (cmd.epilogue != Epilogue.NONE)
                                                           & (cmd.epilogue != Epilogue.MASK))))
                                          | (norm_cmd & ~self.norm_pow2)),
-                             aux_colw.eq((Mux(aux_trans, cmd.m, cmd.n) - 1) >> bb),
+                             # both decrements, then the pick: the multiplexer in front of the
+                             # carry chain made aux_colw a late endpoint of adf40c8's seed 1
+                             aux_colw.eq(Mux(aux_trans, (cmd.m - 1) >> bb, (cmd.n - 1) >> bb)),
                              config_err.eq(is_loss & self.skip_config_error if cfg.training else 0),
                              m_run_q.eq(m_run), k_run_q.eq(k_run)]
                 if cfg.kept_norm:
@@ -343,8 +345,12 @@ class Sequencer(wiring.Component):
                 sources.append((aux_rows - 1, aux_ld))
             held = [(Signal(dim, name=f"mul_rows_m1_{n}"), Signal(cfg.addr_width, name=f"mul_ld_{n}"))
                     for n in range(1, len(sources))]
+            # A's rows - 1 as the pick of the decremented fields (the same value): the opcode
+            # and transpose multiplexers in front of the carry chain made mul_a a late
+            # endpoint of adf40c8's seed 1
+            a_rows_m1 = Mux(is_loss | ~cmd.trans_a, cmd.m - 1, cmd.k - 1)
             with m.If(step[0]):
-                m.d.sync += [mul_a.eq(sources[0][0]), mul_b.eq(sources[0][1])]
+                m.d.sync += [mul_a.eq(a_rows_m1), mul_b.eq(sources[0][1])]
                 for (rows_q, ld_q), (rows_src, ld_src) in zip(held, sources[1:]):
                     m.d.sync += [rows_q.eq(rows_src), ld_q.eq(ld_src)]
             for n, (rows_q, ld_q) in enumerate(held, start=1):
