@@ -15,8 +15,8 @@ from .requantizer import requantize
 #: rtl LossUnit: cycles of one group of V samples (3 passes of M rows and the gap for ln S),
 #: and the cycles the sequencer spends in its LOSS state besides the groups (start, drain, done)
 GAP_CYCLES = 8
-RUN_EXTRA_CYCLES = 17     # 1 (start registered) + 15 (drain) + 1 (done seen)
-ERROR_EXTRA_CYCLES = 24   # 1 + 5 (label check) + 1 (stop) + 15 (drain) + 1 (done seen) + 1
+RUN_EXTRA_CYCLES = 18     # 1 (start registered) + 16 (drain) + 1 (done seen)
+ERROR_EXTRA_CYCLES = 26   # 1 + 6 (label check) + 1 (stop) + 16 (drain) + 1 (done seen) + 1
 
 
 def group_cycles(m: int) -> int:

@@ -58,10 +58,15 @@ class Confidence(wiring.Component):
         wide = Signal(CONF_TAU_WIDTH + 1)
         m.d.comb += wide.eq(self._threshold(self.conf_tau, is_max_prob))
         tau_sel, tau_big = Signal(x_bits), Signal()
-        m.d.sync += [tau_sel.eq(wide[:x_bits]), tau_big.eq(wide[x_bits:].any())]
+        # the mode's decode registered with the threshold (the mode is as stable as CONF_TAU):
+        # decoded in front of every lane's operand multiplexer it was the critical path of
+        # 91aa52b's seed 2 (the loss unit's mode register into confident, 8.37 ns)
+        max_prob_q = Signal(name="is_max_prob_q")
+        m.d.sync += [tau_sel.eq(wide[:x_bits]), tau_big.eq(wide[x_bits:].any()),
+                     max_prob_q.eq(is_max_prob)]
         for lane in range(self._lanes):
-            x = Mux(is_max_prob, self.s[lane], self.c[lane])
-            passed = (~tau_big & (x >= tau_sel)) ^ is_max_prob
+            x = Mux(max_prob_q, self.s[lane], self.c[lane])
+            passed = (~tau_big & (x >= tau_sel)) ^ max_prob_q
             ok = self.valid & self.sample[lane]
             m.d.sync += [self.confident[lane].eq(ok & passed & (self.hit[lane] | ~self.require_correct)),
                          self.c_out[lane].eq(Mux(ok, self.c[lane], 0))]

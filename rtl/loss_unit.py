@@ -57,14 +57,14 @@ class LossUnit(wiring.Component):
     #: cycles without a read between SUM and OUT, while L is computed from S
     gap_cycles = 8
     #: cycles from the last issue (or from the cycle after a bad label is seen) to ``done``
-    drain_cycles = 15
+    drain_cycles = 16
     #: a read issued in cycle t is checked (labels) in t + label_check_delay
-    label_check_delay = 5
-    #: the last group's c_i reach ``batch_sum`` 12 + log2(V) cycles after its last OUT read;
+    label_check_delay = 6
+    #: the last group's c_i reach ``batch_sum`` 13 + log2(V) cycles after its last OUT read;
     #: ``done`` comes drain_cycles + 1 after it: batch_sum is final this many cycles after done
     @classmethod
     def batch_sum_after_done(cls, banks: int) -> int:
-        return max(0, 12 + (banks - 1).bit_length() - (cls.drain_cycles + 1))
+        return max(0, 13 + (banks - 1).bit_length() - (cls.drain_cycles + 1))
 
     def __init__(self, cfg: Config, memory_read_latency: int = 3, comparator: bool = True):
         """``comparator=False`` leaves the confidence comparator out (``confident`` and
@@ -152,6 +152,27 @@ class LossUnit(wiring.Component):
             m.d.comb += [self.rd_z.addr[b].eq(z_row + gw), self.rd_y.addr[b].eq(y_base + gw)]
 
         m.d.sync += [self.done.eq(0), self.error.eq(0)]
+        # The row, pass and group counters step while issuing, whatever a bad label does: after
+        # one the unit issues nothing more and START reloads them, so a step too many is never
+        # seen. Behind the bad label's priority their enables were a chain from bad_seen through
+        # the issue's branches, across the unit (91aa52b's critical path at seed 1: bad_seen into
+        # the enables of n_left and lanes_ok, 10.69 ns, 9.0 of it routing).
+        with m.If(issuing):
+            with m.If(r_last):
+                m.d.sync += [r.eq(0), r_last.eq(m_is_1), r_left.eq(m_m2), z_row.eq(z_base),
+                             d_row.eq(d_base)]
+                with m.If(pass_ == MAX):
+                    m.d.sync += pass_.eq(SUM)
+                with m.Elif(pass_ == SUM):
+                    m.d.sync += pass_.eq(OUT)
+                with m.Else():
+                    m.d.sync += [pass_.eq(MAX), gw.eq(gw + 1), n_left.eq(n_left - V),
+                                 last_group.eq(next_last_group), lanes_ok.eq(next_lanes_ok)]
+            with m.Else():
+                m.d.sync += [r.eq(r + 1), r_last.eq(r_left == 0), r_left.eq(r_left - 1),
+                             z_row.eq(z_row + z_ld),
+                             d_row.eq(d_row + d_ld)]
+        # START loads them (the unit is idle then: issuing is 0) and has the flags' priority
         with m.If(self.start):
             m.d.sync += [issuing.eq(1), in_gap.eq(0), draining.eq(0), pass_.eq(MAX), r.eq(0),
                          r_last.eq(self.m == 1), m_is_1.eq(self.m == 1), m_m2.eq(self.m - 2),
@@ -163,22 +184,10 @@ class LossUnit(wiring.Component):
             # a bad label: stop issuing; what is in flight of earlier groups still lands
             m.d.sync += [issuing.eq(0), in_gap.eq(0), draining.eq(1), drain.eq(self.drain_cycles - 1)]
         with m.Elif(issuing):
-            with m.If(r_last):
-                m.d.sync += [r.eq(0), r_last.eq(m_is_1), r_left.eq(m_m2), z_row.eq(z_base),
-                             d_row.eq(d_base)]
-                with m.If(pass_ == MAX):
-                    m.d.sync += pass_.eq(SUM)
-                with m.Elif(pass_ == SUM):
-                    m.d.sync += [pass_.eq(OUT), issuing.eq(0), in_gap.eq(1), gap.eq(self.gap_cycles - 1)]
-                with m.Else():
-                    m.d.sync += [pass_.eq(MAX), gw.eq(gw + 1), n_left.eq(n_left - V),
-                                 last_group.eq(next_last_group), lanes_ok.eq(next_lanes_ok)]
-                    with m.If(last_group):
-                        m.d.sync += [issuing.eq(0), draining.eq(1), drain.eq(self.drain_cycles - 1)]
-            with m.Else():
-                m.d.sync += [r.eq(r + 1), r_last.eq(r_left == 0), r_left.eq(r_left - 1),
-                             z_row.eq(z_row + z_ld),
-                             d_row.eq(d_row + d_ld)]
+            with m.If(r_last & (pass_ == SUM)):
+                m.d.sync += [issuing.eq(0), in_gap.eq(1), gap.eq(self.gap_cycles - 1)]
+            with m.Elif(r_last & (pass_ == OUT) & last_group):
+                m.d.sync += [issuing.eq(0), draining.eq(1), drain.eq(self.drain_cycles - 1)]
         with m.Elif(in_gap):
             m.d.sync += gap.eq(gap - 1)
             with m.If(gap == 0):
@@ -190,34 +199,45 @@ class LossUnit(wiring.Component):
         with m.If(self.start):
             m.d.sync += bad_seen.eq(0)
 
-        # ---- the tag waits for the memory (3 cycles), then stage A rotates the line into lanes --
+        # ---- the tag waits for the memory (3 cycles) and the capture of its output (1), then
+        # stage A rotates the line into lanes. The banks' outputs are captured as they leave
+        # the block RAMs, before the rotation: a block RAM's output (0.96 ns) routed across the
+        # die straight into the lane multiplexer was the critical path of adf40c8's seed 1
+        # (a late endpoint) and 91aa52b's seed 3 (8.34 ns, 4.67 of it one net), and 70ed4be's
+        # seed 3. The capture costs a cycle per LOSS command.
         td = t0
-        # per lane the bank it takes in stage A, (rot + lane) mod V, registered beside tag_d2 from
-        # tag_d1: the rotation multiplexer's select is then a register of its own per lane, not
+        # per lane the bank it takes in stage A, (rot + lane) mod V, registered beside tag_d3 from
+        # tag_d2: the rotation multiplexer's select is then a register of its own per lane, not
         # an adder behind one tag register that fans out to every lane (zA was the most common
         # late endpoint of 98ce465's seed 1)
         zsel = [Signal(max(bb, 1), name=f"zA_sel{lane}") for lane in range(V)]
-        for stage in range(3):
+        for stage in range(4):
             nxt = Signal(tag, name=f"tag_d{stage}")
             m.d.sync += nxt.eq(td)
-            if stage == 2:
+            if stage == 3:
                 m.d.sync += [zsel[lane].eq((td.rot + lane)[:bb] if V > 1 else 0) for lane in range(V)]
             td = nxt
+        z_bank = [Signal(signed(dw), name=f"z_bank{b}") for b in range(V)]
+        y_bank = [Signal(signed(dw), name=f"y_bank{b}") for b in range(V)]
+        m.d.sync += [q.eq(self.rd_z.data[b]) for b, q in enumerate(z_bank)]
+        m.d.sync += [q.eq(self.rd_y.data[b]) for b, q in enumerate(y_bank)]
         zA = [Signal(signed(dw), name=f"zA{lane}") for lane in range(V)]
         labels = [Signal(signed(dw), name=f"label{lane}") for lane in range(V)]
         tA = Signal(tag)
         m.d.sync += tA.eq(td)
-        bank_data = Array(self.rd_z.data[b] for b in range(V))
+        bank_data = Array(z_bank)
         for lane in range(V):
             # lane l of row r is column gw*V + l, in bank (r + l) mod V
             m.d.sync += zA[lane].eq(bank_data[zsel[lane]] if V > 1 else bank_data[0])
             with m.If(td.label_read):
                 # the labels are row 0: lane l is in bank l
-                m.d.sync += labels[lane].eq(self.rd_y.data[lane])
+                m.d.sync += labels[lane].eq(y_bank[lane])
 
-        # From here on every register is named by when it is visible: X_k holds, in cycle t + k,
-        # what belongs to the read issued in cycle t. Each stage has at most one carry chain
-        # or one block RAM read before its register (a block RAM's output is 5.6 ns on ECP5),
+        # From here on every register is named by when it is visible: X_k holds, in cycle
+        # t + 1 + k, what belongs to the read issued in cycle t (k counts from the capture of
+        # the block RAMs' output, the read's fourth cycle: stage A is 4). Each stage has at most
+        # one carry chain or one block RAM read before its register (a block RAM's output is
+        # 5.6 ns on ECP5),
         # and a block RAM's address comes from a register in the fabric (its routing to the
         # address pins is 4-5 ns on ECP5, too long to follow logic).
         def delayed(sig, cycles, name):
@@ -451,7 +471,7 @@ class LossUnit(wiring.Component):
         tcp_16 = Signal(V)
         # a MAX row follows SUM's last by at least gap_cycles + 1: its label check must not
         # set bad_seen while that row is at stage 9 (the LFSRs' step, below)
-        assert self.gap_cycles + 1 > 9 - self.label_check_delay
+        assert self.gap_cycles + 1 > 1 + 9 - self.label_check_delay
         for lane in range(V):
             m.submodules[f"sample_lfsr{lane}"] = lf = Lfsr(SAMPLE_LFSR_LANE + lane)
             # the step is sum_final_10 & ~bad_seen for the random policy, registered per lane
@@ -533,12 +553,15 @@ class LossUnit(wiring.Component):
         m.d.comb += self.kept.eq(kept_total)
         # 19: the kept list (rtl/kept_list.py): entry group_k0 + q is sample gw * V + lane_of_rank[q],
         # in bank (group_k0 + q) mod V; entries past max_batch are not stored
-        # (the group's index is taken when its SUM pass issues its last row, as gw moves on at
-        # the end of OUT, and held from cycle 11 to the write: with one class the next group's
-        # SUM pass issues its last row in cycle 11)
+        # (the group's index is taken a cycle after its SUM pass issues its last row, as gw
+        # moves on at the end of OUT, and held from stage 11 to the write. Stage 11 is 12 cycles
+        # after that issue, and with one class the next group's SUM pass issues its last row
+        # 11 cycles after it: taken at the issue itself, the next group's index would be there)
         group_sum, group = Signal.like(gw), Signal.like(gw)
-        with m.If(issuing & (pass_ == SUM) & r_last):
-            m.d.sync += group_sum.eq(gw)
+        sum_last_q, gw_q = Signal(name="sum_last_q"), Signal.like(gw, name="gw_q")
+        m.d.sync += [sum_last_q.eq(issuing & (pass_ == SUM) & r_last), gw_q.eq(gw)]
+        with m.If(sum_last_q):
+            m.d.sync += group_sum.eq(gw_q)
         with m.If(decide[11]):
             m.d.sync += group.eq(group_sum)
         entries = Array(lane_of_rank)

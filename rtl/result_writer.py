@@ -439,6 +439,10 @@ class ResultWriter(wiring.Component):
         a_w = [Signal(signed(aw_), name=f"e2_w{b}") for b in range(V)]
         a_q = [Signal(signed(aw_ - f), name=f"e2_q{b}") for b in range(V)]
         a_up, a_en, update_sat = Signal(V), Signal(V), Signal(V)
+        # MASK's zeroing flag, registered here and applied in E2b: the "aux > 0" flag comes from
+        # another bank (e1_flag_sel), and with that cross-bank multiplexer in front of E2a's
+        # clamp multiplexer e2_w had 80 late endpoints at 91aa52b's seed 1 (66 at 5096382's)
+        a_masked = Signal(V)
         pos = Array(e1_pos[x] for x in range(V))
         top_max, top_min = Const(acc_max, signed(aw_)), Const(acc_min, signed(aw_))
         for b in range(V):
@@ -447,8 +451,8 @@ class ResultWriter(wiring.Component):
             d_under = wide[aw_] & ~wide[aw_ - 1]
             w_in = wide[:aw_].as_signed()
             w = Mux(d_over, top_max, Mux(d_under, top_min, w_in))
-            masked = is_mask[b] & ~pos[e1_flag_sel[b]]
-            m.d.sync += [a_addr[b].eq(e1_addr[b]), a_aux[b].eq(e1_aux[b]), a_w[b].eq(Mux(masked, 0, w)),
+            m.d.sync += [a_addr[b].eq(e1_addr[b]), a_aux[b].eq(e1_aux[b]), a_w[b].eq(w),
+                         a_masked[b].eq(is_mask[b] & ~pos[e1_flag_sel[b]]),
                          a_q[b].eq(w >> f), a_up[b].eq(_round_up(w, f)),
                          update_sat[b].eq(is_update[b] & e1_en[b] & (d_over | d_under))]
         m.d.sync += a_en.eq(e1_en)
@@ -463,7 +467,9 @@ class ResultWriter(wiring.Component):
             # the clamp tests a_q's top bits, not the sum: one short carry chain in E2b
             copy, sat = round_saturate(a_q[b], a_up[b], dw)
             m.d.sync += [out_addr[b].eq(a_addr[b]), out_aux[b].eq(a_aux[b]),
-                         out_c[b].eq(Mux(is_update[b], copy, a_w[b])), out_x[b].eq(a_w[b]),
+                         # MASK writes C only (no aux write), so out_x needs no zeroing
+                         out_c[b].eq(Mux(a_masked[b], 0, Mux(is_update[b], copy, a_w[b]))),
+                         out_x[b].eq(a_w[b]),
                          e2_sat[b].eq(is_update[b] & a_en[b] & sat)]
             m.d.comb += [self.spad.addr[b].eq(out_addr[b]), self.spad.data[b].eq(out_c[b]),
                          self.spad.en[b].eq(out_en[b] & to_spad),
