@@ -156,7 +156,7 @@ class LossUnit(wiring.Component):
         # one the unit issues nothing more and START reloads them, so a step too many is never
         # seen. Behind the bad label's priority their enables were a chain from bad_seen through
         # the issue's branches, across the unit (91aa52b's critical path at seed 1: bad_seen into
-        # the enables of n_left and lanes_ok, 10.69 ns, 9.0 of it routing).
+        # the enables of n_left and lanes_ok, 10.69 ns, 8.98 of it routing).
         with m.If(issuing):
             with m.If(r_last):
                 m.d.sync += [r.eq(0), r_last.eq(m_is_1), r_left.eq(m_m2), z_row.eq(z_base),
