@@ -422,9 +422,8 @@ def test_tiny_accelerator(tmp_path, target_name, dsp_cell):
     from fpga.flow import run_flow
 
     cfg = SYNTH_CONFIGS[target_name]
-    placer = {"placer": SYNTH_PLACERS[target_name]} if SYNTH_PLACERS[target_name] else {}
     report = run_flow(_accelerator(), cfg, target(target_name), tmp_path, seeds=[1],
-                      design="rtl.top:Accelerator", **placer)
+                      design="rtl.top:Accelerator", placer=SYNTH_PLACERS[target_name])
     pes = cfg.rows * cfg.cols
     # Checked on Yosys's netlist, so it holds whether or not placement succeeds.
     assert report["dsp_check"]["ok"], report["dsp_check"]
