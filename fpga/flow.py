@@ -46,10 +46,19 @@ def _tool(name: str) -> str:
     return found
 
 
-def _run(step: str, argv: list[str], cwd: Path, log: Path) -> float:
+def _run(step: str, argv: list[str], cwd: Path, log: Path, timeout_s: float | None = None) -> float:
+    """Run a tool, its output in ``log``; its run time in seconds. A tool that exits non-zero, or
+    still runs after ``timeout_s`` seconds (it is killed then), raises :class:`FlowError`."""
     t0 = time.monotonic()
-    proc = subprocess.run(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True)
+    try:
+        proc = subprocess.run(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        tail = ""
+        if log.is_file():
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-5:])
+        raise FlowError(f"{step} stopped: still running after the time limit of {timeout_s:g} s "
+                        f"(log: {log}){': last lines:' + chr(10) + tail if tail else ''}") from None
     elapsed = time.monotonic() - t0
     if proc.returncode != 0:
         tail = ""
@@ -154,6 +163,7 @@ def _seed_key(netlist: Path, args: list[str], versions: str) -> str:
 
 def run_flow(make_top: Callable, cfg, tgt: Target, out_dir, *, seeds=(1, 2, 3), jobs: int = 1,
              placer: str | None = None, expected_dsps: int | None = None, design: str | None = None,
+             nextpnr_timeout_s: float | None = None,
              progress: Callable[[str], None] = lambda msg: None) -> dict:
     """Synthesise ``make_top(cfg')`` for ``tgt`` and place and route it once per seed.
 
@@ -166,11 +176,19 @@ def run_flow(make_top: Callable, cfg, tgt: Target, out_dir, *, seeds=(1, 2, 3), 
     tool failure raises :class:`FlowError`. ``jobs`` seeds are placed and routed at once (each
     nextpnr is single-threaded, so up to one per core; the default 1 leaves the machine usable).
     ``placer`` is nextpnr's placer (:data:`~fpga.targets.PLACERS`; default the target's).
+    ``nextpnr_timeout_s``: a seed's nextpnr still running after this many seconds is killed and
+    raises :class:`FlowError` (default None: no limit; a placer that stops making progress, as
+    HeAP did on the nearly full UP5K, otherwise runs until stopped by hand).
     """
     from amaranth.back import rtlil
 
     if not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs={jobs!r}: must be an integer >= 1")
+    if nextpnr_timeout_s is not None and (isinstance(nextpnr_timeout_s, bool)
+                                          or not isinstance(nextpnr_timeout_s, (int, float))
+                                          or not nextpnr_timeout_s > 0):
+        raise ValueError(f"nextpnr_timeout_s={nextpnr_timeout_s!r}: must be a number of seconds "
+                         "> 0, or None for no limit")
     placer = tgt.placer if placer is None else placer
     if placer not in PLACERS:
         raise ValueError(f"placer={placer!r}: must be one of {list(PLACERS)}")
@@ -256,7 +274,7 @@ def run_flow(make_top: Callable, cfg, tgt: Target, out_dir, *, seeds=(1, 2, 3), 
     def place_and_route(seed):
         argv, log, report_file, stamp, key = pending[seed]
         progress(f"nextpnr: {tgt.nextpnr} seed {seed} of {seeds} (log: {log})")
-        elapsed = _run(f"nextpnr seed {seed}", argv, out, log)
+        elapsed = _run(f"nextpnr seed {seed}", argv, out, log, timeout_s=nextpnr_timeout_s)
         stamp.write_text(json.dumps({"key": key, "elapsed_s": round(elapsed, 2)}) + "\n")
         progress(f"nextpnr: seed {seed}: {fmax_of(json.loads(report_file.read_text())):.1f} MHz "
                  f"in {elapsed:.0f} s")

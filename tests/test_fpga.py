@@ -8,6 +8,7 @@ fresh machine also compiles WebAssembly, about 70 s for Yosys).
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 from amaranth.hdl import Fragment, Module, signed
@@ -187,6 +188,12 @@ def _cli_error(capsys, *argv):
      "skiptrain: error: --seeds='11': must be an integer in 0..10"),
     (["--preset", "tiny", "--target", "ecp5", "--jobs", "0"],
      "skiptrain: error: --jobs='0': must be an integer >= 1 (seeds placed and routed at once)"),
+    (["--preset", "tiny", "--target", "ecp5", "--timeout", "0"],
+     "skiptrain: error: --timeout='0': must be a number of seconds > 0 (a seed's nextpnr running longer is stopped)"),
+    (["--preset", "tiny", "--target", "ecp5", "--timeout", "soon"],
+     "skiptrain: error: --timeout='soon': must be a number of seconds > 0"),
+    (["--preset", "tiny", "--target", "ecp5", "--timeout", "nan"],
+     "skiptrain: error: --timeout='nan': must be a number of seconds > 0"),
     (["--preset", "tiny", "--target", "ecp5", "--placer", "sa"],
      "skiptrain: error: --placer='sa': must be one of ['heap', 'static']"),
     (["--preset", "tiny", "--target", "ecp5", "--top", "Accelerator"],
@@ -399,6 +406,37 @@ def test_flow_rejects_bad_jobs(tmp_path):
         run_flow(MacArray, preset("tiny"), target("ecp5"), tmp_path, seeds=[1], jobs=0)
 
 
+@pytest.mark.parametrize("limit", [0, -5, "600", True])
+def test_flow_rejects_bad_timeout(tmp_path, limit):
+    from fpga.flow import run_flow
+
+    with pytest.raises(ValueError, match=rf"nextpnr_timeout_s={limit!r}: must be a number of seconds > 0"):
+        run_flow(MacArray, preset("tiny"), target("ecp5"), tmp_path, seeds=[1], nextpnr_timeout_s=limit)
+    assert not (tmp_path / "top.il").exists(), "checked before anything is elaborated"
+
+
+def test_tool_past_its_time_limit_is_stopped(tmp_path):
+    """A tool still running at its limit is killed and named, with its log's last lines (a
+    placer that stops making progress must fail CI with a message, not hang it)."""
+    import time
+
+    from fpga.flow import FlowError, _run
+
+    log = tmp_path / "tool.log"
+    script = (f"import time; open({str(log)!r}, 'w').write('iteration 18\\n'); time.sleep(60)")
+    t0 = time.monotonic()
+    with pytest.raises(FlowError, match=r"nextpnr seed 2 stopped: still running after the time "
+                                        r"limit of 1 s \(log: .*tool.log\): last lines:\niteration 18"):
+        _run("nextpnr seed 2", [sys.executable, "-c", script], tmp_path, log, timeout_s=1)
+    assert time.monotonic() - t0 < 30, "the tool was not stopped at its limit"
+
+
+def test_tool_within_its_time_limit_runs(tmp_path):
+    from fpga.flow import _run
+
+    assert _run("quick", [sys.executable, "-c", "pass"], tmp_path, tmp_path / "log", timeout_s=60) < 60
+
+
 # ---- synthesis of the accelerator -----------------------------------------------------------
 
 def _accelerator():
@@ -414,6 +452,9 @@ SYNTH_CONFIGS = {"ecp5": preset("tiny"), "ice40": preset("tiny_gemm").replace(ro
 #: UP5K, where the 1x2 fills 91 % of the logic cells and the analytic placer stopped making
 #: progress (HeAP's iteration 18 still running after 20 minutes at 91aa52b; static: seconds)
 SYNTH_PLACERS = {"ecp5": None, "ice40": "static"}
+#: a placement still running after this long has stopped making progress (both take a few
+#: minutes on CI's two cores): it fails with its log's last lines instead of hanging CI
+CI_NEXTPNR_LIMIT_S = 1200
 
 
 @pytest.mark.synth
@@ -423,7 +464,8 @@ def test_tiny_accelerator(tmp_path, target_name, dsp_cell):
 
     cfg = SYNTH_CONFIGS[target_name]
     report = run_flow(_accelerator(), cfg, target(target_name), tmp_path, seeds=[1],
-                      design="rtl.top:Accelerator", placer=SYNTH_PLACERS[target_name])
+                      design="rtl.top:Accelerator", placer=SYNTH_PLACERS[target_name],
+                      nextpnr_timeout_s=CI_NEXTPNR_LIMIT_S)
     pes = cfg.rows * cfg.cols
     # Checked on Yosys's netlist, so it holds whether or not placement succeeds.
     assert report["dsp_check"]["ok"], report["dsp_check"]

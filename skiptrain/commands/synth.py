@@ -44,6 +44,10 @@ def register(subparsers):
                    help="nextpnr's placer: static (electrostatic; the default on ecp5, where "
                         "the 8x8's heap placements did not route in hours) or heap (the "
                         "default on ice40)")
+    p.add_argument("--timeout", default=None, metavar="SECONDS",
+                   help="stop a seed's nextpnr that still runs after this many seconds and "
+                        "fail with a message naming the seed and its log (default: no limit; "
+                        "an 8x8 on ECP5 takes 20-60 minutes a seed)")
     p.add_argument("--out", metavar="DIR",
                    help="folder for the netlist, scripts and tool logs (default "
                         "build/synth/PRESET_TARGET); a seed that already ran there on the "
@@ -79,6 +83,21 @@ def _jobs(text: str) -> int:
     return n
 
 
+def _timeout(text: str | None) -> float | None:
+    from skiptrain.cli import CliError
+
+    if text is None:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = None
+    if seconds is None or not seconds > 0 or seconds == float("inf"):
+        raise CliError(f"--timeout={text!r}: must be a number of seconds > 0 (a seed's nextpnr "
+                       "running longer is stopped)")
+    return seconds
+
+
 def _factory(spec: str):
     from skiptrain.cli import CliError
 
@@ -110,6 +129,7 @@ def run(args) -> int:
     what = args.preset or cfg.name
     seeds = _seeds(args.seeds)
     jobs = _jobs(args.jobs)
+    timeout_s = _timeout(args.timeout)
     try:
         check_fits(cfg.replace(multiplier=tgt.multiplier, memory=tgt.memory), tgt, what)
     except FitError as e:
@@ -129,7 +149,7 @@ def run(args) -> int:
 
     try:
         report = run_flow(make_top, cfg, tgt, out, seeds=seeds, jobs=jobs, placer=args.placer,
-                          design=args.top,
+                          design=args.top, nextpnr_timeout_s=timeout_s,
                           progress=progress)
     except FlowError as e:
         print(f"skiptrain synth: {e}", file=sys.stderr)
