@@ -340,18 +340,18 @@ class Sequencer(wiring.Component):
             # fed to the multiplier from there: each behind its transpose multiplexer and its
             # decrement, into the step multiplexer, made mul_a a 32-input multiplexer tree
             # behind a carry chain (late endpoints of 98ce465 at every seed)
-            sources = [(op["rows"] - 1, op["ld"]) for op in operands]
+            sources = [(op["rows"] - 1, op["ld"]) for op in operands[1:]]
             if cfg.training:
                 sources.append((aux_rows - 1, aux_ld))
             held = [(Signal(dim, name=f"mul_rows_m1_{n}"), Signal(cfg.addr_width, name=f"mul_ld_{n}"))
-                    for n in range(1, len(sources))]
+                    for n in range(1, len(sources) + 1)]
             # A's rows - 1 as the pick of the decremented fields (the same value): the opcode
             # and transpose multiplexers in front of the carry chain made mul_a a late
             # endpoint of adf40c8's seed 1
             a_rows_m1 = Mux(is_loss | ~cmd.trans_a, cmd.m - 1, cmd.k - 1)
             with m.If(step[0]):
-                m.d.sync += [mul_a.eq(a_rows_m1), mul_b.eq(sources[0][1])]
-                for (rows_q, ld_q), (rows_src, ld_src) in zip(held, sources[1:]):
+                m.d.sync += [mul_a.eq(a_rows_m1), mul_b.eq(operands[0]["ld"])]
+                for (rows_q, ld_q), (rows_src, ld_src) in zip(held, sources, strict=True):
                     m.d.sync += [rows_q.eq(rows_src), ld_q.eq(ld_src)]
             for n, (rows_q, ld_q) in enumerate(held, start=1):
                 with m.If(step[n]):
