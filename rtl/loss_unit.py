@@ -431,20 +431,24 @@ class LossUnit(wiring.Component):
         m.d.sync += sum_final_10.eq(t9.valid & (t9.pass_ == SUM) & t9.last)
         sum_final_13 = delayed(sum_final_10, 1 + Rom.latency, "sum_final")
         mb = numerics.LOG_MANT_BITS
+        lo_bit, hi_bit = numerics.EXP_FRAC - mb, numerics.EXP_FRAC + numerics.LOG_EXPONENTS
         for lane in range(V):
             s_ = total[lane]
-            # the leading one among bits EXP_FRAC.. of S, one-hot, then an OR of the selected
-            # candidates: two LUT levels rather than a chain of nine multiplexers
-            leads = [s_[numerics.EXP_FRAC + e] & ~s_[numerics.EXP_FRAC + e + 1:].any()
-                     for e in range(numerics.LOG_EXPONENTS)]
+            # the leading one among bits EXP_FRAC.. of S, one-hot, registered in 11 with the
+            # bits the mantissa is taken from; then an OR of the selected candidates into the
+            # table's address register (the block RAM's own). Both in one cycle, into a
+            # register in front of the table's, were six LUTs: 91aa52b's estimate's worst path
+            # and a8901ff's critical path at seed 3 (exp_sum into log_index_11, 8.11 ns)
+            leads = Signal(numerics.LOG_EXPONENTS, name=f"log_lead_11_{lane}")
+            bits = Signal(hi_bit - lo_bit, name=f"log_bits_11_{lane}")
+            m.d.sync += [leads[e].eq(s_[numerics.EXP_FRAC + e] & ~s_[numerics.EXP_FRAC + e + 1:].any())
+                         for e in range(numerics.LOG_EXPONENTS)]
+            m.d.sync += bits.eq(s_[lo_bit:hi_bit])
             code = 0
-            for e, lead_is in enumerate(leads):
-                lead = numerics.EXP_FRAC + e
-                code = code | Mux(lead_is, Cat(s_[lead - mb:lead], Const(e, 4)), 0)
+            for e in range(numerics.LOG_EXPONENTS):
+                code = code | Mux(leads[e], Cat(bits[e:e + mb], Const(e, 4)), 0)
             m.submodules[f"log_rom{lane}"] = rom = Rom(log_rom, cfg.memory)
-            log_index = Signal(len(rom.addr), name=f"log_index_11_{lane}")
-            m.d.sync += log_index.eq(code)
-            m.d.comb += rom.addr.eq(log_index)
+            m.d.comb += rom.addr.eq(code)
             with m.If(sum_final_13):
                 m.d.sync += Lq[lane].eq(rom.data)
 
