@@ -493,8 +493,13 @@ class LossUnit(wiring.Component):
             # shared with S <= CONF_TAU behind a mux
             margin_pass = Signal(name=f"margin_pass{lane}")
             m.d.sync += margin_pass.eq(margin_s[lane] >= conf_tau)
-            passed = Mux(is_margin, margin_pass, total[lane] <= conf_tau)
-            m.d.sync += conf_11[lane].eq(passed & (hit_s[lane] | ~require_correct))
+            # S <= CONF_TAU registered in 11 on its own too, and the mode's pick after it, on
+            # the way into conf_d: behind S's 26-bit compare the pick was a8901ff's seed 2
+            # second-worst path (8.14 ns into conf_11)
+            sum_pass = Signal(name=f"sum_pass{lane}")
+            m.d.sync += sum_pass.eq(total[lane] <= conf_tau)
+            m.d.comb += conf_11[lane].eq(Mux(is_margin, margin_pass, sum_pass)
+                                         & (hit_s[lane] | ~require_correct))
             # true_class_prob: p_y = EXP[d_y + L] >= CONF_TAU iff d_y + L < TCP_BOUND (the table
             # does not increase; skiptrain.skip.tcp_bound), decided before p_y exists
             with m.If(t5.valid & (t5.pass_ == SUM) & onehot_5[lane]):

@@ -11,6 +11,7 @@ from skiptrain.numerics import MAX_CLASSES
 from skiptrain.isa import Gate
 
 from .command import Epilogue, ErrorCode, Opcode, OutMode, command_layout, issue_layout
+from .kept_register import KeptRegister
 from .multiplier import Multiplier
 
 
@@ -238,6 +239,18 @@ class Sequencer(wiring.Component):
         # ISSUE registers across the sequencer, was ec89ee3's critical path at seed 2 (10.9 ns)
         loss_q, samples_q = Signal(name="is_loss_q"), Signal(name="samples_q")
         leave_at_halt = at["CHECK"] & step[0] & ~runs  # HALT or a bad opcode
+        # A's rows - 1 for CHECK's multiplier comes from the sequencer's own copy of m, k,
+        # trans_a and "LOSS", loaded with cmd from the program word: cmd drives the whole
+        # accelerator from across the die, and from it the decrement and pick were a8901ff's
+        # seed 2 critical path (cmd into mul_a, 8.39 ns, one net of 3.41). A KeptRegister,
+        # so Yosys keeps it apart from cmd.
+        src = self.prog_data
+        m.submodules.copy_a_shape = a_shape = KeptRegister(2 * dim + 2)
+        m.d.comb += a_shape.d.eq(Mux(at["DECODE"],
+                                     Cat(src.m, src.k, src.trans_a, src.opcode == Opcode.LOSS),
+                                     a_shape.q))
+        a_m, a_k = a_shape.q[:dim], a_shape.q[dim:2 * dim]
+        a_trans, a_loss = a_shape.q[2 * dim], a_shape.q[2 * dim + 1]
         decide = at["CHECK"] & step[self.check_cycles - 1]
         loss_over = at["LOSS"] & self.loss_done
         tiles_done = at["ISSUE"] & at_end & last_col & last_row
@@ -348,7 +361,8 @@ class Sequencer(wiring.Component):
             # A's rows - 1 as the pick of the decremented fields (the same value): the opcode
             # and transpose multiplexers in front of the carry chain made mul_a a late
             # endpoint of adf40c8's seed 1
-            a_rows_m1 = Mux(is_loss | ~cmd.trans_a, cmd.m - 1, cmd.k - 1)
+            # (a_shape: the sequencer's own copy of the command's fields, below)
+            a_rows_m1 = Mux(a_loss | ~a_trans, a_m - 1, a_k - 1)
             with m.If(step[0]):
                 m.d.sync += [mul_a.eq(a_rows_m1), mul_b.eq(operands[0]["ld"])]
                 for (rows_q, ld_q), (rows_src, ld_src) in zip(held, sources, strict=True):

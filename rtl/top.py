@@ -69,7 +69,7 @@ class Accelerator(wiring.Component):
     #: reports the area of the element-wise units and of the skip hardware on their own
     #: (fpga.report.module_cells).
     #: The writer's own (its lane select's copies) follow, below its name.
-    synthesis_keep_hierarchy = ("array.pe_*", "loss", "loss.copy_*", "writer", "skip", "copy_rd_flags*",
+    synthesis_keep_hierarchy = ("array.pe_*", "loss", "loss.copy_*", "sequencer.copy_*", "writer", "skip", "copy_rd_flags*",
                                 *(f"writer.{p}" for p in ResultWriter.synthesis_keep_hierarchy))
 
     def elaborate(self, platform):
