@@ -59,6 +59,8 @@ class LossUnit(wiring.Component):
     gap_cycles = 8
     #: cycles from the last issue (or from the cycle after a bad label is seen) to ``done``
     drain_cycles = 16
+    #: exponents per registered part of the log table's index (three parts for nine)
+    LOG_GROUP = 3
     #: a read issued in cycle t is checked (labels) in t + label_check_delay
     label_check_delay = 6
     #: the last group's c_i reach ``batch_sum`` 13 + log2(V) cycles after its last OUT read;
@@ -103,10 +105,13 @@ class LossUnit(wiring.Component):
         with m.If(self.start):
             m.d.sync += [mm.eq(self.m), nn.eq(self.n), z_base.eq(self.z_base), z_ld.eq(self.z_ld),
                          y_base.eq(self.y_base), d_base.eq(self.d_base), d_ld.eq(self.d_ld),
-                         shift.eq(self.shift),
-                         below_half.eq(((Const(1, e_bits + 3) << self.shift) - 1) >> 1),
-                         half_bit.eq((Const(1, e_bits + 3) << self.shift) >> 1),
-                         lsb_bit.eq(Const(1, e_bits + 3) << self.shift)]
+                         shift.eq(self.shift)]
+            # per bit a compare of the command's shift with a constant: the shifters and the
+            # decrement's carry chain, from the command register across the die, were
+            # 7156b8c's seed 1 critical path (cmd into below_half, 8.18 ns)
+            m.d.sync += [below_half.eq(Cat(*[self.shift > k + 1 for k in range(e_bits + 2)])),
+                         half_bit.eq(Cat(*[self.shift == k + 1 for k in range(e_bits + 2)])),
+                         lsb_bit.eq(Cat(*[self.shift == k for k in range(e_bits + 2)]))]
 
         # ---- issue: pass (MAX, SUM, OUT), class row r, group g -----------------------------------
         MAX, SUM, OUT = 0, 1, 2
@@ -431,23 +436,27 @@ class LossUnit(wiring.Component):
         m.d.sync += sum_final_10.eq(t9.valid & (t9.pass_ == SUM) & t9.last)
         sum_final_13 = delayed(sum_final_10, 1 + Rom.latency, "sum_final")
         mb = numerics.LOG_MANT_BITS
-        lo_bit, hi_bit = numerics.EXP_FRAC - mb, numerics.EXP_FRAC + numerics.LOG_EXPONENTS
         for lane in range(V):
             s_ = total[lane]
-            # the leading one among bits EXP_FRAC.. of S, one-hot, registered in 11 with the
-            # bits the mantissa is taken from; then an OR of the selected candidates into the
-            # table's address register (the block RAM's own). Both in one cycle, into a
-            # register in front of the table's, were six LUTs: 91aa52b's estimate's worst path
-            # and a8901ff's critical path at seed 3 (exp_sum into log_index_11, 8.11 ns)
-            leads = Signal(numerics.LOG_EXPONENTS, name=f"log_lead_11_{lane}")
-            bits = Signal(hi_bit - lo_bit, name=f"log_bits_11_{lane}")
-            m.d.sync += [leads[e].eq(s_[numerics.EXP_FRAC + e] & ~s_[numerics.EXP_FRAC + e + 1:].any())
-                         for e in range(numerics.LOG_EXPONENTS)]
-            m.d.sync += bits.eq(s_[lo_bit:hi_bit])
-            code = 0
-            for e in range(numerics.LOG_EXPONENTS):
-                code = code | Mux(leads[e], Cat(bits[e:e + mb], Const(e, 4)), 0)
+            # the table index: the leading one among bits EXP_FRAC.. of S (one-hot) selects the
+            # exponent and the mantissa bits after it. Per group of LOG_GROUP exponents, the
+            # selected candidate (or 0) is registered in 11; the OR of the groups' registers
+            # goes into the table's address register (the block RAM's own). All of it in front
+            # of one register was six LUTs (a8901ff's critical path at seed 3, exp_sum into
+            # log_index_11, 8.11 ns); all of the pick behind the register, three LUTs and then
+            # the net to a block RAM across the die (7156b8c's at seed 3, 8.63 ns)
+            leads = [s_[numerics.EXP_FRAC + e] & ~s_[numerics.EXP_FRAC + e + 1:].any()
+                     for e in range(numerics.LOG_EXPONENTS)]
             m.submodules[f"log_rom{lane}"] = rom = Rom(log_rom, cfg.memory)
+            code = 0
+            for g, e0 in enumerate(range(0, numerics.LOG_EXPONENTS, self.LOG_GROUP)):
+                part = Signal(len(rom.addr), name=f"log_index_11_{lane}_{g}")
+                pick = 0
+                for e in range(e0, min(e0 + self.LOG_GROUP, numerics.LOG_EXPONENTS)):
+                    lead = numerics.EXP_FRAC + e
+                    pick = pick | Mux(leads[e], Cat(s_[lead - mb:lead], Const(e, 4)), 0)
+                m.d.sync += part.eq(pick)
+                code = code | part
             m.d.comb += rom.addr.eq(code)
             with m.If(sum_final_13):
                 m.d.sync += Lq[lane].eq(rom.data)
