@@ -46,6 +46,13 @@ def _tool(name: str) -> str:
     return found
 
 
+def _log_tail(log: Path, lines: int) -> str:
+    """The last ``lines`` lines of a tool's log ("" when it wrote none)."""
+    if not log.is_file():
+        return ""
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
 def _run(step: str, argv: list[str], cwd: Path, log: Path, timeout_s: float | None = None) -> float:
     """Run a tool, its output in ``log``; its run time in seconds. A tool that exits non-zero, or
     still runs after ``timeout_s`` seconds (it is killed then), raises :class:`FlowError`."""
@@ -54,18 +61,13 @@ def _run(step: str, argv: list[str], cwd: Path, log: Path, timeout_s: float | No
         proc = subprocess.run(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        tail = ""
-        if log.is_file():
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-5:])
+        tail = _log_tail(log, 5)
         raise FlowError(f"{step} stopped: still running after the time limit of {timeout_s:g} s "
-                        f"(log: {log}){': last lines:' + chr(10) + tail if tail else ''}") from None
+                        f"(log: {log})" + (f": last lines:\n{tail}" if tail else "")) from None
     elapsed = time.monotonic() - t0
     if proc.returncode != 0:
-        tail = ""
-        if log.is_file():
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])
         raise FlowError(f"{step} failed with exit status {proc.returncode} after {elapsed:.0f} s "
-                        f"(log: {log}):\n{tail or proc.stdout[-3000:]}")
+                        f"(log: {log}):\n{_log_tail(log, 25) or proc.stdout[-3000:]}")
     return elapsed
 
 
@@ -186,9 +188,9 @@ def run_flow(make_top: Callable, cfg, tgt: Target, out_dir, *, seeds=(1, 2, 3), 
         raise ValueError(f"jobs={jobs!r}: must be an integer >= 1")
     if nextpnr_timeout_s is not None and (isinstance(nextpnr_timeout_s, bool)
                                           or not isinstance(nextpnr_timeout_s, (int, float))
-                                          or not nextpnr_timeout_s > 0):
-        raise ValueError(f"nextpnr_timeout_s={nextpnr_timeout_s!r}: must be a number of seconds "
-                         "> 0, or None for no limit")
+                                          or not 0 < nextpnr_timeout_s < float("inf")):
+        raise ValueError(f"nextpnr_timeout_s={nextpnr_timeout_s!r}: must be a finite number of "
+                         "seconds > 0, or None for no limit")
     placer = tgt.placer if placer is None else placer
     if placer not in PLACERS:
         raise ValueError(f"placer={placer!r}: must be one of {list(PLACERS)}")

@@ -361,7 +361,7 @@ class Sequencer(wiring.Component):
             # A's rows - 1 as the pick of the decremented fields (the same value): the opcode
             # and transpose multiplexers in front of the carry chain made mul_a a late
             # endpoint of adf40c8's seed 1
-            # (a_shape: the sequencer's own copy of the command's fields, below)
+            # (a_m, a_k, a_trans, a_loss: the sequencer's own copy of the command's fields, above)
             a_rows_m1 = Mux(a_loss | ~a_trans, a_m - 1, a_k - 1)
             with m.If(step[0]):
                 m.d.sync += [mul_a.eq(a_rows_m1), mul_b.eq(operands[0]["ld"])]

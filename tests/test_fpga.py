@@ -189,11 +189,13 @@ def _cli_error(capsys, *argv):
     (["--preset", "tiny", "--target", "ecp5", "--jobs", "0"],
      "skiptrain: error: --jobs='0': must be an integer >= 1 (seeds placed and routed at once)"),
     (["--preset", "tiny", "--target", "ecp5", "--timeout", "0"],
-     "skiptrain: error: --timeout='0': must be a number of seconds > 0 (a seed's nextpnr running longer is stopped)"),
+     "skiptrain: error: --timeout='0': must be a finite number of seconds > 0 (a seed's nextpnr running longer is stopped)"),
     (["--preset", "tiny", "--target", "ecp5", "--timeout", "soon"],
-     "skiptrain: error: --timeout='soon': must be a number of seconds > 0"),
+     "skiptrain: error: --timeout='soon': must be a finite number of seconds > 0"),
     (["--preset", "tiny", "--target", "ecp5", "--timeout", "nan"],
-     "skiptrain: error: --timeout='nan': must be a number of seconds > 0"),
+     "skiptrain: error: --timeout='nan': must be a finite number of seconds > 0"),
+    (["--preset", "tiny", "--target", "ecp5", "--timeout", "inf"],
+     "skiptrain: error: --timeout='inf': must be a finite number of seconds > 0"),
     (["--preset", "tiny", "--target", "ecp5", "--placer", "sa"],
      "skiptrain: error: --placer='sa': must be one of ['heap', 'static']"),
     (["--preset", "tiny", "--target", "ecp5", "--top", "Accelerator"],
@@ -406,11 +408,11 @@ def test_flow_rejects_bad_jobs(tmp_path):
         run_flow(MacArray, preset("tiny"), target("ecp5"), tmp_path, seeds=[1], jobs=0)
 
 
-@pytest.mark.parametrize("limit", [0, -5, "600", True])
+@pytest.mark.parametrize("limit", [0, -5, "600", True, float("inf")])
 def test_flow_rejects_bad_timeout(tmp_path, limit):
     from fpga.flow import run_flow
 
-    with pytest.raises(ValueError, match=rf"nextpnr_timeout_s={limit!r}: must be a number of seconds > 0"):
+    with pytest.raises(ValueError, match=rf"nextpnr_timeout_s={limit!r}: must be a finite number of seconds > 0"):
         run_flow(MacArray, preset("tiny"), target("ecp5"), tmp_path, seeds=[1], nextpnr_timeout_s=limit)
     assert not (tmp_path / "top.il").exists(), "checked before anything is elaborated"
 

@@ -92,9 +92,9 @@ def _timeout(text: str | None) -> float | None:
         seconds = float(text)
     except ValueError:
         seconds = None
-    if seconds is None or not seconds > 0 or seconds == float("inf"):
-        raise CliError(f"--timeout={text!r}: must be a number of seconds > 0 (a seed's nextpnr "
-                       "running longer is stopped)")
+    if seconds is None or not 0 < seconds < float("inf"):
+        raise CliError(f"--timeout={text!r}: must be a finite number of seconds > 0 (a seed's "
+                       "nextpnr running longer is stopped)")
     return seconds
 
 
