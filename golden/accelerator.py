@@ -103,7 +103,11 @@ class Accelerator:
     def set_skip(self, ctrl: SkipCtrl | int | None = None, conf_tau: int | None = None,
                  batch_tau: int | None = None, rate: int | None = None, seed: int | None = None,
                  tcp_bound: int | None = None) -> None:
-        """Write the skip registers given (values wrap to the register widths, as the RTL's)."""
+        """Write the skip registers given (values wrap to the register widths, as the RTL's).
+        Without the skip hardware (``cfg.has_skip`` false) the registers are not there: writes
+        are ignored and they read 0."""
+        if not self.cfg.has_skip:
+            return
         if ctrl is not None:
             self.skip_ctrl = (ctrl.encode() if isinstance(ctrl, SkipCtrl) else int(ctrl)) & ((1 << SkipCtrl.WIDTH) - 1)
         if conf_tau is not None:
@@ -147,7 +151,7 @@ class Accelerator:
                 break
             phase_counter = ("loss_cycles" if cmd.opcode == Opcode.LOSS
                              else f"phase_cycles_{PHASE_NAMES[cmd.phase]}")
-            error = check(cmd, cfg, self.lr_shift, ctrl.valid_on(cfg) or not cfg.training, self.loss_n,
+            error = check(cmd, cfg, self.lr_shift, ctrl.valid_on(cfg) or not cfg.has_skip, self.loss_n,
                           self.kept, ctrl.norm_kept)
             if error != ErrorCode.NONE:
                 cnt["cycles"] += CHECK_CYCLES
@@ -266,8 +270,9 @@ class Accelerator:
         idx = torch.nonzero(res.keep).reshape(-1)[:cfg.max_batch]
         self.kept_list[:len(idx)] = idx & (cfg.max_batch - 1)
         self.counters["correct"] += res.correct
-        self.counters["confident"] += res.confident
-        self.counters["skipped_samples"] += res.skipped
+        if cfg.has_skip:  # without the skip hardware its counters are not there
+            self.counters["confident"] += res.confident
+            self.counters["skipped_samples"] += res.skipped
         if res.bad_group is None:
             # the skip controller's decision (rtl/skip_controller.py)
             if ctrl.policy == BatchPolicy.CONFIDENCE:

@@ -71,7 +71,10 @@ class LossUnit(wiring.Component):
 
     def __init__(self, cfg: Config, memory_read_latency: int = 3, comparator: bool = True):
         """``comparator=False`` leaves the confidence comparator out (``confident`` and
-        ``batch_sum`` stay 0): for measuring its area (fpga/units.py), not for the accelerator."""
+        ``batch_sum`` stay 0): for measuring its area (fpga/units.py), not for the accelerator.
+        Without the skip hardware (``cfg.has_skip`` false) the comparator and the per-sample
+        skip are both left out: every sample is kept, ``confident``, ``batch_sum``,
+        ``skipped`` and the kept list's write port stay 0, and the cycles are the same."""
         if memory_read_latency != 3:
             raise ValueError(f"memory_read_latency={memory_read_latency}: the pipeline is built for 3")
         self._cfg, self._comparator = cfg, comparator
@@ -83,6 +86,7 @@ class LossUnit(wiring.Component):
 
     def elaborate(self, platform):
         cfg = self._cfg
+        skip_hw = cfg.has_skip
         V, bb, dw, f = cfg.banks, cfg.bank_bits, cfg.data_width, cfg.frac_bits
         aw, dim = cfg.addr_width, cfg.dim_width
         m = Module()
@@ -486,7 +490,8 @@ class LossUnit(wiring.Component):
         # a MAX row follows SUM's last by at least gap_cycles + 1: its label check must not
         # set bad_seen while that row is at stage 9 (the LFSRs' step, below)
         assert self.gap_cycles + 1 > 1 + 9 - self.label_check_delay
-        for lane in range(V):
+        # (without the skip hardware no lane is tested: every sample is kept)
+        for lane in (range(V) if skip_hw else ()):
             m.submodules[f"sample_lfsr{lane}"] = lf = Lfsr(SAMPLE_LFSR_LANE + lane)
             # the step is sum_final_10 & ~bad_seen for the random policy, registered per lane
             # from stage 9 (bad_seen cannot change then: a label is checked in a MAX pass, at
@@ -522,18 +527,26 @@ class LossUnit(wiring.Component):
         confident = Mux(is_tcp, tcp_16 & (hit_d | Mux(require_correct, 0, (1 << V) - 1)), conf_d)
         skip = Mux(policy == SamplePolicy.CONFIDENCE, confident,
                    Mux(policy == SamplePolicy.RANDOM, draw_d, 0))
+        keep_next = sample_d & ~skip if skip_hw else sample_d
         with m.If(decide[16]):
-            m.d.sync += keep.eq(sample_d & ~skip)
+            m.d.sync += keep.eq(keep_next)
         # the kept count (18) and per rank the lane that holds it (19): rtl/compactor.py.
         # The compactor reads its own copy of keep (a KeptRegister, so Yosys does not merge it
         # with keep): keep also gates every lane's OUT pass, and from keep's one register the
         # compactor's popcounts were 399e746's critical path at seed 1 (keep across the loss
         # unit into the kept count, 8.06 ns, 6.57 of it routing)
-        m.submodules.copy_keep = keep_c = KeptRegister(V)
-        m.d.comb += keep_c.d.eq(Mux(decide[16], sample_d & ~skip, keep_c.q))
-        m.submodules.compactor = compactor = Compactor(V)
-        m.d.comb += compactor.keep.eq(keep_c.q)
-        count, lane_of_rank = compactor.count, list(compactor.lane_of_rank)
+        if skip_hw:
+            m.submodules.copy_keep = keep_c = KeptRegister(V)
+            m.d.comb += keep_c.d.eq(Mux(decide[16], keep_next, keep_c.q))
+            m.submodules.compactor = compactor = Compactor(V)
+            m.d.comb += compactor.keep.eq(keep_c.q)
+            count, lane_of_rank = compactor.count, list(compactor.lane_of_rank)
+        else:
+            # every sample kept: the group's samples are lanes 0 .. count - 1 in order; the
+            # count a cycle after keep, as the compactor's
+            count = Signal(range(V + 1), name="kept_count")
+            m.d.sync += count.eq(popcount(keep))
+            lane_of_rank = [Const(q, max(bb, 1)) for q in range(V)]
         group_k0 = Signal(dim)   # the group's first dY column
         kept_total = Signal(dim)
         m.d.sync += self.skipped.eq(0)
@@ -566,7 +579,7 @@ class LossUnit(wiring.Component):
         # enable this register was 98ce465's critical path at seed 1 (loss_start with decide_18
         # into its reset, 9.44 ns)
         with m.If(decide[18]):
-            m.d.sync += self.skipped.eq(popcount(sample_d) - count)
+            m.d.sync += self.skipped.eq(popcount(sample_d) - count if skip_hw else 0)
             k_lo, k_word = kept_total[:bb], kept_total >> bb
             for b in range(V):
                 wrap = (b < k_lo) if V > 1 else Const(0, 1)
@@ -589,13 +602,13 @@ class LossUnit(wiring.Component):
         with m.If(decide[11]):
             m.d.sync += group.eq(group_sum)
         entries = Array(lane_of_rank)
-        for b in range(V):
+        for b in (range(V) if skip_hw else ()):  # without the skip hardware, no kept list
             q = group_rank[b]
             m.d.sync += [self.list_wr.addr[b].eq(group_word[b]),
                          self.list_wr.data[b].eq(Cat(entries[q], group)),
                          self.list_wr.en[b].eq(decide[19] & (q < count) & group_in_list[b])]
 
-        if self._comparator:
+        if self._comparator and skip_hw:
             # ---- the confidence comparator: once the group's last OUT row has passed C1 (cycle 10),
             # per lane the test and c_i (cycle 11), then the count and a tree of sums into batch_sum
             group_end_10 = Signal()

@@ -8,7 +8,7 @@ from skiptrain.config import Config
 
 from .command import Phase
 
-from skiptrain.hostmap import COUNTERS, PHASE_NAMES, TRAINING_COUNTERS
+from skiptrain.hostmap import COUNTERS, PHASE_NAMES, SKIP_COUNTERS, TRAINING_COUNTERS
 
 assert [p.name.lower() for p in Phase] == list(PHASE_NAMES)
 
@@ -74,8 +74,10 @@ class PerfCounters(wiring.Component):
             incs[f"phase_cycles_{p.name.lower()}"] = (in_command & active, 1)
             incs[f"phase_macs_{p.name.lower()}"] = (active, macs)
             incs[f"skipped_macs_{p.name.lower()}"] = (active, skipped_macs)
-        # without the training hardware the LOSS counters never count: no registers for them
-        names = [n for n in COUNTERS if self._cfg.training or n not in TRAINING_COUNTERS]
+        # without the training hardware the LOSS counters never count, without the skip
+        # hardware the skip counters: no registers for them (they read 0)
+        names = [n for n in COUNTERS if (self._cfg.training or n not in TRAINING_COUNTERS)
+                 and (self._cfg.has_skip or n not in SKIP_COUNTERS)]
         for name in names:
             enable, amount = incs[name]
             with m.If(self.clear):

@@ -39,7 +39,9 @@ class Sequencer(wiring.Component):
     the kept-count normaliser (``cfg.kept_norm``) and ``norm_on`` (SKIP_CTRL's norm_kept), a
     SAMPLES_K GEMM with the UPDATE epilogue normalises (``norm``): its effective shift is
     shift + LR_SHIFT - ``norm_e`` (BAD_SHIFT if that is negative), and its batch must be a
-    power of two (``norm_pow2``; BAD_GATE otherwise). HALT ends after its first CHECK cycle. An invalid command ends the
+    power of two (``norm_pow2``; BAD_GATE otherwise). Without the skip hardware
+    (``cfg.has_skip`` false) the policy is always off: ``kept`` is ``loss_n`` (every sample
+    kept), no batch is skipped, a gated command runs whole and SKIP is never entered. HALT ends after its first CHECK cycle. An invalid command ends the
     program with ``error`` set, ``error_code`` telling why, and ``pc`` at the offending slot;
     the sequencer is then idle again and never waits on anything that cannot come.
 
@@ -174,8 +176,8 @@ class Sequencer(wiring.Component):
         # the per-sample gates: the batch dimension runs over the kept samples
         samples = (cmd.gate == Gate.SAMPLES_M) | (cmd.gate == Gate.SAMPLES_K) if cfg.training else 0
         batch = Mux(cmd.gate == Gate.SAMPLES_M, cmd.m, cmd.k)
-        m.d.comb += [self.m_run.eq(Mux((cmd.gate == Gate.SAMPLES_M) & cfg.training, self.kept, cmd.m)),
-                     self.k_run.eq(Mux((cmd.gate == Gate.SAMPLES_K) & cfg.training, self.kept, cmd.k))]
+        m.d.comb += [self.m_run.eq(Mux((cmd.gate == Gate.SAMPLES_M) & cfg.has_skip, self.kept, cmd.m)),
+                     self.k_run.eq(Mux((cmd.gate == Gate.SAMPLES_K) & cfg.has_skip, self.kept, cmd.k))]
         m_run, k_run = self.m_run, self.k_run
         # the same, registered in CHECK's first step, with what the decision and ISSUE derive
         # from them registered in the second: the multiplexer from KEPT and the compares
@@ -256,7 +258,7 @@ class Sequencer(wiring.Component):
         tiles_done = at["ISSUE"] & at_end & last_col & last_row
         # a checked GEMM gated by the batch decision, or by the kept samples when none is kept:
         # skipped
-        gated = ((cmd.gate != 0) & self.batch_skip) | (samples & (self.kept == 0)) if cfg.training else 0
+        gated = ((cmd.gate != 0) & self.batch_skip) | (samples & (self.kept == 0)) if cfg.has_skip else 0
         mac_on = Signal()  # the shift-and-add multiplier of the skipped MACs runs
         skip_count = Signal(range(2 * dim + 1))
         skip_mul, skip_bits, skip_mk = Signal(2 * dim), Signal(dim), Signal(3 * dim)
@@ -278,7 +280,7 @@ class Sequencer(wiring.Component):
             "LOSS": ((decide & checks_pass & loss_q) | (at["LOSS"] & ~self.loss_done)
                      if cfg.training else 0),
             "SKIP": ((decide & checks_pass & ~loss_q & gated_q) | (at["SKIP"] & ~skip_over)
-                     if cfg.training else 0),
+                     if cfg.has_skip else 0),
         }
         m.d.sync += [state[n].eq(nxt[name]) for n, name in enumerate(_STATES)]
         m.d.comb += [self.in_command.eq((at["CHECK"] & (cmd.opcode == Opcode.GEMM)) | at["ISSUE"]
@@ -327,7 +329,7 @@ class Sequencer(wiring.Component):
                              # both decrements, then the pick: the multiplexer in front of the
                              # carry chain made aux_colw a late endpoint of adf40c8's seed 1
                              aux_colw.eq(Mux(aux_trans, (cmd.m - 1) >> bb, (cmd.n - 1) >> bb)),
-                             config_err.eq(is_loss & self.skip_config_error if cfg.training else 0),
+                             config_err.eq(is_loss & self.skip_config_error if cfg.has_skip else 0),
                              m_run_q.eq(m_run), k_run_q.eq(k_run)]
                 if cfg.kept_norm:
                     m.d.sync += self.norm.eq(norm_cmd)
@@ -424,7 +426,7 @@ class Sequencer(wiring.Component):
                                  i0.eq(0), j0.eq(0), m_rem.eq(m_run_q), n_rem.eq(cmd.n),
                                  last_row.eq(rows_one), last_col.eq(cols_one),
                                  single_col.eq(cols_one)]
-                    if cfg.training:
+                    if cfg.has_skip:
                         # the samples not kept: (M - m_run) * (K - k_run) is M*K - m_run*k_run
                         # as one of the two differences is 0
                         with m.If(samples_q):
@@ -458,7 +460,7 @@ class Sequencer(wiring.Component):
         # partial product a cycle onto skipped_macs (the counter adds them up); shift registers,
         # not barrel shifters, so each cycle has one adder
         m.d.sync += self.skipped_macs.eq(0)
-        if cfg.training:
+        if cfg.has_skip:
             with m.If(mac_on):
                 m.d.sync += skip_count.eq(skip_count - 1)
                 with m.If(skip_count == 0):
@@ -483,7 +485,7 @@ class Sequencer(wiring.Component):
         # writer and the loss unit across the die (writer_done, loss_done, loss_error), and
         # behind a chain of multiplexers they made pc adf40c8's second-latest endpoint
         pc_adv = (at["DRAIN"] & self.writer_done) | (loss_over & ~self.loss_error)
-        if cfg.training:
+        if cfg.has_skip:
             pc_adv = pc_adv | (mac_on & skip_over)
         with m.If((at["IDLE"] & self.start) | pc_adv):
             m.d.sync += pc.eq(Mux(at["IDLE"], self.start_pc, pc + 1))

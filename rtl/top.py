@@ -92,7 +92,7 @@ class Accelerator(wiring.Component):
         m.submodules.array = array = SystolicArray(cfg)
         m.submodules.writer = writer = ResultWriter(cfg, spad.write_latency, accm.read_latency)
         m.submodules.counters = counters = PerfCounters(cfg)
-        if cfg.training:
+        if cfg.training:  # with the comparator and the per-sample skip when cfg.has_skip
             m.submodules.loss = loss = LossUnit(cfg, spad.read_latency)
         else:  # a LOSS stops at CHECK: the loss unit's outputs are signals that stay 0
             loss = loss_unit_signature(cfg).create(path=("loss",))
@@ -142,13 +142,14 @@ class Accelerator(wiring.Component):
         seed_q, sr_load_q, skip_load_q = Signal(32), Signal(), Signal()
         m.d.sync += [seed_q.eq(host.w_data[:32]), sr_load_q.eq(seed_w & idle),
                      skip_load_q.eq(wr[Region.CSR] & (index == Csr.SKIP_SEED) & idle)]
-        # the gradient-skip registers (skiptrain.skip)
+        # the gradient-skip registers (skiptrain.skip); without the skip hardware they are not
+        # there (never written, they read 0 and synthesis removes them)
         skip_ctrl, conf_tau = Signal(SkipCtrl.WIDTH), Signal(CONF_TAU_WIDTH)
         batch_tau, skip_rate = Signal(batch_tau_width(cfg)), Signal(RATE_BITS + 1)
         skip_seed, tcp_bound = Signal(32), Signal(TCP_BOUND_WIDTH)
         skip_regs = {Csr.SKIP_CTRL: skip_ctrl, Csr.CONF_TAU: conf_tau, Csr.BATCH_TAU: batch_tau,
                      Csr.SKIP_RATE: skip_rate, Csr.SKIP_SEED: skip_seed, Csr.TCP_BOUND: tcp_bound}
-        if cfg.training:
+        if cfg.has_skip:
             for r, reg in skip_regs.items():
                 with m.If(skip_w[r] & idle):
                     m.d.sync += reg.eq(host.w_data)
@@ -168,7 +169,7 @@ class Accelerator(wiring.Component):
         # ---- sequencer and program memory ----------------------------------------------------
         prog_rd, prog_wr = prog.read[0], prog.write
         cmd = seq.cmd
-        if cfg.training:
+        if cfg.has_skip:
             m.submodules.skip = skip = SkipController(cfg)
             m.d.comb += [skip.ctrl.eq(skip_ctrl), skip.batch_tau.eq(batch_tau), skip.rate.eq(skip_rate),
                          skip.seed.eq(seed_q), skip.seed_load.eq(skip_load_q),
@@ -186,15 +187,27 @@ class Accelerator(wiring.Component):
                     < 3 + Sequencer.gate_step + 1), "the batch decision comes too late for the gate"
         else:
             skip = skip_controller_signature(cfg).create(path=("skip",))  # outputs stay 0
+            if cfg.training:  # the loss unit's skip inputs: no policy (every sample kept)
+                m.d.comb += [loss.conf_mode.eq(0), loss.require_correct.eq(0), loss.conf_tau.eq(0),
+                             loss.tcp_bound.eq(0), loss.sample_policy.eq(0), loss.rate.eq(0),
+                             loss.seed.eq(0), loss.seed_load.eq(0)]
         m.d.comb += [seq.batch_skip.eq(skip.skip), seq.skip_config_error.eq(skip.config_error)]
         # KEPT and the N of the run's last LOSS, taken when it ends (START clears both): the
         # SAMPLES gates run over the kept samples and check their batch against N
         kept, loss_n = Signal.like(loss.kept), Signal(cfg.dim_width)
-        if cfg.training:
+        if cfg.has_skip:
             with m.If(start & idle):
                 m.d.sync += [kept.eq(0), loss_n.eq(0)]
             with m.Elif(loss.done):
                 m.d.sync += [kept.eq(loss.kept), loss_n.eq(cmd.n)]
+        elif cfg.training:
+            # without the skip hardware every sample is kept: KEPT is the LOSS's N, and the
+            # SAMPLES gates run their commands whole
+            with m.If(start & idle):
+                m.d.sync += loss_n.eq(0)
+            with m.Elif(loss.done):
+                m.d.sync += loss_n.eq(cmd.n)
+            m.d.comb += kept.eq(loss_n)
         m.d.comb += [seq.kept.eq(kept), seq.loss_n.eq(loss_n)]
         if cfg.kept_norm:
             # batch / kept for the normalised update (SKIP_CTRL bit 7), from the same registers
@@ -246,7 +259,7 @@ class Accelerator(wiring.Component):
         # the kept list (the per-sample skip): the loss unit writes it; reader B reads entry k of
         # SAMPLES_K commands one step ahead (the sequencer's step counter), the writer entry r
         # of a SAMPLES_M MASK's rows
-        if cfg.training:
+        if cfg.has_skip:
             m.submodules.kept_list = kl = KeptList(cfg, read_ports=2)
             assert kl.read_latency == 2  # = the step counter's lead over the reader's k register
             m.d.comb += [kl.wr.addr.eq(loss.list_wr.addr), kl.wr.data.eq(loss.list_wr.data),
@@ -254,6 +267,19 @@ class Accelerator(wiring.Component):
                          kl.entry[0].eq(seq.step_k), rb.list_k.eq(kl.data[0]),
                          rb.gather.eq(cmd.gate == Gate.SAMPLES_K),
                          kl.entry[1].eq(writer.list_entry), writer.list_data.eq(kl.data[1]),
+                         writer.aux_trans.eq((cmd.gate == Gate.SAMPLES_M) & (cmd.epilogue == Epilogue.MASK)),
+                         writer.aux_ld.eq((cmd.m + (V - 1)) >> cfg.bank_bits)]
+        elif cfg.training:
+            # without the skip hardware the kept list is the identity: reader B reads op(B)'s
+            # rows in order (no gather), and the writer's transposed aux read (a SAMPLES_M
+            # MASK, whose aux is stored transposed) gets entry r = r, as late as the list's
+            # read would bring it
+            entry = writer.list_entry & (cfg.max_batch - 1)
+            for _ in range(KeptList.read_latency):
+                entry_q = Signal.like(writer.list_entry)
+                m.d.sync += entry_q.eq(entry)
+                entry = entry_q
+            m.d.comb += [writer.list_data.eq(entry),
                          writer.aux_trans.eq((cmd.gate == Gate.SAMPLES_M) & (cmd.epilogue == Epilogue.MASK)),
                          writer.aux_ld.eq((cmd.m + (V - 1)) >> cfg.bank_bits)]
         m.d.comb += [writer.start.eq(seq.cmd_start), writer.base.eq(cmd.c_base),

@@ -85,6 +85,15 @@ class Config:
         kept samples instead of the batch (``rtl/normaliser.py``). It costs two 18x18
         multipliers per bank and makes the result writer 2 cycles longer for every command,
         which is why it is off unless asked for (``configs/default_kept_norm.json``).
+    gradient_skip:
+        Build the gradient-skip hardware with the training hardware: the confidence
+        comparator, the per-sample skip (lane LFSRs, compactor, kept list), the skip controller
+        and its LFSR, the skip registers, KEPT and the skip counters. Without it (``False``) the
+        accelerator still trains, every sample kept, with the same cycle counts: a gated command
+        stops with BAD_GATE, the skip registers, KEPT, STATUS.BATCH_SKIPPED and the skip
+        counters read 0 (writes to the registers are ignored). It is there to measure what the
+        skip hardware costs in area and clock (``configs/default_no_skip.json``). Without the
+        training hardware there is no skip hardware either way (:attr:`has_skip`).
     """
 
     rows: int = 8
@@ -102,6 +111,7 @@ class Config:
     memory: str = "inferred"
     training: bool = True
     kept_norm: bool = False
+    gradient_skip: bool = True
     name: str = field(default="custom", compare=False)
 
     def __post_init__(self):
@@ -131,8 +141,11 @@ class Config:
         self._check("memory", self.memory in MEMORIES, f"must be one of {MEMORIES}")
         self._check("training", isinstance(self.training, bool), "must be true or false")
         self._check("kept_norm", isinstance(self.kept_norm, bool), "must be true or false")
+        self._check("gradient_skip", isinstance(self.gradient_skip, bool), "must be true or false")
         if self.kept_norm:
             self._check("kept_norm", self.training, "needs training=True (it scales the update epilogue)")
+            self._check("kept_norm", self.gradient_skip,
+                        "needs gradient_skip=True (it normalises by the per-sample skip's kept count)")
             self._check("acc_width", self.acc_width >= 19,
                         "must be at least 19 with kept_norm=True (the normaliser splits the step "
                         "into a 17-bit low part and a signed high part)")
@@ -158,6 +171,11 @@ class Config:
         while v < max(self.rows, self.cols):
             v <<= 1
         return max(v, 2)
+
+    @property
+    def has_skip(self) -> bool:
+        """The gradient-skip hardware is built: ``training`` and ``gradient_skip``."""
+        return self.training and self.gradient_skip
 
     @property
     def bank_bits(self) -> int:

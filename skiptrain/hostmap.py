@@ -79,6 +79,8 @@ COUNTER_CSRS = ({name: Csr.CYCLES + n for n, name in enumerate(_COUNTERS_LOW)}
 READBACK_CSRS = {**COUNTER_CSRS, "kept": Csr.KEPT}
 #: counters of the training hardware (they stay 0 without it)
 TRAINING_COUNTERS = ("loss_cycles", "correct", *_COUNTERS_HIGH)
+#: counters of the gradient-skip hardware (they stay 0 without it: Config.has_skip)
+SKIP_COUNTERS = _COUNTERS_HIGH
 
 
 class Ctrl(enum.IntFlag):

@@ -1,6 +1,7 @@
 """The config contract, the command encoding and the memory layout."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -25,9 +26,12 @@ from skiptrain.layout import Region, locate, words_per_row
     ({"data_width": 20, "acc_width": 48, "multiplier": "ecp5"}, "data_width=20: must be at most 18"),
     ({"rows": 2.5}, "rows=2.5: must be an integer"),
     ({"rows": True}, "rows=True: must be an integer"),
+    ({"gradient_skip": "no"}, "gradient_skip='no': must be true or false"),
+    ({"kept_norm": True, "gradient_skip": False},
+     "kept_norm=True: needs gradient_skip=True (it normalises by the per-sample skip's kept count)"),
 ])
 def test_bad_config_names_field_value_and_rule(changes, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("*", r"\*").replace("+", r"\+")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         Config(**changes)
 
 
@@ -103,3 +107,6 @@ def test_training_flag_is_checked():
     with pytest.raises(ConfigError, match=r"training=1: must be true or false"):
         Config(training=1)
     assert preset("tiny_gemm").replace(training=True) == preset("tiny")
+    # the skip hardware comes with the training hardware, unless gradient_skip=False
+    assert preset("tiny").has_skip and not preset("tiny_gemm").has_skip
+    assert not preset("tiny").replace(gradient_skip=False).has_skip

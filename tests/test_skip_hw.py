@@ -327,6 +327,39 @@ def test_without_training_hardware_gates_are_refused():
     assert not errors, "\n".join(errors)
 
 
+def test_without_the_skip_hardware_the_policies_are_off():
+    """Config.gradient_skip=False: the skip programs run with every sample kept and every gated
+    command run whole (golden and RTL alike, each line, counter, KEPT and cycle), and the
+    skip registers, written, read 0."""
+    from amaranth_bus import run_scenario, simulate  # noqa: PLC0415
+
+    from skiptrain.driver import SKIP_CSRS  # noqa: PLC0415
+    cfg = TINY.replace(gradient_skip=False, name="tiny_no_skip")
+    scs = [skip_scenario(cfg, seed) for seed in range(3)]
+    scs += [skip_scenario(cfg, 100 + seed, sample=policy, mode=ConfMode.MAX_PROB)
+            for seed, policy in enumerate((SamplePolicy.CONFIDENCE, SamplePolicy.RANDOM))]
+    for sc in scs:
+        assert sc.skip_registers(), f"{sc.name}: writes no skip register"
+        res = sc.expected()[1]
+        assert not res.batch_skipped and res.counters["skipped_samples"] == 0, sc.name
+        assert all(res.counters[f"skipped_macs_{p}"] == 0 for p in ("fwd", "bwd_input", "bwd_weight", "update"))
+    # the same scenarios on the skip hardware do skip: they test something here
+    skipping = [skip_scenario(TINY, seed).expected()[1] for seed in range(3)]
+    assert any(r.batch_skipped for r in skipping), "no scenario skips a batch on the skip hardware"
+
+    async def body(drv, bus):
+        errors = []
+        for sc in scs:
+            errors += await run_scenario(drv, sc)
+            for key, csr in SKIP_CSRS.items():
+                got = await drv.read_csr(csr)
+                if got != 0:
+                    errors.append(f"{sc.name}: {key} reads {got}, expected 0 (not built)")
+        return errors
+    errors = simulate(Accelerator(cfg), cfg, body)
+    assert not errors, "\n".join(errors[:20])
+
+
 @pytest.mark.parametrize("classes", [1, 2, 3])
 def test_kept_list_holds_each_groups_samples_with_few_classes(classes):
     """A LOSS of 1 to 3 classes has its next group's SUM pass right behind a group's decision:

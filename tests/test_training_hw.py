@@ -30,7 +30,7 @@ from skiptrain.config import Config, preset
 from skiptrain.hostmap import Csr
 from skiptrain.isa import ErrorCode
 from skiptrain.program import MlpSpec, ProgramError, build_mlp, lr_shift_of, words_of
-from skiptrain.skip import CONF_MODE_NAMES, SamplePolicy, SkipCtrl, conf_threshold, tcp_bound
+from skiptrain.skip import CONF_MODE_NAMES, BatchPolicy, SamplePolicy, SkipCtrl, conf_threshold, tcp_bound
 
 CONFIGS = {
     "tiny": preset("tiny"),
@@ -486,6 +486,31 @@ def test_sample_skip_training_steps_on_rtl(name, sizes, batch, policy, mode):
     results = _steps_on_rtl(cfg, sizes, batch, steps=3, seed=len(sizes) + batch, lr=0.5, skip=skip)
     skipped = [r.counters["skipped_samples"] for r in results]
     assert any(0 < s < batch for s in skipped), f"no step kept some samples and skipped others: {skipped}"
+
+
+def test_training_without_the_skip_hardware_keeps_every_sample_in_the_same_cycles():
+    """Config.gradient_skip=False (configs/default_no_skip.json in small): the same training
+    program runs, every sample kept and no batch skipped whatever the skip registers are
+    written with (they are not there), every line, counter and cycle as golden; the cycles
+    and weights equal the skip hardware's with the policy off."""
+    base = CONFIGS["3x5"].replace(spad_depth=1024, acc_depth=512)
+    cfg = base.replace(gradient_skip=False)
+    assert not cfg.has_skip and base.has_skip
+    # what would skip samples and batches on the skip hardware: ignored here
+    skip = {"ctrl": SkipCtrl(policy=BatchPolicy.RANDOM, sample=SamplePolicy.RANDOM).encode(),
+            "rate": 1 << 15, "seed": 3, "batch_tau": 1, "conf_tau": 5}
+    results = _steps_on_rtl(cfg, (7, 9, 4), 8, steps=2, seed=12, lr=0.5, skip=skip)
+    for r in results:
+        assert (r.kept, r.batch_skipped, r.counters["skipped_samples"], r.counters["skipped_batches"],
+                r.counters["confident"]) == (8, False, 0, 0, 0), r
+    # the skip hardware with the policy off: the same step, the same cycles
+    golden = [MlpOnChip(MlpSpec((7, 9, 4), 8), c, 0.5) for c in (cfg, base)]
+    g = torch.Generator().manual_seed(5)
+    x = quantize(torch.rand(8, 7, generator=g) * 4 - 2, cfg.frac_bits, cfg)
+    y = torch.randint(0, 4, (8,), generator=g)
+    without, with_ = (chip.train_step(x, y) for chip in golden)
+    assert without.cycles == with_.cycles, (without.cycles, with_.cycles)
+    assert torch.equal(golden[0].acc.acc, golden[1].acc.acc)
 
 
 def test_training_step_16bit_deeper_mlp_on_rtl():
