@@ -2,6 +2,8 @@
 
 import json
 
+from pathlib import Path
+
 import pytest
 
 from skiptrain.cli import main
@@ -131,6 +133,8 @@ def test_cli_options_are_library_options_with_the_same_defaults():
     ("conf_sample+random_sample", [], "at most one per-sample policy"),
     ("conf_sample+wus", [], "not in hardware yet"),
     ("random_batch", ["--tau", "0.5"], "--tau: an option of --policy conf_sample, not of random_batch"),
+    ("conf_sample", ["--config", str(Path(__file__).resolve().parents[1] / "configs" / "default_no_skip.json")],
+     "policy 'conf_sample': the accelerator 'default_no_skip' is built without the skip hardware"),
 ])
 def test_cosim_train_rejects_policies_the_hardware_does_not_run(policy, extra, message, capsys):
     """``cosim train --policy``: one policy, or a per-sample and a batch policy stacked; the

@@ -13,10 +13,10 @@ import io
 import json
 import math
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 import torch
-from pathlib import Path
 
 from amaranth_bus import run_scenarios, simulate
 from golden import loss_unit as gloss
@@ -332,6 +332,40 @@ def test_accel_kept_normalisation_needs_the_normaliser(name):
     batch = make_policy(name, {"normalize": "batch"}).policies[0]
     regs = skip_registers(batch, 5, 32, preset("default").replace(kept_norm=True), 0)
     assert not SkipCtrl.decode(regs["ctrl"]).norm_kept
+
+
+def test_accel_backend_on_the_accelerator_without_skip_hardware(tmp_path):
+    """configs/default_no_skip.json: every skip policy is refused naming the config and the
+    field; 'none' trains, in the same cycles and to the same weights as on the default."""
+    from golden.training import cli
+    from golden.training.accel import skip_registers
+    from golden.training.registry import make_policy
+    cfg = Config.from_json(Path(__file__).resolve().parents[1] / "configs" / "default_no_skip.json")
+    assert not cfg.has_skip and cfg.replace(gradient_skip=True, name="default") == preset("default")
+    for name in ("conf_sample", "random_sample", "conf_batch", "random_batch"):
+        with pytest.raises(ValueError, match=f"policy '{name}': the accelerator 'default_no_skip' is built "
+                                             r"without the skip hardware \(Config.gradient_skip=False\)"):
+            skip_registers(make_policy(name, {}).policies[0], 5, 32, cfg, 0)
+        with pytest.raises(ValueError, match=f"policy '{name}': the accelerator 'default_no_skip'"):
+            cli.run("train", [name], dataset="digits", model="mlp1", seeds=1, epochs=1, out=tmp_path,
+                    backend="accel", limit=64, momentum=0.0, lr=0.25,
+                    accel_config=Path(__file__).resolve().parents[1] / "configs" / "default_no_skip.json")
+    epochs = {}
+    for label, path in (("default", None), ("no_skip", "configs/default_no_skip.json")):
+        extra = {} if path is None else {"accel_config": str(Path(__file__).resolve().parents[1] / path)}
+        assert cli.run("train", ["none"], dataset="digits", model="mlp1", seeds=1, epochs=2,
+                       out=tmp_path / label, backend="accel", limit=64, momentum=0.0, lr=0.25, **extra) == 0
+        run = json.loads((tmp_path / label / "results.json").read_text())["policies"][0]["runs"][0]
+        epochs[label] = [(e["test_accuracy"], e["accel"]) for e in run["epochs"]]
+    assert epochs["no_skip"] == epochs["default"], epochs
+    assert epochs["default"][0][1]["cycles"] == 2 * 12_023  # two steps of 32, the README's step
+    # bench train reports the step and no skip rows (nothing to skip, not "100 % of the ideal")
+    from skiptrain.cli import main
+    out = tmp_path / "bench.json"
+    assert main(["bench", "train", "--config", str(Path(__file__).resolve().parents[1] / "configs" / "default_no_skip.json"), "--steps", "0",
+                 "--golden-steps", "1", "--json", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert (rep["cycles_per_step"], rep["batch_skip"], rep["sample_skip"]) == (12_023, None, []), rep
 
 
 def test_accel_kept_normalisation_trains_and_differs_from_the_batch_one(tmp_path):

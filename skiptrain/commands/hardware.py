@@ -255,17 +255,20 @@ def bench_train(args) -> int:
     # a step whose batch the skip controller skips (the mean test with BATCH_TAU = 0 always
     # passes): what it costs, and how much of the ideal saving (every B, G and U cycle of a
     # kept step) it realises
+    # (without the skip hardware, gradient_skip=false, there is nothing to skip: null and [])
     from skiptrain.skip import BatchPolicy, SkipCtrl
-    chip.acc.set_skip(ctrl=SkipCtrl(BatchPolicy.CONFIDENCE).encode(), batch_tau=0)
-    skipped = chip.train_step(x_all[:batch], ys[:batch])
-    chip.acc.set_skip(ctrl=0)
-    ideal = c["phase_cycles_bwd_input"] + c["phase_cycles_bwd_weight"] + c["phase_cycles_update"]
-    saved = c["cycles"] - skipped.counters["cycles"]
-    report["batch_skip"] = {"skipped_step_cycles": skipped.counters["cycles"], "saved_cycles": saved,
-                            "ideal_saved_cycles": ideal, "of_ideal": saved / ideal,
-                            "skipped_macs": {k: skipped.counters[f"skipped_macs_{k}"]
-                                             for k in ("bwd_input", "bwd_weight")}}
-    report["sample_skip"] = _sample_skip_sweep(chip, x_all[:batch], ys[:batch], c, batch)
+    report["batch_skip"], report["sample_skip"] = None, []
+    if cfg.has_skip:
+        chip.acc.set_skip(ctrl=SkipCtrl(BatchPolicy.CONFIDENCE).encode(), batch_tau=0)
+        skipped = chip.train_step(x_all[:batch], ys[:batch])
+        chip.acc.set_skip(ctrl=0)
+        ideal = c["phase_cycles_bwd_input"] + c["phase_cycles_bwd_weight"] + c["phase_cycles_update"]
+        saved = c["cycles"] - skipped.counters["cycles"]
+        report["batch_skip"] = {"skipped_step_cycles": skipped.counters["cycles"], "saved_cycles": saved,
+                                "ideal_saved_cycles": ideal, "of_ideal": saved / ideal,
+                                "skipped_macs": {k: skipped.counters[f"skipped_macs_{k}"]
+                                                 for k in ("bwd_input", "bwd_weight")}}
+        report["sample_skip"] = _sample_skip_sweep(chip, x_all[:batch], ys[:batch], c, batch)
     if steps:
         from cocotb_tests.training_session import run_training
 
@@ -290,15 +293,18 @@ def bench_train(args) -> int:
         print(f"{p:<20} {cyc:>8} {cyc / c['cycles']:>7.1%} {macs.get(p, 0):>9}")
     print(f"utilisation over the step: {report['utilization']:.2%} (issued MACs {issued} / "
           f"({R}*{C}*{c['cycles']})); network MACs only: {report['utilization_network_macs']:.2%}")
-    print("per-sample skip: a step that keeps k of the batch's samples (B and G over the kept ones)")
-    print(f"{'kept':>5} {'cycles':>7} {'saved':>7} {'ideal':>7} {'of ideal':>9}")
-    for row in report["sample_skip"]:
-        print(f"{row['kept']:>5} {row['cycles']:>7} {row['saved_cycles']:>7} "
-              f"{row['ideal_saved_cycles']:>7.0f} {row['of_ideal']:>9.2%}")
-    bs = report["batch_skip"]
-    print(f"a step whose batch the skip controller skips: {bs['skipped_step_cycles']} cycles "
-          f"(forward, LOSS, 3 gated commands checked and counted); saves {bs['saved_cycles']} of "
-          f"the ideal {bs['ideal_saved_cycles']} (every B, G and U cycle): {bs['of_ideal']:.2%}")
+    if cfg.has_skip:
+        print("per-sample skip: a step that keeps k of the batch's samples (B and G over the kept ones)")
+        print(f"{'kept':>5} {'cycles':>7} {'saved':>7} {'ideal':>7} {'of ideal':>9}")
+        for row in report["sample_skip"]:
+            print(f"{row['kept']:>5} {row['cycles']:>7} {row['saved_cycles']:>7} "
+                  f"{row['ideal_saved_cycles']:>7.0f} {row['of_ideal']:>9.2%}")
+        bs = report["batch_skip"]
+        print(f"a step whose batch the skip controller skips: {bs['skipped_step_cycles']} cycles "
+              f"(forward, LOSS, 3 gated commands checked and counted); saves {bs['saved_cycles']} of "
+              f"the ideal {bs['ideal_saved_cycles']} (every B, G and U cycle): {bs['of_ideal']:.2%}")
+    else:
+        print(f"{cfg.name} is built without the skip hardware (gradient_skip=false): no skip rows")
     print(f"golden model: {report['golden']['steps_per_s']:,.0f} steps/s ({golden_steps} steps)")
     if steps:
         v = report["verilator"]
