@@ -41,9 +41,10 @@ class Sequencer(wiring.Component):
     shift + LR_SHIFT - ``norm_e`` (BAD_SHIFT if that is negative), and its batch must be a
     power of two (``norm_pow2``; BAD_GATE otherwise). Without the skip hardware
     (``cfg.has_skip`` false) the policy is always off: ``kept`` is ``loss_n`` (every sample
-    kept), no batch is skipped, a gated command runs whole and SKIP is never entered. HALT ends after its first CHECK cycle. An invalid command ends the
-    program with ``error`` set, ``error_code`` telling why, and ``pc`` at the offending slot;
-    the sequencer is then idle again and never waits on anything that cannot come.
+    kept), no batch is skipped, a gated command runs whole and SKIP is never entered. HALT
+    ends after its first CHECK cycle. An invalid command ends the program with ``error`` set,
+    ``error_code`` telling why, and ``pc`` at the offending slot; the sequencer is then idle
+    again and never waits on anything that cannot come.
 
     The cycle count of every program is thus a closed formula (golden/sequencer.py).
     """
@@ -173,7 +174,8 @@ class Sequencer(wiring.Component):
         gate_err, config_err = Signal(name="gate_err"), Signal(name="config_err")
         has_aux = cmd.epilogue != Epilogue.NONE
         aux_base_colw, aux_last = Signal(ext_w), Signal(ext_w)
-        # the per-sample gates: the batch dimension runs over the kept samples
+        # the per-sample gates: the batch dimension runs over the kept samples (without the
+        # skip hardware KEPT is the batch, which the gate's check makes equal to M or K)
         samples = (cmd.gate == Gate.SAMPLES_M) | (cmd.gate == Gate.SAMPLES_K) if cfg.training else 0
         batch = Mux(cmd.gate == Gate.SAMPLES_M, cmd.m, cmd.k)
         m.d.comb += [self.m_run.eq(Mux((cmd.gate == Gate.SAMPLES_M) & cfg.has_skip, self.kept, cmd.m)),
