@@ -23,6 +23,11 @@ from rtl.result_writer import ResultWriter
 from skiptrain import cli
 from skiptrain.config import preset
 
+#: a placement still running after this long has stopped making progress (the accelerator's
+#: take a few minutes on CI's two cores, the stand-ins seconds): it fails with its log's last
+#: lines instead of hanging CI. Every test that places and routes runs under it.
+CI_NEXTPNR_LIMIT_S = 1200
+
 REPORT_KEYS = {"fmax_mhz", "luts", "ffs", "dsps", "brams", "carry", "per_pe", "seeds",
                "fmax_per_seed", "tool_versions", "runtime_s", "config", "critical_path",
                "dsp_check", "cells", "target", "device"}
@@ -294,6 +299,7 @@ def test_units_give_the_comparators_area(tmp_path, capsys):
 def test_cli_synthesises_standin_for_ecp5(tmp_path, capsys):
     json_path, md_path = tmp_path / "r.json", tmp_path / "r.md"
     rc = cli.main(["synth", "--preset", "tiny", "--target", "ecp5", "--seeds", "1",
+                   "--timeout", str(CI_NEXTPNR_LIMIT_S),
                    "--json", str(json_path), "--markdown", str(md_path),
                    "--out", str(tmp_path / "build"), "--top", f"{__name__}:MacArray"])
     out, err = capsys.readouterr()
@@ -341,8 +347,8 @@ def test_cli_synthesises_standin_for_ecp5(tmp_path, capsys):
 
     # Same design, same folder: Yosys gives the same netlist, so nextpnr's seed is read back.
     rc = cli.main(["synth", "--preset", "tiny", "--target", "ecp5", "--seeds", "1",
-                   "--json", str(json_path), "--out", str(tmp_path / "build"),
-                   "--top", f"{__name__}:MacArray"])
+                   "--timeout", str(CI_NEXTPNR_LIMIT_S), "--json", str(json_path),
+                   "--out", str(tmp_path / "build"), "--top", f"{__name__}:MacArray"])
     err = capsys.readouterr().err
     assert rc == 0, err
     again = json.loads(json_path.read_text())
@@ -354,7 +360,8 @@ def test_cli_synthesises_standin_for_ecp5(tmp_path, capsys):
 
     # Another placer is another run, not the first one's read back.
     rc = cli.main(["synth", "--preset", "tiny", "--target", "ecp5", "--seeds", "1",
-                   "--placer", "heap", "--json", str(json_path), "--out", str(tmp_path / "build"),
+                   "--timeout", str(CI_NEXTPNR_LIMIT_S), "--placer", "heap",
+                   "--json", str(json_path), "--out", str(tmp_path / "build"),
                    "--top", f"{__name__}:MacArray"])
     err = capsys.readouterr().err
     assert rc == 0, err
@@ -368,7 +375,7 @@ def test_flow_synthesises_standin_for_ice40(tmp_path):
 
     steps = []
     report = run_flow(MacArray, preset("tiny"), target("ice40"), tmp_path, seeds=[1],
-                      progress=steps.append)
+                      progress=steps.append, nextpnr_timeout_s=CI_NEXTPNR_LIMIT_S)
     _check_report(report, target_name="ice40", dsps=4, pes=4)
     assert report["cells"]["SB_MAC16"] == 4
     assert report["config"]["multiplier"] == "behavioral"
@@ -384,7 +391,7 @@ def test_flow_places_seeds_side_by_side(tmp_path):
 
     steps = []
     report = run_flow(MacArray, preset("tiny"), target("ecp5"), tmp_path, seeds=[1, 2], jobs=2,
-                      progress=steps.append)
+                      progress=steps.append, nextpnr_timeout_s=CI_NEXTPNR_LIMIT_S)
     assert sorted(report["fmax_per_seed"]) == ["1", "2"], report["fmax_per_seed"]
     assert sorted(report["runtime_s"]["nextpnr_per_seed"]) == ["1", "2"]
     per_seed = report["fmax_per_seed"].values()
@@ -454,9 +461,6 @@ SYNTH_CONFIGS = {"ecp5": preset("tiny"), "ice40": preset("tiny_gemm").replace(ro
 #: UP5K, where the 1x2 fills 91 % of the logic cells and the analytic placer stopped making
 #: progress (HeAP's iteration 18 still running after 20 minutes at 91aa52b; static: seconds)
 SYNTH_PLACERS = {"ecp5": None, "ice40": "static"}
-#: a placement still running after this long has stopped making progress (both take a few
-#: minutes on CI's two cores): it fails with its log's last lines instead of hanging CI
-CI_NEXTPNR_LIMIT_S = 1200
 
 
 @pytest.mark.synth
@@ -486,7 +490,7 @@ def test_training_accelerator_does_not_fit_the_up5k(tmp_path):
     from fpga.flow import run_flow
 
     report = run_flow(_accelerator(), preset("tiny"), target("ice40"), tmp_path, seeds=[1],
-                      design="rtl.top:Accelerator")
+                      design="rtl.top:Accelerator", nextpnr_timeout_s=CI_NEXTPNR_LIMIT_S)
     assert not report["fits"] and "ICESTORM_LC" in report["does_not_fit"], report.get("does_not_fit")
 
 
