@@ -194,20 +194,14 @@ class Accelerator(wiring.Component):
         m.d.comb += [seq.batch_skip.eq(skip.skip), seq.skip_config_error.eq(skip.config_error)]
         # KEPT and the N of the run's last LOSS, taken when it ends (START clears both): the
         # SAMPLES gates run over the kept samples and check their batch against N
+        # (without the skip hardware every sample is kept: KEPT is the LOSS's N, and the
+        # SAMPLES gates run their commands whole)
         kept, loss_n = Signal.like(loss.kept), Signal(cfg.dim_width)
-        if cfg.has_skip:
+        if cfg.training:
             with m.If(start & idle):
                 m.d.sync += [kept.eq(0), loss_n.eq(0)]
             with m.Elif(loss.done):
-                m.d.sync += [kept.eq(loss.kept), loss_n.eq(cmd.n)]
-        elif cfg.training:
-            # without the skip hardware every sample is kept: KEPT is the LOSS's N, and the
-            # SAMPLES gates run their commands whole
-            with m.If(start & idle):
-                m.d.sync += loss_n.eq(0)
-            with m.Elif(loss.done):
-                m.d.sync += loss_n.eq(cmd.n)
-            m.d.comb += kept.eq(loss_n)
+                m.d.sync += [kept.eq(loss.kept if cfg.has_skip else cmd.n), loss_n.eq(cmd.n)]
         m.d.comb += [seq.kept.eq(kept), seq.loss_n.eq(loss_n)]
         if cfg.kept_norm:
             # batch / kept for the normalised update (SKIP_CTRL bit 7), from the same registers
@@ -266,9 +260,7 @@ class Accelerator(wiring.Component):
                          kl.wr.en.eq(loss.list_wr.en),
                          kl.entry[0].eq(seq.step_k), rb.list_k.eq(kl.data[0]),
                          rb.gather.eq(cmd.gate == Gate.SAMPLES_K),
-                         kl.entry[1].eq(writer.list_entry), writer.list_data.eq(kl.data[1]),
-                         writer.aux_trans.eq((cmd.gate == Gate.SAMPLES_M) & (cmd.epilogue == Epilogue.MASK)),
-                         writer.aux_ld.eq((cmd.m + (V - 1)) >> cfg.bank_bits)]
+                         kl.entry[1].eq(writer.list_entry), writer.list_data.eq(kl.data[1])]
         elif cfg.training:
             # without the skip hardware the kept list is the identity: reader B reads op(B)'s
             # rows in order (no gather), and the writer's transposed aux read (a SAMPLES_M
@@ -279,8 +271,9 @@ class Accelerator(wiring.Component):
                 entry_q = Signal.like(writer.list_entry)
                 m.d.sync += entry_q.eq(entry)
                 entry = entry_q
-            m.d.comb += [writer.list_data.eq(entry),
-                         writer.aux_trans.eq((cmd.gate == Gate.SAMPLES_M) & (cmd.epilogue == Epilogue.MASK)),
+            m.d.comb += writer.list_data.eq(entry)
+        if cfg.training:  # a SAMPLES_M MASK reads its aux transposed
+            m.d.comb += [writer.aux_trans.eq((cmd.gate == Gate.SAMPLES_M) & (cmd.epilogue == Epilogue.MASK)),
                          writer.aux_ld.eq((cmd.m + (V - 1)) >> cfg.bank_bits)]
         m.d.comb += [writer.start.eq(seq.cmd_start), writer.base.eq(cmd.c_base),
                      writer.ld.eq(cmd.c_ld), writer.m.eq(seq.m_run), writer.n.eq(cmd.n),

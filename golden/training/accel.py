@@ -69,14 +69,20 @@ CYCLE_KEYS = (["cycles"] + [f"phase_cycles_{p}" for p in PHASE_NAMES]
 ACCEL_POLICIES = ("none", "conf_sample", "random_sample", "conf_batch", "random_batch")
 
 
+def _check_skip_hardware(spec: str, cfg: Config) -> None:
+    """ValueError naming the policy, the config and the field when ``cfg`` has no skip hardware."""
+    if not cfg.has_skip:
+        raise ValueError(f"policy {spec!r}: the accelerator {cfg.name!r} is built without the skip "
+                         "hardware (Config.gradient_skip=False); it trains with policy 'none' only; "
+                         "use an accelerator config with gradient_skip=true (the default)")
+
+
 def skip_registers(policy, epoch: int, batch: int, cfg: Config, seed: int) -> dict:
     """The skip registers (golden Scenario.SKIP_KEYS) that make the accelerator decide as
     ``policy`` (a NoSkip, ConfidenceSampleSkip, RandomSampleSkip, ConfidenceBatchSkip or
     RandomBatchSkip) does in ``epoch``; ValueError for what the hardware does not do."""
-    if type(policy).name != "none" and not cfg.has_skip:
-        raise ValueError(f"policy {type(policy).name!r}: the accelerator {cfg.name!r} is built without "
-                         "the skip hardware (Config.gradient_skip=False); it trains with policy 'none' "
-                         "only; use an accelerator config with gradient_skip=true (the default)")
+    if type(policy).name != "none":
+        _check_skip_hardware(type(policy).name, cfg)
     if isinstance(policy, ConfidenceBatchSkip):
         on = epoch >= policy.warmup_epochs  # the warm-up: the policy register says OFF
         ctrl = SkipCtrl(BatchPolicy.CONFIDENCE if on else BatchPolicy.OFF, CONF_MODE_NAMES[policy.confidence])
@@ -184,11 +190,8 @@ def check_accel(config: TrainConfig, policies, accel_cfg: Config) -> int:
                          "use --weight-decay 0")
     for spec in policies:
         check_stack(split_spec(spec))
-        skipping = [name for name in split_spec(spec) if name != "none"]
-        if skipping and not accel_cfg.has_skip:
-            raise ValueError(f"policy {spec!r}: the accelerator {accel_cfg.name!r} is built without the "
-                             "skip hardware (Config.gradient_skip=False); it trains with policy 'none' "
-                             "only; use an accelerator config with gradient_skip=true (the default)")
+        if any(name != "none" for name in split_spec(spec)):
+            _check_skip_hardware(spec, accel_cfg)
     try:
         return lr_shift_of(config.lr, accel_cfg)
     except ProgramError as e:
