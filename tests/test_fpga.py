@@ -191,6 +191,14 @@ def _cli_error(capsys, *argv):
      "skiptrain: error: --seeds='three': must be an integer in 0..10"),
     (["--preset", "tiny", "--target", "ecp5", "--seeds", "11"],
      "skiptrain: error: --seeds='11': must be an integer in 0..10"),
+    (["--preset", "tiny", "--target", "ecp5", "--seeds", "4,x"],
+     "skiptrain: error: --seeds='4,x': must be a list of distinct integers >= 1, at most 10 of them"),
+    (["--preset", "tiny", "--target", "ecp5", "--seeds", "0,1"],
+     "skiptrain: error: --seeds='0,1': must be a list of distinct integers >= 1"),
+    (["--preset", "tiny", "--target", "ecp5", "--seeds", "4,4"],
+     "skiptrain: error: --seeds='4,4': a seed is listed twice"),
+    (["--preset", "tiny", "--target", "ecp5", "--seeds", ",".join(str(s) for s in range(1, 12))],
+     "skiptrain: error: --seeds='1,2,3,4,5,6,7,8,9,10,11': 11 seeds; must be a list"),
     (["--preset", "tiny", "--target", "ecp5", "--jobs", "0"],
      "skiptrain: error: --jobs='0': must be an integer >= 1 (seeds placed and routed at once)"),
     (["--preset", "tiny", "--target", "ecp5", "--timeout", "0"],
@@ -345,15 +353,19 @@ def test_cli_synthesises_standin_for_ecp5(tmp_path, capsys):
         assert (tmp_path / "build" / log).is_file(), log
     assert "reused_seeds" not in report["runtime_s"]
 
-    # Same design, same folder: Yosys gives the same netlist, so nextpnr's seed is read back.
-    rc = cli.main(["synth", "--preset", "tiny", "--target", "ecp5", "--seeds", "1",
+    # Same design, same folder: Yosys gives the same netlist, so nextpnr's seed 1 is read back;
+    # a listed seed runs just those seeds (2 is new, 1 reused)
+    rc = cli.main(["synth", "--preset", "tiny", "--target", "ecp5", "--seeds", "2,1",
                    "--timeout", str(CI_NEXTPNR_LIMIT_S), "--json", str(json_path),
                    "--out", str(tmp_path / "build"), "--top", f"{__name__}:MacArray"])
     err = capsys.readouterr().err
     assert rc == 0, err
     again = json.loads(json_path.read_text())
+    assert again["seeds"] == [2, 1], again["seeds"]
     assert again["runtime_s"]["reused_seeds"] == [1], err
-    assert again["fmax_per_seed"] == report["fmax_per_seed"]
+    assert sorted(again["fmax_per_seed"]) == ["1", "2"], again["fmax_per_seed"]
+    assert again["fmax_per_seed"]["1"] == report["fmax_per_seed"]["1"]
+    assert (tmp_path / "build" / "nextpnr_seed2.log").is_file()
     assert "reused from an earlier run" in err
     assert report["placer"] == "static" and again["placer"] == "static"  # the ECP5 default
     assert "placer `static`" in md

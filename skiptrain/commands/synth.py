@@ -33,9 +33,10 @@ def register(subparsers):
     p.add_argument("--json", required=True, metavar="FILE", dest="json_path",
                    help="write the report here as JSON")
     p.add_argument("--markdown", metavar="FILE", help="also write the report as Markdown")
-    p.add_argument("--seeds", default="3", metavar="N",
-                   help=f"place and route with seeds 1..N and report the median Fmax "
-                        f"(0..{MAX_SEEDS}; default 3; 0: synthesis only, the cell counts of "
+    p.add_argument("--seeds", default="3", metavar="N|S1,S2,...",
+                   help=f"place and route with seeds 1..N, or with the seeds listed (e.g. 4,5: "
+                        f"distinct, >= 1, at most {MAX_SEEDS}), and report the median Fmax "
+                        f"(N in 0..{MAX_SEEDS}; default 3; 0: synthesis only, the cell counts of "
                         "the whole design and of each kept module, no Fmax)")
     p.add_argument("--jobs", default="1", metavar="N",
                    help="place and route up to N seeds at once, one per core (nextpnr is "
@@ -59,15 +60,31 @@ def register(subparsers):
 
 
 def _seeds(text: str) -> list[int]:
+    """``N`` is seeds 1..N (0: none); ``S1,S2,...`` is those seeds, in that order."""
     from skiptrain.cli import CliError
 
+    if "," in text:
+        rule = (f"a list of distinct integers >= 1, at most {MAX_SEEDS} of them "
+                "(place and route runs with exactly these seeds)")
+        try:
+            seeds = [int(part) for part in text.split(",")]
+        except ValueError:
+            seeds = None
+        if seeds is None or any(s < 1 for s in seeds):
+            raise CliError(f"--seeds={text!r}: must be {rule}")
+        if len(set(seeds)) != len(seeds):
+            raise CliError(f"--seeds={text!r}: a seed is listed twice; must be {rule}")
+        if len(seeds) > MAX_SEEDS:
+            raise CliError(f"--seeds={text!r}: {len(seeds)} seeds; must be {rule}")
+        return seeds
     try:
         n = int(text)
     except ValueError:
         n = None
     if n is None or not 0 <= n <= MAX_SEEDS:
         raise CliError(f"--seeds={text!r}: must be an integer in 0..{MAX_SEEDS} "
-                       "(place and route runs with seeds 1..N; 0 synthesises only)")
+                       "(place and route runs with seeds 1..N; 0 synthesises only) "
+                       "or a list of seeds such as 4,5")
     return list(range(1, n + 1))
 
 
