@@ -37,7 +37,7 @@ class Csr(enum.IntEnum):
     PC = 3          #: R: current (or last) program slot
     ID = 4          #: R: ID_MAGIC << 48 | acc_width << 32 | frac_bits << 24 | data_width << 16 | cols << 8 | rows
     CYCLES = 5      #: R: busy cycles, START to done, all commands
-    COMMANDS = 6    #: R: GEMM commands completed
+    COMMANDS = 6    #: R: GEMM and LOSS commands completed (not HALT, a failed one, a gate-skipped GEMM)
     TILES = 7       #: R: output tiles issued
     BUBBLES = 8     #: R: issue cycles without a valid step (tile period max(K, R, C) > K)
     PHASE_CYCLES = 9   #: R: 9..12, cycles in check, issue and drain of GEMMs per Phase

@@ -9,6 +9,7 @@ line, status bit, counter and cycle.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -28,7 +29,7 @@ from rtl.top import Accelerator
 from skiptrain import numerics
 from skiptrain.config import Config, preset
 from skiptrain.hostmap import Csr
-from skiptrain.isa import ErrorCode
+from skiptrain.isa import ErrorCode, OutMode, Phase
 from skiptrain.program import MlpSpec, ProgramError, build_mlp, lr_shift_of, words_of
 from skiptrain.skip import CONF_MODE_NAMES, BatchPolicy, SamplePolicy, SkipCtrl, conf_threshold, tcp_bound
 
@@ -421,6 +422,27 @@ def test_epilogue_and_loss_programs(name):
     cfg = CONFIGS[name]
     scs = ([epilogue_scenario(cfg, s) for s in range(4)] + [loss_scenario(cfg, s) for s in range(4)]
            + [loss_scenario(cfg, s, bad_label=True) for s in range(2)])
+    errors = run_scenarios(Accelerator(cfg), cfg, scs)
+    assert not errors, "\n".join(errors[:20])
+
+
+def test_loss_ignores_the_fields_the_readme_says_it_ignores():
+    """README, "Commands": LOSS ignores phase, the transposes, out_mode and k. The same LOSS
+    programs with those fields set run identically (lines, status, every counter, cycles) in
+    the golden model and on the RTL."""
+    cfg = CONFIGS["tiny"]
+    scs = []
+    for s in range(3):
+        plain = loss_scenario(cfg, s)
+        noisy = loss_scenario(cfg, s)
+        noisy.name += ", ignored fields set"
+        noisy.commands = [dataclasses.replace(c, phase=Phase.BWD_WEIGHT, trans_a=1, trans_b=1,
+                                              out_mode=OutMode.ACC, k=(3 * i) % 5)
+                          if c.opcode == 2 else c for i, c in enumerate(noisy.commands)]
+        (acc_p, res_p), (acc_n, res_n) = plain.expected(), noisy.expected()
+        assert res_n == res_p, f"seed {s}: got {res_n}, expected {res_p}"
+        assert torch.equal(acc_n.image("spad"), acc_p.image("spad")), f"seed {s}: dY differs"
+        scs.append(noisy)
     errors = run_scenarios(Accelerator(cfg), cfg, scs)
     assert not errors, "\n".join(errors[:20])
 
