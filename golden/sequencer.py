@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from skiptrain.config import Config
 from skiptrain.isa import Command, Epilogue, ErrorCode, Gate, Opcode, OutMode
 from skiptrain.layout import words_per_row
-from skiptrain.numerics import MAX_CLASSES, norm_exponent
+from skiptrain.numerics import max_classes, norm_exponent
 
 FETCH_CYCLES = 4     # FETCH, 2 x WAIT (program memory read latency 3), DECODE
 CHECK_CYCLES = 11    # rtl Sequencer.check_cycles
@@ -102,7 +102,7 @@ def check(cmd: Command, cfg: Config, lr_shift: int = 0, skip_config_ok: bool = T
     loss = cmd.opcode == Opcode.LOSS
     if cmd.m == 0 or (cmd.k == 0 and not loss) or cmd.n == 0:
         return ErrorCode.ZERO_DIM
-    if loss and cmd.m > MAX_CLASSES:
+    if loss and cmd.m > max_classes(cfg.data_width):
         return ErrorCode.LOSS_CLASSES
     norm = normalises(cmd, cfg, norm_kept)
     shift = effective_shift(cmd, lr_shift)

@@ -192,9 +192,10 @@ def train_error_scenarios(cfg: Config) -> dict[str, tuple[Scenario, ErrorCode]]:
         "loss_range": (Command.loss(3, 5, Z, Y, Region(cfg.spad_depth - 1, 3, 5, D.ld), shift=6),
                        ErrorCode.C_RANGE),
     }
-    if cfg.max_dim > numerics.MAX_CLASSES:
-        big = Region(0, numerics.MAX_CLASSES + 1, 1, 1)
-        bad["loss_classes"] = (Command.loss(numerics.MAX_CLASSES + 1, 1, big, Y, D, shift=6),
+    classes = numerics.max_classes(cfg.data_width)
+    if cfg.max_dim > classes:
+        big = Region(0, classes + 1, 1, 1)
+        bad["loss_classes"] = (Command.loss(classes + 1, 1, big, Y, D, shift=6),
                                ErrorCode.LOSS_CLASSES)
     out = {}
     for name, (cmd, code) in bad.items():

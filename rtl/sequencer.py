@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from skiptrain.config import Config
 
-from skiptrain.numerics import MAX_CLASSES
+from skiptrain.numerics import max_classes
 
 from skiptrain.isa import Gate
 
@@ -318,7 +318,7 @@ class Sequencer(wiring.Component):
                              zero_err.eq((cmd.m == 0) | ((cmd.k == 0) & ~is_loss) | (cmd.n == 0)),
                              eff_shift.eq(cmd.shift + Mux(~is_loss & (cmd.epilogue == Epilogue.UPDATE),
                                                           self.lr_shift, 0) if cfg.training else cmd.shift),
-                             classes_err.eq(is_loss & (cmd.m > MAX_CLASSES) if cfg.training else 0),
+                             classes_err.eq(is_loss & (cmd.m > max_classes(cfg.data_width)) if cfg.training else 0),
                              epi_err.eq(has_aux & (is_loss | (cmd.out_mode == OutMode.ACC)
                                                    | (not cfg.training))),
                              gate_err.eq(((cmd.gate != 0) & (is_loss | (not cfg.training)))

@@ -79,7 +79,7 @@ class ErrorCode(enum.IntEnum):
     BAD_LABEL = 12  #: LOSS: a label outside 0..M-1 (found per group of V samples, before its writes)
     AUX_RANGE = 13  #: the epilogue's aux region is past the accumulator memory
     BAD_EPILOGUE = 14  #: an epilogue with out_mode ACC, or on LOSS
-    LOSS_CLASSES = 15  #: LOSS with more than MAX_CLASSES rows
+    LOSS_CLASSES = 15  #: LOSS with more rows than numerics.max_classes(data_width): 256, 128 on 8-bit data
     BAD_GATE = 16   #: a gate on LOSS, any gate without the training hardware, a SAMPLES gate whose
     #: batch dimension is over max_batch, SAMPLES_K without trans_b, SAMPLES_M with an epilogue
     #: other than NONE and MASK

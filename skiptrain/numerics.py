@@ -25,7 +25,7 @@ from __future__ import annotations
 import decimal
 import functools
 
-__all__ = ["EXP_FRAC", "LOG_MANT_BITS", "MAX_CLASSES", "exp_table_size", "exp_table",
+__all__ = ["EXP_FRAC", "LOG_MANT_BITS", "MAX_CLASSES", "max_classes", "exp_table_size", "exp_table",
            "log_table", "log_index", "round_shift"]
 
 EXP_FRAC = 16        #: fraction bits of exp values and probabilities (1.0 = 65536: 17 bits)
@@ -33,6 +33,13 @@ EXP_RANGE = 16       #: the exp table covers d in [0, 16) (exp(-16) * 2**16 < 0.
 LOG_MANT_BITS = 8    #: mantissa bits after the leading one of S that index the log table
 MAX_CLASSES = 256    #: classes a LOSS command takes (S < 257 * 2**16: the log table's range)
 LOG_EXPONENTS = (MAX_CLASSES).bit_length()  #: leading-one positions 0..8 above 2**EXP_FRAC
+
+
+def max_classes(data_width: int) -> int:
+    """Classes a LOSS command takes on data_width-bit data: MAX_CLASSES, or fewer where the
+    labels, data_width-bit two's complement words, cannot name them all (2**(data_width-1)
+    on 8-bit data: labels 0..127). A LOSS with more rows stops with LOSS_CLASSES."""
+    return min(MAX_CLASSES, 1 << (data_width - 1))
 
 _CTX = decimal.Context(prec=40, rounding=decimal.ROUND_HALF_EVEN)
 

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from .config import Config
 from .isa import Command, Epilogue, Gate, Phase
 from .layout import Region, words_per_row
-from .numerics import EXP_FRAC, MAX_CLASSES
+from .numerics import EXP_FRAC, max_classes
 
 __all__ = ["MlpSpec", "MlpProgram", "ProgramError", "build_mlp", "lr_shift_of"]
 
@@ -81,8 +81,10 @@ class MlpSpec:
         if any(s + 1 > cfg.max_dim for s in sizes):
             raise ProgramError(f"sizes={sizes!r}: every size + 1 must fit a command's "
                                f"{cfg.dim_width}-bit dimension (<= {cfg.max_dim})")
-        if sizes[-1] < 2 or sizes[-1] > MAX_CLASSES:
-            raise ProgramError(f"classes={sizes[-1]}: must be in 2..{MAX_CLASSES}")
+        classes = max_classes(cfg.data_width)
+        if sizes[-1] < 2 or sizes[-1] > classes:
+            raise ProgramError(f"classes={sizes[-1]}: must be in 2..{classes} (a LOSS's limit on "
+                               f"{cfg.data_width}-bit data, whose labels are signed words)")
         b = self.batch
         if not isinstance(b, int) or b < 1 or b & (b - 1) or b > cfg.max_dim:
             raise ProgramError(f"batch={b!r}: must be a power of two in 1..{cfg.max_dim} (the loss "

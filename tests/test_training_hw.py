@@ -13,6 +13,7 @@ import dataclasses
 import io
 import json
 import math
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -22,14 +23,15 @@ import torch
 from amaranth_bus import run_scenarios, simulate
 from golden import loss_unit as gloss
 from golden.mlp import MlpOnChip, StepError, quantize
-from golden.scenario import random_gemm_scenario
+from golden.scenario import Scenario, random_gemm_scenario
 from golden.train_scenario import epilogue_scenario, loss_scenario, train_error_scenarios
 from rtl.loss_unit import LossUnit
 from rtl.top import Accelerator
 from skiptrain import numerics
 from skiptrain.config import Config, preset
 from skiptrain.hostmap import Csr
-from skiptrain.isa import ErrorCode, OutMode, Phase
+from skiptrain.isa import Command, ErrorCode, OutMode, Phase
+from skiptrain.layout import Region
 from skiptrain.program import MlpSpec, ProgramError, build_mlp, lr_shift_of, words_of
 from skiptrain.skip import CONF_MODE_NAMES, BatchPolicy, SamplePolicy, SkipCtrl, conf_threshold, tcp_bound
 
@@ -121,6 +123,10 @@ def test_program_builder_rejects_with_the_rule():
     for spec, rule in cases:
         with pytest.raises(ProgramError, match=rule):
             build_mlp(spec, cfg)
+    # on 8-bit data the labels are signed bytes: 128 classes at most
+    with pytest.raises(ProgramError, match=re.escape("classes=129: must be in 2..128 (a LOSS's "
+                                                     "limit on 8-bit data, whose labels are signed words)")):
+        build_mlp(MlpSpec((4, 129), 2), preset("tiny"))
     for lr, ok in ((0.25, 2), (1.0, 0), (0.3, None), (0.0, None), (2.0, None)):
         if ok is None:
             with pytest.raises(ProgramError, match="lr="):
@@ -422,6 +428,34 @@ def test_epilogue_and_loss_programs(name):
     cfg = CONFIGS[name]
     scs = ([epilogue_scenario(cfg, s) for s in range(4)] + [loss_scenario(cfg, s) for s in range(4)]
            + [loss_scenario(cfg, s, bad_label=True) for s in range(2)])
+    errors = run_scenarios(Accelerator(cfg), cfg, scs)
+    assert not errors, "\n".join(errors[:20])
+
+
+def test_loss_class_limit_follows_the_labels_width():
+    """tiny (8-bit data): labels are signed bytes, so a LOSS takes 128 classes at most. 128
+    classes with labels 127 and 0 run; 129 stop with LOSS_CLASSES (RTL against golden)."""
+    cfg = CONFIGS["tiny"]
+    assert numerics.max_classes(cfg.data_width) == 128
+    assert numerics.max_classes(preset("default").data_width) == numerics.MAX_CLASSES == 256
+    V = cfg.banks
+    Z = Region.packed(0, 128, 2, V)
+    Y = Region.packed(Z.end(V), 1, 2, V)
+    D = Region.packed(Y.end(V), 128, 2, V)
+    big = Region.packed(D.end(V), 129, 1, V)
+    rng = torch.Generator().manual_seed(3)
+    scs = []
+    for m, z, labels, code in ((128, Z, [127, 0], ErrorCode.NONE), (129, big, [0], ErrorCode.LOSS_CLASSES)):
+        sc = Scenario(cfg, name=f"loss of {m} classes")
+        n = len(labels)
+        sc.inputs += [("spad", z, torch.randint(cfg.data_min, cfg.data_max + 1, (m, n), generator=rng)),
+                      ("spad", Y, torch.tensor([labels])),
+                      ("spad", D, torch.zeros((128, 2), dtype=torch.int64))]
+        sc.commands += [Command.loss(m, n, z, Y, D, shift=6), Command()]
+        sc.outputs.append(("spad", D))
+        got = sc.expected()[1].error_code
+        assert got == code, f"{m} classes: golden stops with {got.name}, expected {code.name}"
+        scs.append(sc)
     errors = run_scenarios(Accelerator(cfg), cfg, scs)
     assert not errors, "\n".join(errors[:20])
 
