@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,3 +111,26 @@ def test_training_flag_is_checked():
     # the skip hardware comes with the training hardware, unless gradient_skip=False
     assert preset("tiny").has_skip and not preset("tiny_gemm").has_skip
     assert not preset("tiny").replace(gradient_skip=False).has_skip
+
+
+def test_config_files_load_and_say_what_the_readme_says():
+    """Every configs/*.json loads, names itself after its file, and is the default with only
+    the fields the README says changed."""
+    folder = Path(__file__).resolve().parent.parent / "configs"
+    files = sorted(folder.glob("*.json"))
+    assert len(files) >= 4, files
+    base = preset("default")
+    changed = {"default_batch128": {"spad_depth": 8192, "acc_depth": 4096},
+               "default_kept_norm": {"kept_norm": True},
+               "default_no_skip": {"gradient_skip": False},
+               "default_4x4": {"rows": 4, "cols": 4, "spad_depth": 2 * base.spad_depth,
+                               "acc_depth": 2 * base.acc_depth}}
+    assert sorted(f.stem for f in files) == sorted(changed), files
+    for f in files:
+        cfg = Config.from_json(f)
+        assert cfg.name == f.stem, f"{f.name}: name {cfg.name!r}"
+        assert cfg == base.replace(name=f.stem, **changed[f.stem]), f"{f.name}: {cfg}"
+    # the 4x4 keeps the default's memory bits: half the banks, twice the depth
+    small = Config.from_json(folder / "default_4x4.json")
+    assert small.banks * small.spad_depth == base.banks * base.spad_depth
+    assert small.banks * small.acc_depth == base.banks * base.acc_depth
