@@ -241,25 +241,60 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
+        """The config a dict of every field gives (as :meth:`to_dict` writes it). A missing
+        field is refused rather than defaulted (a file that left out ``rows`` would otherwise
+        build another array than it says); ``derived``, if given, must match what the fields
+        give (it is computed, never read)."""
         if not isinstance(d, dict):
             raise ConfigError(f"config must be a JSON object, got {type(d).__name__}")
         d = dict(d)
-        d.pop("derived", None)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
+        derived = d.pop("derived", None)
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = set(d) - set(names)
         if unknown:
             raise ConfigError(f"unknown config field(s) {sorted(unknown)}; fields are {sorted(names)}")
-        return cls(**d)
+        missing = [n for n in names if n not in d]
+        if missing:
+            raise ConfigError(f"missing config field(s) {missing}: a config gives every field "
+                              "(Config.to_json writes one; start from a file in configs/)")
+        cfg = cls(**d)
+        if derived is not None:
+            want = cfg.to_dict()["derived"]
+            if not isinstance(derived, dict) or set(derived) - set(want):
+                raise ConfigError(f"derived={derived!r}: must be an object with keys among "
+                                  f"{sorted(want)} (computed from the fields; it may be left out)")
+            for key, value in derived.items():
+                if value != want[key] or type(value) is not type(want[key]):
+                    raise ConfigError(f"derived.{key}={value!r}: does not match the fields, which "
+                                      f"give {want[key]!r} (derived values are computed; leave "
+                                      "'derived' out or correct it)")
+        return cfg
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> "Config":
+        """A config from a JSON file's path, or from JSON text. Errors in a file name the file."""
         p = Path(text_or_path) if not str(text_or_path).lstrip().startswith("{") else None
-        if p is not None:
-            if not p.is_file():
-                raise ConfigError(f"config file {str(p)!r} does not exist")
-            text = p.read_text()
-        else:
-            text = str(text_or_path)
+        if p is None:
+            return cls._from_text(str(text_or_path))
+        if not p.exists():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        if not p.is_file():
+            kind = "a directory" if p.is_dir() else "not a regular file"
+            raise ConfigError(f"config file {str(p)!r} is {kind}: must be a JSON file")
+        try:
+            text = p.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config file {str(p)!r} is not UTF-8 text ({e.reason} at byte "
+                              f"{e.start}): must be a JSON file") from None
+        except OSError as e:
+            raise ConfigError(f"config file {str(p)!r} cannot be read: {e.strerror}") from None
+        try:
+            return cls._from_text(text)
+        except ConfigError as e:
+            raise ConfigError(f"config file {str(p)!r}: {e}") from None
+
+    @classmethod
+    def _from_text(cls, text: str) -> "Config":
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:

@@ -150,7 +150,10 @@ def conf_threshold(mode: str, tau, cfg: Config) -> int:
     t = _real("tau", tau, 0, 1)
     one = 1 << numerics.EXP_FRAC
     if mode == "max_prob":
-        return math.floor(one / t)
+        # S < (MAX_CLASSES + 1) * 2**16 < 2**32, so past the register every S passes, as it
+        # does at the register's largest value: clamp there (a tau <= 2**-16 would otherwise
+        # wrap to a small CONF_TAU that passes nothing)
+        return min(math.floor(one / t), (1 << CONF_TAU_WIDTH) - 1)
     return math.ceil(t * one)
 
 

@@ -134,3 +134,34 @@ def test_config_files_load_and_say_what_the_readme_says():
     small = Config.from_json(folder / "default_4x4.json")
     assert small.banks * small.spad_depth == base.banks * base.spad_depth
     assert small.banks * small.acc_depth == base.banks * base.acc_depth
+
+
+def test_config_files_are_whole_and_checked(tmp_path):
+    """A file that leaves out a field, gives a wrong ``derived``, is no regular file or no
+    UTF-8 text is refused with a message naming the file, the value and the rule."""
+    full = json.loads(preset("small").to_json())
+    cases = {}
+    no_rows = {k: v for k, v in full.items() if k != "rows"}
+    cases["no_rows.json"] = (json.dumps(no_rows), "missing config field(s) ['rows']: a config gives every field")
+    wrong = dict(full, derived={"banks": 99, "multiplier_latency": 3})
+    cases["derived.json"] = (json.dumps(wrong), "derived.banks=99: does not match the fields, which give 4")
+    odd = dict(full, derived={"banks": "4"})
+    cases["derived_str.json"] = (json.dumps(odd), "derived.banks='4': does not match the fields, which give 4")
+    extra = dict(full, derived={"lanes": 4})
+    cases["derived_key.json"] = (json.dumps(extra), "derived={'lanes': 4}: must be an object with keys among")
+    cases["rows0.json"] = (json.dumps(dict(full, rows=0)), "rows=0: must be")
+    for name, (text, rule) in cases.items():
+        f = tmp_path / name
+        f.write_text(text)
+        with pytest.raises(ConfigError, match=re.escape(f"config file {str(f)!r}: {rule}")):
+            Config.from_json(f)
+    (tmp_path / "binary.json").write_bytes(b"\xff\xfe{junk")
+    with pytest.raises(ConfigError, match=re.escape(f"config file {str(tmp_path / 'binary.json')!r} is not UTF-8 text")):
+        Config.from_json(tmp_path / "binary.json")
+    with pytest.raises(ConfigError, match=re.escape(f"config file {str(tmp_path)!r} is a directory: must be a JSON file")):
+        Config.from_json(tmp_path)
+    with pytest.raises(ConfigError, match=re.escape("config file '/dev/null' is not a regular file: must be a JSON file")):
+        Config.from_json("/dev/null")
+    # derived may be left out, and a right one is accepted
+    assert Config.from_dict({k: v for k, v in full.items() if k != "derived"}) == preset("small")
+    assert Config.from_dict(full) == preset("small")

@@ -22,7 +22,7 @@ from skiptrain import numerics
 from skiptrain.config import Config, preset
 from skiptrain.isa import Command, ErrorCode, Gate, Phase, decode, encode
 from skiptrain.layout import Region
-from skiptrain.skip import (BatchPolicy, ConfMode, SamplePolicy, SkipCtrl, batch_tau_width,
+from skiptrain.skip import (CONF_TAU_WIDTH, BatchPolicy, ConfMode, SamplePolicy, SkipCtrl, batch_tau_width,
                             batch_threshold, conf_threshold, rate_register, tcp_bound)
 
 TINY = preset("tiny")
@@ -61,6 +61,13 @@ def test_thresholds_are_exact():
         for p in (t - 1, t, t + 1):
             assert (p >= t) == (Fraction(p, one) >= Fraction(tau)), (tau, p)
     assert conf_threshold("margin", math.log(9), cfg) == math.ceil(math.log(9) * 256)
+    # a tau so small that 2**16 / tau passes the 32-bit register clamps to its largest value,
+    # where every S still passes (S < 257 * 2**16), rather than wrapping to one that passes none
+    top = (1 << CONF_TAU_WIDTH) - 1
+    for tau in (Fraction(1, 1 << 16), Fraction(1, 1 << 17), 1e-30):
+        assert conf_threshold("max_prob", tau, cfg) == top, tau
+    assert conf_threshold("max_prob", Fraction(1, (1 << 16) - 1), cfg) == top - (1 << 16) + 1
+    assert (numerics.MAX_CLASSES + 1) * one <= top
     assert batch_threshold("max_prob", 0.95, 32, cfg) == math.ceil(Fraction(0.95) * 32 * one)
     assert batch_threshold("margin", 2.0, 32, cfg) == 2 * 32 * 256
     assert rate_register(0) == 0 and rate_register(1) == one and rate_register(0.25) == one // 4
