@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,8 +153,10 @@ class Config:
         if self.multiplier == "ecp5":
             self._check("data_width", self.data_width <= 18,
                         "must be at most 18 with multiplier='ecp5' (MULT18X18D is 18x18)")
-        if not isinstance(self.name, str):
-            raise ConfigError(f"name={self.name!r}: must be a string")
+        # the name is part of folder names (build/synth/NAME_TARGET, the cosim builds)
+        if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", self.name):
+            raise ConfigError(f"name={self.name!r}: must be 1-64 letters, digits, '_', '.' or '-', "
+                              "starting with a letter or digit (it names output folders)")
 
     def _check(self, f: str, ok: bool, rule: str):
         if not ok:

@@ -75,6 +75,9 @@ class MlpSpec:
     grad_frac_bits: int | None = None  #: fraction bits of dY and dH (default data_width - 1)
 
     def check(self, cfg: Config) -> None:
+        if not cfg.training:
+            raise ProgramError(f"config {cfg.name!r} has no training hardware (training=false): "
+                               "a training program needs the loss unit and the epilogues")
         sizes = tuple(self.sizes)
         if len(sizes) < 2 or any(not isinstance(s, int) or s < 1 for s in sizes):
             raise ProgramError(f"sizes={sizes!r}: must be two or more positive integers")
@@ -89,6 +92,9 @@ class MlpSpec:
         if not isinstance(b, int) or b < 1 or b & (b - 1) or b > cfg.max_dim:
             raise ProgramError(f"batch={b!r}: must be a power of two in 1..{cfg.max_dim} (the loss "
                                "unit divides by the batch with a shift)")
+        if b > cfg.max_batch:
+            raise ProgramError(f"batch={b}: must be at most the config's max_batch={cfg.max_batch} "
+                               "(the per-sample gates' kept list holds max_batch samples)")
         gf = self.grad_frac(cfg)
         if not 0 <= gf <= cfg.data_width - 1:
             raise ProgramError(f"grad_frac_bits={gf}: must be in 0..data_width-1 = "

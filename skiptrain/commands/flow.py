@@ -69,7 +69,9 @@ def run(args) -> int:
     unknown = skip - set(STEPS)
     if unknown:
         raise CliError(f"--skip={args.skip!r}: unknown step(s) {sorted(unknown)}; steps are {','.join(STEPS)}")
-    out = Path(args.out)
+    from skiptrain.commands.hardware import writable_dir
+
+    out = writable_dir("--out", args.out)
     out.mkdir(parents=True, exist_ok=True)
     p = args.preset
     plan = [

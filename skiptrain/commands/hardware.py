@@ -15,6 +15,8 @@ from pathlib import Path
 
 SIMS = ("icarus", "verilator")
 DEFAULT_SHAPES = "64x64x64,256x256x256"
+#: seeds are 32-bit (the LFSRs' and the operand generators'): a larger one would alias a smaller
+SEED_MAX = (1 << 32) - 1
 
 
 def _err(msg: str):
@@ -54,16 +56,16 @@ def register(subparsers):
     p.add_argument("--config", default=None, metavar="FILE.json",
                    help="a config file instead of a preset (e.g. configs/default_kept_norm.json)")
     g = p.add_argument_group("cosim train")
-    g.add_argument("--steps", default="10", metavar="N", help="training steps (default 10)")
-    g.add_argument("--sizes", default="64,128,10", metavar="N,N,...",
+    g.add_argument("--steps", default=None, metavar="N", help="training steps (default 10)")
+    g.add_argument("--sizes", default=None, metavar="N,N,...",
                    help="MLP layer sizes, 64 inputs and 10 classes (default 64,128,10)")
-    g.add_argument("--batch", default="32", metavar="N", help="batch, a power of two (default 32)")
-    g.add_argument("--lr", default="0.25", metavar="LR", help="learning rate, a power of two (default 0.25)")
-    g.add_argument("--seed", dest="train_seed", default="0", metavar="N",
+    g.add_argument("--batch", default=None, metavar="N", help="batch, a power of two (default 32)")
+    g.add_argument("--lr", default=None, metavar="LR", help="learning rate, a power of two (default 0.25)")
+    g.add_argument("--seed", dest="train_seed", default=None, metavar="N",
                    help="initialisation and data order (default 0)")
-    g.add_argument("--rounding", default="nearest", choices=("nearest", "stochastic"),
+    g.add_argument("--rounding", default=None, choices=("nearest", "stochastic"),
                    help="the weight update's rounding (default nearest: half to even)")
-    g.add_argument("--policy", default="none",
+    g.add_argument("--policy", default=None,
                    help="the skip policy: none (default), conf_sample, random_sample, conf_batch, "
                         "random_batch, or a per-sample and a batch policy stacked with '+' "
                         "(conf_sample+conf_batch); decided by the hardware from the first step on "
@@ -82,12 +84,12 @@ def register(subparsers):
                    help="conf_sample, random_sample: normalise the gradient by the batch (default) "
                         "or by the kept samples (SKIP_CTRL's norm_kept; needs a config with "
                         "kept_norm, e.g. --config configs/default_kept_norm.json)")
-    p.add_argument("--seeds", default="10", metavar="N",
+    p.add_argument("--seeds", default=None, metavar="N",
                    help="gemm: programs of seeds 0..N-1, even seeds random, odd seeds aimed at "
                         "the requantizer's edges (default 10)")
-    p.add_argument("--commands", default="3", metavar="N", help="GEMMs per program (default 3)")
-    p.add_argument("--max-dim", default="12", metavar="N",
-                   help="largest random M, K, N (default 12)")
+    p.add_argument("--commands", default=None, metavar="N", help="gemm: GEMMs per program (default 3)")
+    p.add_argument("--max-dim", default=None, metavar="N",
+                   help="gemm: largest random M, K, N (default 12)")
     p.add_argument("--waves", action="store_true",
                    help="record waves (FST from Icarus, VCD from Verilator; a separate build)")
     p.set_defaults(func=_reports_sim_failures(cosim))
@@ -105,8 +107,9 @@ def register(subparsers):
                     "raised to the next power of two that holds A, B and C; memory depth does "
                     "not change the cycle count.")
     q.add_argument("--preset", required=True, metavar="NAME", help="config preset")
-    q.add_argument("--shapes", default=DEFAULT_SHAPES, metavar="MxKxN,...",
-                   help=f"GEMM shapes (default {DEFAULT_SHAPES})")
+    q.add_argument("--shapes", default=None, metavar="MxKxN,...",
+                   help=f"GEMM shapes (default {DEFAULT_SHAPES}, each dimension capped at the "
+                        "largest the preset's commands hold: 255 on tiny)")
     q.add_argument("--sims", default=",".join(SIMS), metavar="SIM,...",
                    help="simulators to run, from icarus, verilator (default both). Icarus "
                         "runs only 400-700 cycles/s on the 8x8 (Verilator 250-370 k), so "
@@ -199,6 +202,7 @@ def bench_train(args) -> int:
     from skiptrain.program import MlpSpec, build_mlp
 
     cfg = _config(args.preset or (None if args.config else "default"), args.config)
+    writable_file("--json", args.json_path)
     batch = _int("--batch", args.batch, 1, cfg.max_dim)
     steps = _int("--steps", args.steps, 0, 100_000)
     golden_steps = _int("--golden-steps", args.golden_steps, 1, 1_000_000)
@@ -357,7 +361,7 @@ def _sims(text: str) -> list[str]:
     return list(dict.fromkeys(sims))
 
 
-def parse_shapes(text: str) -> list[tuple[int, int, int]]:
+def parse_shapes(text: str, flag: str = "--shapes") -> list[tuple[int, int, int]]:
     """``"64x64x64,8x16x8"`` -> [(64, 64, 64), (8, 16, 8)]; a bad entry names itself and the rule."""
     shapes = []
     for item in text.split(","):
@@ -368,7 +372,7 @@ def parse_shapes(text: str) -> list[tuple[int, int, int]]:
         except ValueError:
             dims = ()
         if len(dims) != 3 or min(dims) < 1:
-            raise _err(f"--shapes: {item!r} is not a GEMM shape: must be MxKxN with three "
+            raise _err(f"{flag}: {item!r} is not a GEMM shape: must be MxKxN with three "
                        "positive integers, e.g. 64x64x64")
         shapes.append(dims)
     return shapes
@@ -386,6 +390,37 @@ def _config(preset_name: str | None, config_file: str | None):
     return preset(preset_name)
 
 
+def writable_file(flag: str, path: str) -> Path:
+    """``path`` as a file the command can write at its end: refused now, before the work, if
+    it is a folder or its folder cannot be made."""
+    if not path:
+        raise _err(f"{flag}='': must be a file path")
+    p = Path(path)
+    if p.is_dir():
+        raise _err(f"{flag}={path!r} is a directory: must be a file path")
+    parent = p.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise _err(f"{flag}={path!r}: {str(parent)!r} is not a directory, so the file cannot be written")
+    return p
+
+
+def writable_dir(flag: str, path: str) -> Path:
+    """``path`` as a folder the command can create (or an existing one), checked before the work."""
+    if not path:
+        raise _err(f"{flag}='': must be a folder path")
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise _err(f"{flag}={path!r} is a file: must be a folder (created if missing)")
+    parent = p
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise _err(f"{flag}={path!r}: {str(parent)!r} is not a directory, so the folder cannot be made")
+    return p
+
+
 def _simulator_ready(sim: str) -> None:
     from cocotb_tests.runner import SimulatorNotFound, check_simulator
 
@@ -398,9 +433,9 @@ def _simulator_ready(sim: str) -> None:
 # ---- generate ---------------------------------------------------------------------------------
 def generate(args) -> int:
     cfg = _config(args.preset, args.config)
+    out = writable_dir("--out", args.out)
     from rtl.top import generate_verilog
 
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "skiptrain_top.v").write_text(generate_verilog(cfg, name="skiptrain_top"))
     cfg.to_json(out / "config.json")
@@ -420,19 +455,32 @@ def cosim_scenarios(cfg, seeds: int, n_commands: int, max_dim: int) -> list:
             else edge_gemm_scenario(cfg, s, n_commands=n_commands) for s in range(seeds)]
 
 
+#: the options of each kind of cosim run, with their defaults (parsed with None as the default,
+#: so an option given with its default value is still told apart from one not given)
+COSIM_TRAIN_OPTIONS = {"--steps": ("steps", "10"), "--sizes": ("sizes", "64,128,10"),
+                       "--batch": ("batch", "32"), "--lr": ("lr", "0.25"),
+                       "--seed": ("train_seed", "0"), "--rounding": ("rounding", "nearest"),
+                       "--policy": ("policy", "none"), "--confidence": ("confidence", None),
+                       "--tau": ("tau", None), "--batch-tau": ("batch_tau", None),
+                       "--rate": ("rate", None), "--normalize": ("normalize", None)}
+COSIM_GEMM_OPTIONS = {"--seeds": ("seeds", "10"), "--commands": ("commands", "3"),
+                      "--max-dim": ("max_dim", "12")}
+
+
+def _only_options_of(args, mine: dict, theirs: dict, mode: str, other: str) -> None:
+    """Refuse the other mode's options that were given; fill this mode's defaults in."""
+    given = [flag for flag, (attr, _) in theirs.items() if getattr(args, attr) is not None]
+    if given:
+        raise _err(f"{', '.join(given)}: option(s) of 'cosim {other}', not of 'cosim {mode}'")
+    for attr, default in mine.values():
+        if getattr(args, attr) is None:
+            setattr(args, attr, default)
+
+
 def cosim(args) -> int:
     if args.what == "train":
         return cosim_train(args)
-    train_only = {"--steps": (args.steps, "10"), "--sizes": (args.sizes, "64,128,10"),
-                  "--batch": (args.batch, "32"), "--lr": (args.lr, "0.25"),
-                  "--seed": (args.train_seed, "0"), "--rounding": (args.rounding, "nearest"),
-                  "--policy": (args.policy, "none"), "--confidence": (args.confidence, None),
-                  "--tau": (args.tau, None),
-                  "--batch-tau": (args.batch_tau, None), "--rate": (args.rate, None),
-                  "--normalize": (args.normalize, None)}
-    given = [flag for flag, (value, default) in train_only.items() if value != default]
-    if given:
-        raise _err(f"{', '.join(given)}: options of 'cosim train', not of GEMM programs")
+    _only_options_of(args, COSIM_GEMM_OPTIONS, COSIM_TRAIN_OPTIONS, "gemm", "train")
     sim = _sim(args.sim)
     cfg = _config(args.preset or (None if args.config else "tiny"), args.config)
     seeds = _int("--seeds", args.seeds, 1, 10_000)
@@ -487,6 +535,7 @@ def cosim(args) -> int:
 def cosim_train(args) -> int:
     from skiptrain.program import MlpSpec, build_mlp, lr_shift_of
 
+    _only_options_of(args, COSIM_TRAIN_OPTIONS, COSIM_GEMM_OPTIONS, "train", "gemm")
     sim = _sim(args.sim)
     cfg = _config(args.preset or (None if args.config else "default"), args.config)
     if args.waves:
@@ -494,7 +543,7 @@ def cosim_train(args) -> int:
                    "waves on a training session from cocotb_tests.training_session)")
     steps = _int("--steps", args.steps, 1, 100_000)
     batch = _int("--batch", args.batch, 1, cfg.max_dim)
-    seed = _int("--seed", args.train_seed, 0)
+    seed = _int("--seed", args.train_seed, 0, SEED_MAX, "a 32-bit seed")
     try:
         sizes = tuple(int(v) for v in args.sizes.split(","))
     except ValueError:
@@ -503,6 +552,9 @@ def cosim_train(args) -> int:
         raise _err(f"--sizes={args.sizes!r}: the digits MLP starts with 64 inputs and ends with 10 classes")
     try:
         lr = float(args.lr)
+    except ValueError:
+        raise _err(f"--lr={args.lr!r}: must be a number, a power of two (e.g. 0.25)") from None
+    try:
         lr_shift_of(lr, cfg)
         build_mlp(MlpSpec(sizes, batch), cfg)
     except ValueError as e:
@@ -621,13 +673,21 @@ def gemm_scenario(cfg, m: int, k: int, n: int, seed: int):
     return sc
 
 
+def default_shapes(cfg) -> str:
+    """bench gemm's default shapes, each dimension capped at what the config's commands hold
+    (tiny: 64x64x64,255x255x255), so ``skiptrain flow --preset tiny`` runs its benchmark."""
+    return ",".join("x".join(str(min(int(d), cfg.max_dim)) for d in shape.split("x"))
+                    for shape in DEFAULT_SHAPES.split(","))
+
+
 def bench_gemm(args) -> int:
     from skiptrain.config import preset
 
     cfg = preset(args.preset)
-    shapes = parse_shapes(args.shapes)
+    writable_file("--json", args.json_path)
+    shapes = parse_shapes(default_shapes(cfg) if args.shapes is None else args.shapes)
     sims = _sims(args.sims)
-    seed = _int("--seed", args.seed, 0)
+    seed = _int("--seed", args.seed, 0, SEED_MAX, "a 32-bit seed")
     for m, k, n in shapes:
         if max(m, k, n) > cfg.max_dim:
             raise _err(f"--shapes: {m}x{k}x{n} has a dimension over {cfg.max_dim}, the largest "
@@ -715,7 +775,8 @@ def bench_cosim(args) -> int:
     from skiptrain.driver import lines_digest
 
     cfg = preset(args.preset)
-    shapes = parse_shapes(args.shape)
+    writable_file("--json", args.json_path)
+    shapes = parse_shapes(args.shape, "--shape")
     if len(shapes) != 1:
         raise _err(f"--shape={args.shape!r}: must be one MxKxN")
     (m, k, n), = shapes
@@ -723,9 +784,9 @@ def bench_cosim(args) -> int:
         raise _err(f"--shape: {m}x{k}x{n} has a dimension over {cfg.max_dim}, the largest a "
                    f"command of preset {cfg.name} can hold")
     repeat = _int("--repeat", args.repeat, 1)
-    seed = _int("--seed", args.seed, 0)
+    seed = _int("--seed", args.seed, 0, SEED_MAX, "a 32-bit seed")
     from cocotb_tests import raw, runner
-    opt = args.opt or runner.DEFAULT_CXX_OPT
+    opt = runner.DEFAULT_CXX_OPT if args.opt is None else args.opt
     if opt not in runner.CXX_OPTS:
         raise _err(f"--opt={args.opt!r}: must be one of {', '.join(runner.CXX_OPTS)}")
     _simulator_ready("verilator")

@@ -154,7 +154,12 @@ def run(args) -> int:
     if args.placer is not None and args.placer not in PLACERS:
         raise CliError(f"--placer={args.placer!r}: must be one of {list(PLACERS)}")
     make_top = _factory(args.top)
-    out = Path(args.out) if args.out else Path("build") / "synth" / f"{what}_{tgt.name}"
+    from skiptrain.commands.hardware import writable_dir, writable_file
+
+    writable_file("--json", args.json_path)
+    if args.markdown is not None:
+        writable_file("--markdown", args.markdown)
+    out = writable_dir("--out", args.out) if args.out is not None else Path("build") / "synth" / f"{what}_{tgt.name}"
 
     from fpga.flow import FlowError, run_flow
     from fpga.report import to_table, write_report
