@@ -34,8 +34,10 @@ epoch's steps, per phase.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict
+from fractions import Fraction
 
 import numpy as np
 import torch
@@ -45,19 +47,21 @@ from torch import nn
 from skiptrain.config import Config, preset
 from skiptrain.hostmap import PHASE_NAMES
 from skiptrain.program import MlpSpec, ProgramError, lr_shift_of
-from skiptrain.skip import (CONF_MODE_NAMES, BatchPolicy, SamplePolicy, SkipCtrl,
-                            batch_threshold, conf_threshold, rate_register, tcp_bound)
+from skiptrain.skip import (CONF_MODE_NAMES, CONF_TAU_WIDTH, BatchPolicy, SamplePolicy, SkipCtrl,
+                            batch_tau_width, batch_threshold, conf_threshold, rate_register,
+                            tcp_bound)
 
 from ..mlp import MlpOnChip, quantize
 from .counting import COUNTERS
 from .datasets import Dataset
+from .errors import OptionError
 from .distributed import Dist
 from .policies import (DEFAULT_SAMPLE_TAU, ConfidenceBatchSkip, ConfidenceSampleSkip, RandomBatchSkip,
                        RandomSampleSkip, RunContext, StepInfo, _margin_of, _rate_at)
 from .registry import make_policy, split_spec
 from .trainer import RunResult, TrainConfig
 
-__all__ = ["AccelTrainer", "check_accel", "check_stack", "mlp_sizes", "skip_registers", "stack_registers", "CYCLE_KEYS",
+__all__ = ["AccelTrainer", "check_accel", "check_stack", "check_thresholds", "mlp_sizes", "skip_registers", "stack_registers", "CYCLE_KEYS",
            "ACCEL_POLICIES"]
 
 #: accelerator counters summed per epoch into ``epochs[i]["accel"]``
@@ -182,12 +186,23 @@ def mlp_sizes(model: nn.Module) -> tuple[list[nn.Linear], tuple]:
 
 
 def check_accel(config: TrainConfig, policies, accel_cfg: Config) -> int:
-    """Checks of the hyper-parameters the accelerator can run; returns LR_SHIFT."""
+    """Checks of the hyper-parameters the accelerator can run; returns LR_SHIFT. The errors
+    name the parameter (OptionError) where one is to blame."""
+    if not accel_cfg.training:
+        raise ValueError(f"the accelerator {accel_cfg.name!r} has no training hardware "
+                         "(training=false): it runs inference only; use an accelerator with "
+                         "training=true (e.g. the default preset)")
     if config.momentum != 0:
-        raise ValueError(f"momentum={config.momentum}: backend accel runs plain SGD; use --momentum 0")
+        raise OptionError("momentum", config.momentum, "0 with {backend} accel (it runs plain SGD)")
     if config.weight_decay != 0:
-        raise ValueError(f"weight_decay={config.weight_decay}: backend accel has no weight decay; "
-                         "use --weight-decay 0")
+        raise OptionError("weight_decay", config.weight_decay,
+                          "0 with {backend} accel (it has no weight decay)")
+    b, most = config.batch_size, accel_cfg.max_batch
+    if b & (b - 1) or b > most:
+        raise OptionError("batch_size", b, f"a power of two <= {most} with {{backend}} accel: the "
+                          f"accelerator {accel_cfg.name!r} has max_batch={most} (the loss unit "
+                          "divides by the batch with a shift; the per-sample gates hold max_batch "
+                          "samples)")
     for spec in policies:
         check_stack(split_spec(spec))
         if any(name != "none" for name in split_spec(spec)):
@@ -195,7 +210,39 @@ def check_accel(config: TrainConfig, policies, accel_cfg: Config) -> int:
     try:
         return lr_shift_of(config.lr, accel_cfg)
     except ProgramError as e:
-        raise ValueError(str(e)) from None
+        raise OptionError("lr", config.lr, f"a power of two in 2**-{accel_cfg.acc_width - 1}..1 "
+                          "with {backend} accel (its learning rate is 2**-LR_SHIFT; e.g. 0.125, "
+                          "0.0625)", text=str(e)) from None
+
+
+def _at_most(limit: Fraction) -> str:
+    """``limit`` written as the largest float <= it."""
+    f = float(limit)
+    if Fraction(f) > limit:
+        f = math.nextafter(f, 0.0)
+    return repr(f)
+
+
+def check_thresholds(policies, batch: int, cfg: Config) -> None:
+    """OptionError naming the option (``tau``, ``batch_tau``) when a logit-margin threshold is
+    too large for the register that holds it (CONF_TAU, BATCH_TAU): the rule says the largest
+    value that fits. The probability thresholds, in (0, 1], always fit."""
+    for p in policies:
+        if isinstance(p, ConfidenceSampleSkip) and p.confidence == "margin":
+            limit = Fraction((1 << CONF_TAU_WIDTH) - 1, 1 << cfg.frac_bits)
+            if Fraction(p.threshold) > limit:
+                raise OptionError("tau", p.threshold, f"a number in (0.0, {_at_most(limit)}] with "
+                                  f"{{confidence}} margin on the accelerator {cfg.name!r}: the "
+                                  f"largest that its {CONF_TAU_WIDTH}-bit CONF_TAU holds with "
+                                  f"{cfg.frac_bits} fraction bits", where="policy conf_sample")
+        if isinstance(p, ConfidenceBatchSkip) and p.confidence == "margin":
+            width = batch_tau_width(cfg)
+            limit = Fraction((1 << width) - 1, batch << cfg.frac_bits)
+            if Fraction(p.threshold) > limit:
+                raise OptionError("batch_tau", p.threshold, f"a number in (0.0, {_at_most(limit)}] "
+                                  f"with {{confidence}} margin and batch {batch} on the accelerator "
+                                  f"{cfg.name!r}: the largest that its {width}-bit BATCH_TAU "
+                                  "holds (batch x tau)", where="policy conf_batch")
 
 
 class AccelTrainer:
@@ -211,6 +258,7 @@ class AccelTrainer:
         self.policy_name = self.stack.name
         self.rounding = rounding
         check_accel(config, [self.stack.name], self.cfg)
+        check_thresholds(self.policies, config.batch_size, self.cfg)
         for epoch in range(config.epochs):  # every epoch's registers, before any step runs
             stack_registers(self.policies, epoch, config.batch_size, self.cfg, config.seed)
         self.linears, self.sizes = mlp_sizes(model)

@@ -39,6 +39,7 @@ from typing import ClassVar, Sequence
 import numpy as np
 import torch
 
+from .errors import OptionError, number_rule
 from .models import UNIT_DROPPED, UNIT_FROZEN, UNIT_TRAIN
 
 __all__ = ["Policy", "PolicyStack", "StepInfo", "StepOutcome", "RunContext", "NoSkip",
@@ -92,7 +93,7 @@ def tau_from_eps(eps: float) -> float:
 
 def _check_choice(name, value, choices):
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        raise OptionError(name, value, f"one of {', '.join(choices)}")
 
 
 def _check_int(name, value, lo, hi=None, none_ok=False):
@@ -101,10 +102,12 @@ def _check_int(name, value, lo, hi=None, none_ok=False):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo or (
             hi is not None and value > hi):
         rule = f">= {lo}" if hi is None else f"in {lo}..{hi}"
-        raise ValueError(f"{name} must be an integer {rule}, got {value!r}")
+        raise OptionError(name, value, f"an integer {rule}")
 
 
-def _check_real(name, value, lo, hi, lo_open=False, hi_open=False, none_ok=False):
+def _check_real(name, value, lo, hi, lo_open=False, hi_open=False, none_ok=False, index=None):
+    """A finite number in the interval; ``hi`` None: no upper bound (and inf is refused: the
+    message says "a finite number" for an infinite value)."""
     if value is None and none_ok:
         return
     ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) \
@@ -115,17 +118,19 @@ def _check_real(name, value, lo, hi, lo_open=False, hi_open=False, none_ok=False
     if not ok:
         left = "(" if lo_open else "["
         right = "inf)" if hi is None else (f"{hi})" if hi_open else f"{hi}]")
-        raise ValueError(f"{name} must be a number in {left}{lo}, {right}, got {value!r}")
+        raise OptionError(name, value, number_rule(value, f"a number in {left}{lo}, {right}"),
+                          index=index)
 
 
 def _check_rate(name, rate):
     """A rate is one number in [0, 1] or a per-epoch list of them (the last one repeats)."""
     if isinstance(rate, (list, tuple)):
         if not rate:
-            raise ValueError(f"{name} must be a number in [0, 1] or a non-empty per-epoch list, "
-                             "got an empty list")
+            raise OptionError(name, rate, "a number in [0, 1] or a non-empty per-epoch list",
+                              text=f"{name} must be a number in [0, 1] or a non-empty per-epoch "
+                                   "list, got an empty list")
         for i, r in enumerate(rate):
-            _check_real(f"{name}[{i}]", r, 0.0, 1.0)
+            _check_real(name, r, 0.0, 1.0, index=i)
         return tuple(float(r) for r in rate)
     _check_real(name, rate, 0.0, 1.0)
     return float(rate)
@@ -293,8 +298,9 @@ class ConfidenceSampleSkip(_RowSkip):
     confidence:
         ``max_prob`` (default, as the patent), ``true_class_prob`` or ``margin``.
     tau:
-        Fixed threshold (a probability, or a logit margin in ``margin`` mode). Default when
-        neither ``tau`` nor ``eps`` is given: 0.9 (margin: ln 9, where a two-way softmax gives 0.9).
+        Fixed threshold: a probability in (0, 1], or in ``margin`` mode a logit margin, a finite
+        number > 0. Default when neither ``tau`` nor ``eps`` is given: 0.9 (margin: ln 9, where a
+        two-way softmax gives 0.9).
     eps:
         Error bound instead of ``tau``: τ = 1 − sqrt(ε/2), so every skipped sample has an
         output-error energy ≤ ε. Probability modes only.
@@ -329,7 +335,9 @@ class ConfidenceSampleSkip(_RowSkip):
             _check_real("eps", self.eps, 0.0, 2.0, lo_open=True, hi_open=True)
         if self.tau is not None:
             if self.confidence == "margin":
-                _check_real("tau", self.tau, 0.0, None)
+                # a logit margin > 0, as on the accelerator (skiptrain.skip.conf_threshold: a
+                # margin of 0 would pass every sample, and CONF_TAU takes no 0)
+                _check_real("tau", self.tau, 0.0, None, lo_open=True)
             else:
                 _check_real("tau", self.tau, 0.0, 1.0, lo_open=True)
 
@@ -425,8 +433,8 @@ class ConfidenceBatchSkip(_BatchSkip):
         _check_choice("confidence", self.confidence, CONFIDENCE_MODES)
         _check_int("warmup_epochs", self.warmup_epochs, 0)
         if self.tau_batch is not None:
-            if self.confidence == "margin":
-                _check_real("tau_batch", self.tau_batch, 0.0, None)
+            if self.confidence == "margin":  # > 0 as on the accelerator (batch_threshold)
+                _check_real("tau_batch", self.tau_batch, 0.0, None, lo_open=True)
             else:
                 _check_real("tau_batch", self.tau_batch, 0.0, 1.0, lo_open=True)
 
@@ -602,7 +610,7 @@ class RandomWeightUpdateSkip(_WeightSkip):
             if not self.lr_factors:
                 raise ValueError("lr_factors must be None or a non-empty per-epoch list")
             for i, f in enumerate(self.lr_factors):
-                _check_real(f"lr_factors[{i}]", f, 0.0, None, lo_open=True)
+                _check_real("lr_factors", f, 0.0, None, lo_open=True, index=i)
 
     def start_epoch(self, epoch):
         if self.lr_factors is not None:

@@ -8,11 +8,12 @@ typo never passes silently.
 
 from __future__ import annotations
 
+from .errors import OptionError
 from .policies import (ConfidenceBatchSkip, ConfidenceSampleSkip, Downsample, LayerFreeze, NoSkip,
                        PolicyStack, RandomBatchSkip, RandomLayerFreeze, RandomSampleSkip,
                        RandomWeightUpdateSkip, WeightUpdateSkip)
 
-__all__ = ["POLICIES", "OPTIONS", "make_policy", "split_spec", "check_options"]
+__all__ = ["POLICIES", "OPTIONS", "make_policy", "split_spec", "check_options", "option_of"]
 
 #: name -> (class, fixed parameters)
 POLICIES = {
@@ -114,6 +115,19 @@ def make_policy(spec: str, options: dict | None = None, strict: bool = True) -> 
             kwargs[target] = value
         try:
             policies.append(cls(**kwargs))
+        except OptionError as e:  # named by its option (batch_tau, not tau_batch)
+            raise e.with_context(option_of(name, e.name), f"policy {name}",
+                                 text=f"policy {name}: {e}") from None
         except ValueError as e:
             raise ValueError(f"policy {name}: {e}") from None
     return PolicyStack(policies)
+
+
+def option_of(policy: str, param: str) -> str:
+    """The option (a key of :data:`OPTIONS`) that sets ``param`` of the policy called
+    ``policy``; ``param`` itself where no option does."""
+    for opt, targets in OPTIONS.items():
+        target = targets.get(policy)
+        if (target[0] if isinstance(target, tuple) else target) == param:
+            return opt
+    return param

@@ -33,21 +33,45 @@ import torch.nn.functional as F
 
 from .counting import COUNTERS, MacMeter
 from .datasets import Dataset
+from .errors import OptionError, number_rule
 from .distributed import Dist
 from .models import UNIT_TRAIN, SkipBatchNorm2d, SkipNet, build_model
 from .policies import Policy, PolicyStack, RunContext, StepInfo, StepOutcome
 
-__all__ = ["TrainConfig", "RunResult", "Trainer", "train", "resolve_device"]
+__all__ = ["TrainConfig", "RunResult", "Trainer", "train", "resolve_device", "DEVICE_RULE"]
+
+
+#: what ``device`` may be (the rule of :func:`resolve_device`'s errors)
+DEVICE_RULE = "auto, cpu, cuda, cuda:N or mps"
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto``: the GPU when there is one, else the CPU."""
+    """``auto``: the GPU when there is one, else the CPU; otherwise a torch device string of a
+    kind the trainer runs on (cpu, cuda, cuda:N, mps) that torch sees here. OptionError names
+    the value and the rule."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but torch sees no CUDA GPU")
-    return dev
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise OptionError("device", device, f"{DEVICE_RULE} (a device string torch knows)") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise OptionError("device", device, f"{DEVICE_RULE} where torch sees the device; it sees "
+                              "no CUDA GPU", text=f"device {device!r} asked for, but torch sees no CUDA GPU")
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            raise OptionError("device", device, f"cuda or cuda:0..cuda:{n - 1}: torch sees {n} CUDA GPU(s)")
+        return dev
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise OptionError("device", device, f"{DEVICE_RULE} where torch sees the device; "
+                              "MPS is not available here")
+        return dev
+    raise OptionError("device", device, f"{DEVICE_RULE} (the devices the trainer runs on)")
 
 
 @dataclass(frozen=True)
@@ -89,24 +113,31 @@ class TrainConfig:
     progress: bool = False
 
     def __post_init__(self):
-        def bad(name, rule):
-            raise ValueError(f"{name} must be {rule}, got {getattr(self, name)!r}")
+        def bad(name, rule, text=None):
+            raise OptionError(name, getattr(self, name), rule, text=text)
+
+        def real(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
         for name in ("epochs", "batch_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 bad(name, "an integer >= 1")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             bad("seed", "an integer >= 0")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            bad("lr", "a number > 0")
-        if not (isinstance(self.momentum, (int, float)) and 0 <= self.momentum < 1):
+        if not (real(self.lr) and math.isfinite(self.lr) and self.lr > 0):
+            bad("lr", number_rule(self.lr, "a number > 0"))
+        if not (real(self.momentum) and 0 <= self.momentum < 1):
             bad("momentum", "a number in [0, 1)")
-        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
-            bad("weight_decay", "a number >= 0")
-        if self.width is not None and (not isinstance(self.width, int) or self.width < 1):
-            bad("width", "None or an integer >= 1")
-        if self.target_accuracy is not None and not 0 < self.target_accuracy <= 1:
-            bad("target_accuracy", "None or a number in (0, 1]")
+        if not (real(self.weight_decay) and math.isfinite(self.weight_decay)
+                and self.weight_decay >= 0):
+            bad("weight_decay", number_rule(self.weight_decay, "a number >= 0"))
+        if self.width is not None and (isinstance(self.width, bool) or not isinstance(self.width, int)
+                                       or self.width < 1):
+            bad("width", "an integer >= 1", f"width must be None or an integer >= 1, got {self.width!r}")
+        if self.target_accuracy is not None and not (real(self.target_accuracy)
+                                                     and 0 < self.target_accuracy <= 1):
+            bad("target_accuracy", "a number in (0, 1]",
+                f"target_accuracy must be None or a number in (0, 1], got {self.target_accuracy!r}")
         if self.bn_replay not in SkipBatchNorm2d.REPLAY_REDUCTIONS:
             bad("bn_replay", f"one of {', '.join(SkipBatchNorm2d.REPLAY_REDUCTIONS)}")
 

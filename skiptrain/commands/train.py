@@ -82,7 +82,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--accel-config", default=None, metavar="FILE.json",
                    help="backend accel: a config as JSON instead of --accel-preset (e.g. "
                         "configs/default_batch128.json)")
-    g.add_argument("--accel-rounding", default="nearest", choices=("nearest", "stochastic"),
+    g.add_argument("--accel-rounding", default=None, choices=("nearest", "stochastic"),
                    help="backend accel: round the weight update half to even (default) or "
                         "stochastically (on-chip LFSRs seeded with the run's seed)")
     g.add_argument("--width", type=int, help="model width (default: mlp 128, cnn/resnet 16)")
@@ -141,9 +141,46 @@ def _parse_rate(text: str):
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
-        raise CliError(f"--rate must be a number or a comma list of numbers in [0, 1], "
-                       f"got {text!r}") from None
+        raise CliError(f"--rate={text}: must be a number in [0, 1] or a comma list of "
+                       "numbers in [0, 1]") from None
     return values[0] if len(values) == 1 else tuple(values)
+
+
+#: library parameter -> flag, where it is not "--" + the name with "-" for "_"
+_RENAMED = {"target_accuracy": "--target-acc"}
+#: the library parameters that are flags of train / compare (the policy options aside)
+_PARAMS = ("dataset", "data_dir", "limit", "model", "backend", "accel_preset", "accel_config",
+           "accel_rounding", "width", "epochs", "batch_size", "lr", "momentum", "weight_decay",
+           "seeds", "device", "threads", "bn_replay", "target_accuracy", "out")
+
+
+def _flag(name: str, command: str) -> str | None:
+    """The flag of the library parameter or policy option ``name`` (None: not a flag)."""
+    if name == "policies":
+        return "--policies" if command == "compare" else "--policy"
+    for flag, dest, _ in _POLICY_OPTIONS:
+        if dest == name:
+            return flag
+    if name in _PARAMS:
+        return _RENAMED.get(name, "--" + name.replace("_", "-"))
+    return None
+
+
+def _show(value) -> str:
+    return ",".join(map(_show, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def _message(e: ValueError, command: str) -> str:
+    """The library's error as the command line says it: the parameter named by its flag,
+    ``--flag=VALUE: must be RULE`` (where the error is of one parameter with a flag)."""
+    from golden.training.errors import OptionError
+    flag = _flag(e.name, command) if isinstance(e, OptionError) else None
+    if flag is None:
+        return str(e)
+    rule = e.rule_text(lambda n: _flag(n, command) or n)
+    head = f"{flag}={_show(e.value)}" if e.index is None else \
+        f"{flag} entry {e.index + 1}={_show(e.value)}"
+    return f"{head}: must be {rule}" + (f" ({e.where})" if e.where else "")
 
 
 def _run(command: str, policies: list[str], args) -> int:
@@ -151,7 +188,7 @@ def _run(command: str, policies: list[str], args) -> int:
     options = {dest: getattr(args, f"opt_{dest}") for _, dest, _ in _POLICY_OPTIONS}
     if options["rate"] is not None:
         options["rate"] = _parse_rate(options["rate"])
-    if args.accel_preset and args.accel_config:
+    if args.accel_preset is not None and args.accel_config is not None:
         raise CliError("give --accel-preset or --accel-config, not both")
     out = args.out or f"runs/{command}-{args.dataset}-{args.model}"
     from golden.training import cli
@@ -163,9 +200,9 @@ def _run(command: str, policies: list[str], args) -> int:
                        weight_decay=args.weight_decay, width=args.width, device=args.device,
                        target_acc=args.target_acc, limit=args.limit, threads=args.threads,
                        bn_replay=args.bn_replay, backend=args.backend,
-                       accel_preset=args.accel_preset or "default",
-                       accel_config=args.accel_config, accel_rounding=args.accel_rounding,
+                       accel_preset=args.accel_preset, accel_config=args.accel_config,
+                       accel_rounding=args.accel_rounding,
                        match=getattr(args, "match", False),
                        progress=not args.no_progress and sys.stderr.isatty())
     except ValueError as e:
-        raise CliError(str(e)) from None
+        raise CliError(_message(e, command)) from None
