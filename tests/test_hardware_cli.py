@@ -60,7 +60,7 @@ CASES = [
     (["bench", "cosim", "--preset", "tiny", "--shape", "8x8x8", "--opt", "", "--json", "{json}"],
      "--opt='': must be one of"),
     (["bench", "train", "--steps", "0", "--json", "{under_file}"],
-     "--json='{under_file}': '{afile}' is not a directory, so the file cannot be written"),
+     "--json='{under_file}': '{afile}' is not a directory, so the file cannot be made"),
     (["bench", "train", "--steps", "0", "--preset", "tiny_gemm", "--json", "{json}"],
      "config 'tiny_gemm' has no training hardware"),
     (["generate", "--preset", "tiny", "--out", "{afile}"],

@@ -390,35 +390,32 @@ def _config(preset_name: str | None, config_file: str | None):
     return preset(preset_name)
 
 
+def _creatable(flag: str, path: str, what: str) -> Path:
+    """``path`` (not empty) whose nearest existing ancestor is a folder, so ``what`` can be made."""
+    if not path:
+        raise _err(f"{flag}='': must be a {what} path")
+    p = Path(path)
+    ancestor = p.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise _err(f"{flag}={path!r}: {str(ancestor)!r} is not a directory, so the {what} cannot be made")
+    return p
+
+
 def writable_file(flag: str, path: str) -> Path:
     """``path`` as a file the command can write at its end: refused now, before the work, if
     it is a folder or its folder cannot be made."""
-    if not path:
-        raise _err(f"{flag}='': must be a file path")
-    p = Path(path)
-    if p.is_dir():
+    if path and Path(path).is_dir():
         raise _err(f"{flag}={path!r} is a directory: must be a file path")
-    parent = p.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise _err(f"{flag}={path!r}: {str(parent)!r} is not a directory, so the file cannot be written")
-    return p
+    return _creatable(flag, path, "file")
 
 
 def writable_dir(flag: str, path: str) -> Path:
     """``path`` as a folder the command can create (or an existing one), checked before the work."""
-    if not path:
-        raise _err(f"{flag}='': must be a folder path")
-    p = Path(path)
-    if p.exists() and not p.is_dir():
+    if path and Path(path).exists() and not Path(path).is_dir():
         raise _err(f"{flag}={path!r} is a file: must be a folder (created if missing)")
-    parent = p
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise _err(f"{flag}={path!r}: {str(parent)!r} is not a directory, so the folder cannot be made")
-    return p
+    return _creatable(flag, path, "folder")
 
 
 def _simulator_ready(sim: str) -> None:
